@@ -1,0 +1,18 @@
+// `npm run bench -- NAME [args]`: each benchmark measures a floor or a peer in the same run and
+// prints the ratio. Benchmarks are not tests: nothing here asserts a time.
+type Bench = { run(args: string[]): Promise<void> };
+
+const BENCHES: Record<string, () => Promise<Bench>> = {
+  // name: () => import("./name.js"),
+};
+
+export async function runBench(argv: string[]): Promise<void> {
+  const [name, ...args] = argv;
+  const load = name === undefined ? undefined : BENCHES[name];
+  if (load === undefined) {
+    console.error(`usage: npm run bench -- <${Object.keys(BENCHES).join("|")}> [args]`);
+    process.exitCode = 2;
+    return;
+  }
+  await (await load()).run(args);
+}

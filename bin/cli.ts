@@ -1,0 +1,11 @@
+// The `veil` command line. Each component contributes its subcommand; this file only assembles them.
+import { Command } from "commander";
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command("veil")
+    .description("Oblivious HTTP relay, gateway and Privacy Pass issuer for private DAP uploads")
+    .showHelpAfterError()
+    .enablePositionalOptions();
+  // Subcommands (one line each):
+  await program.parseAsync(argv);
+}

@@ -1,0 +1,189 @@
+// What every Veil server shares: the HTTP(S) server with explicit limits, the problem handler, one
+// privacy-safe log line and metrics per request, a cap on concurrent requests, /healthz, /readyz,
+// /metrics, and graceful shutdown (stop accepting, finish in-flight requests, close stores).
+
+import { readFileSync } from "node:fs";
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import Fastify, { type FastifyInstance, type RawServerDefault } from "fastify";
+import { ProtocolError } from "../core/errors.js";
+import type { HttpLimits, ListenConfig } from "./config.js";
+import { logRequest, safeError, type Logger } from "./logging.js";
+import type { HttpMetrics } from "./metrics.js";
+import { installProblemHandler, sendProblem } from "./problem-handler.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** A short outcome word for the request log and metrics ("ok", "forwarded", an error code). */
+    veilOutcome: string;
+  }
+}
+
+export type ReadinessChecks = Readonly<Record<string, () => Promise<void> | void>>;
+
+export interface ServerAppOptions {
+  listen: ListenConfig;
+  limits: HttpLimits;
+  log: Logger;
+  metrics: HttpMetrics;
+  /** Named checks for /readyz (keys loaded, store reachable, ...): each throws when not ready. */
+  readiness?: ReadinessChecks;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** node:http(s) server with every limit explicit (no library default timeouts). */
+function createNodeServer(listen: ListenConfig, limits: HttpLimits, handler: Handler): Server {
+  const common = {
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // The socket-level idle timeout: slow-loris clients that trickle bytes are cut off.
+    connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+  };
+  const tls = listen.tls;
+  if (tls?.cert !== undefined && tls.key !== undefined) {
+    const server = createHttpsServer(
+      {
+        ...common,
+        cert: readFileSync(tls.cert),
+        key: readFileSync(tls.key),
+        ...(tls.ca === undefined ? {} : { ca: readFileSync(tls.ca), requestCert: true, rejectUnauthorized: true }),
+      },
+      handler,
+    );
+    return server as unknown as Server;
+  }
+  if (tls !== undefined && (tls.cert !== undefined || tls.key !== undefined)) {
+    throw new ProtocolError("CFG_ERR_INVALID", "listen.tls: needs both cert and key");
+  }
+  return createHttpServer(common, handler);
+}
+
+/** A Fastify app with Veil's shared plumbing installed; components add their routes. */
+export function createServerApp(options: ServerAppOptions): FastifyInstance {
+  const { limits, metrics } = options;
+  const app = Fastify({
+    loggerInstance: options.log,
+    // Fastify's request log records client addresses: we write our own line instead.
+    disableRequestLogging: true,
+    bodyLimit: limits.maxRequestBytes,
+    return503OnClosing: true,
+    forceCloseConnections: "idle",
+    // Never trust X-Forwarded-For: a relay's clients must not be able to spoof their rate-limit key.
+    trustProxy: false,
+    serverFactory: (handler) => createNodeServer(options.listen, limits, handler),
+  }) as unknown as FastifyInstance<RawServerDefault>;
+
+  app.decorateRequest("veilOutcome", "");
+  installProblemHandler(app);
+
+  let inFlight = 0;
+  app.addHook("onRequest", (request, reply, done) => {
+    if (inFlight >= limits.maxConcurrentRequests) {
+      sendProblem(reply, new ProtocolError("HTTP_ERR_OVERLOADED", undefined, { headers: { "retry-after": "1" } }));
+      return;
+    }
+    inFlight++;
+    let counted = true;
+    const release = (): void => {
+      if (counted) {
+        counted = false;
+        inFlight--;
+      }
+    };
+    reply.raw.once("close", release);
+    done();
+  });
+  app.addHook("onResponse", (request, reply, done) => {
+    const route = request.routeOptions.url ?? "(unmatched)";
+    const status = reply.statusCode;
+    const outcome = request.veilOutcome !== "" ? request.veilOutcome : status < 400 ? "ok" : `status_${status}`;
+    const seconds = reply.elapsedTime / 1000;
+    metrics.requests.inc({ route, outcome, status: String(status) });
+    metrics.duration.observe({ route }, seconds);
+    logRequest(request.log as Pick<Logger, "info">, { route, method: request.method, status, outcome, durationMs: reply.elapsedTime });
+    done();
+  });
+
+  app.get("/healthz", async (_request, reply) => reply.header("cache-control", "no-store").send({ status: "ok" }));
+  app.get("/readyz", async (_request, reply) => {
+    const failing: string[] = [];
+    for (const [name, check] of Object.entries(options.readiness ?? {})) {
+      try {
+        await check();
+      } catch {
+        failing.push(name);
+      }
+    }
+    return reply
+      .code(failing.length === 0 ? 200 : 503)
+      .header("cache-control", "no-store")
+      .send({ status: failing.length === 0 ? "ready" : "not ready", failing });
+  });
+  app.get("/metrics", async (_request, reply) =>
+    reply.header("content-type", metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
+  return app;
+}
+
+/** Accepts a binary body of one media type (exact, parameters ignored) as a Buffer. */
+export function acceptBinaryBody(app: FastifyInstance, mediaType: string): void {
+  app.addContentTypeParser(mediaType, { parseAs: "buffer" }, (_request, body, done) => done(null, body));
+}
+
+export interface RunningServer {
+  /** e.g. "http://127.0.0.1:8081" */
+  url: string;
+  port: number;
+  /** Graceful stop: stop accepting, let in-flight requests finish (up to the grace period). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Listens, then stops gracefully on SIGTERM/SIGINT (or `stop()`): new connections are refused,
+ * in-flight requests finish, `onClose` closes stores; after `shutdownGraceMs` the rest is cut.
+ */
+export async function runServer(
+  app: FastifyInstance,
+  options: { listen: ListenConfig; shutdownGraceMs: number; log: Logger; onClose?: () => Promise<void>; handleSignals?: boolean },
+): Promise<RunningServer> {
+  await app.listen({ host: options.listen.host, port: options.listen.port });
+  const address = app.server.address();
+  const port = typeof address === "object" && address !== null ? address.port : options.listen.port;
+  const scheme = options.listen.tls?.cert !== undefined ? "https" : "http";
+  const host = options.listen.host.includes(":") ? `[${options.listen.host}]` : options.listen.host;
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      const timer = setTimeout(() => {
+        options.log.warn("shutdown grace period over: closing remaining connections");
+        app.server.closeAllConnections();
+      }, options.shutdownGraceMs);
+      timer.unref();
+      try {
+        await app.close();
+        await options.onClose?.();
+      } catch (e) {
+        options.log.error({ err: safeError(e) }, "error during shutdown");
+      } finally {
+        clearTimeout(timer);
+      }
+    })();
+    return stopping;
+  };
+  if (options.handleSignals !== false) {
+    const onSignal = (signal: string): void => {
+      options.log.info({ signal }, "shutting down");
+      void stop().then(() => {
+        options.log.info("stopped");
+        process.exit(0);
+      });
+    };
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
+  }
+  return { url: `${scheme}://${host}:${port}`, port, stop };
+}

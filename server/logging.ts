@@ -1,0 +1,66 @@
+// Privacy-safe logging (pino). By construction, nothing here can print a client address, a token, a
+// key, a credential or a body: Fastify's own request logging is off, servers log one line per request
+// through `logRequest` with a fixed set of fields, and errors are reduced to their code and name
+// (a foreign error's message can quote input, e.g. JSON.parse's, so it is not logged).
+
+import { pino, type Logger, type DestinationStream } from "pino";
+import { isProtocolError } from "../core/errors.js";
+
+export type { Logger } from "pino";
+
+export interface LoggerOptions {
+  level?: string;
+  /** Where lines go (tests capture them); default stdout, human-readable when it is a terminal. */
+  destination?: DestinationStream;
+}
+
+/** Reduces an error to what is safe to log: our code and detail, or a foreign error's name/code. */
+export function safeError(e: unknown): Record<string, unknown> {
+  if (isProtocolError(e)) {
+    const out: Record<string, unknown> = { code: e.code, detail: e.message };
+    if (e.cause !== undefined) out.cause = safeError(e.cause);
+    return out;
+  }
+  if (e instanceof Error) {
+    const code = (e as { code?: unknown }).code;
+    const out: Record<string, unknown> = { name: e.name };
+    if (typeof code === "string") out.code = code;
+    // Stack frames without the first line (which repeats the message).
+    if (e.stack !== undefined) out.stack = e.stack.split("\n").slice(1, 8).map((l) => l.trim());
+    if (e.cause !== undefined) out.cause = safeError(e.cause);
+    return out;
+  }
+  return { name: typeof e };
+}
+
+export function createLogger(component: string, options: LoggerOptions = {}): Logger {
+  const pinoOptions = {
+    level: options.level ?? "info",
+    base: { component },
+    serializers: { err: safeError, error: safeError },
+    // Belt and braces: these never get logged by Veil's code, but must not slip in via a child.
+    redact: {
+      paths: ["req", "res", "headers", "*.headers", "body", "*.body", "token", "*.token", "authorization", "*.authorization", "privateKey", "*.privateKey", "credential", "*.credential", "ip", "*.ip", "remoteAddress", "*.remoteAddress"],
+      censor: "[redacted]",
+    },
+  };
+  if (options.destination !== undefined) return pino(pinoOptions, options.destination);
+  if (process.stdout.isTTY) {
+    return pino({ ...pinoOptions, transport: { target: "pino-pretty", options: { colorize: true, ignore: "pid,hostname" } } });
+  }
+  return pino(pinoOptions);
+}
+
+export interface RequestLogLine {
+  /** The route pattern (never the raw URL, which could carry a task id or a query). */
+  route: string;
+  method: string;
+  status: number;
+  /** A short word: "ok", "forwarded", an error code... */
+  outcome: string;
+  durationMs: number;
+}
+
+export function logRequest(log: Pick<Logger, "info">, line: RequestLogLine): void {
+  log.info({ route: line.route, method: line.method, status: line.status, outcome: line.outcome, durationMs: Math.round(line.durationMs * 100) / 100 }, "request");
+}

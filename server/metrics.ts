@@ -1,0 +1,32 @@
+// Prometheus metrics (prom-client), one registry per server. Labels are low-cardinality and never
+// carry an address, a token, a task id or a key: route patterns, outcomes, status codes, key ids.
+
+import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export interface HttpMetrics {
+  registry: Registry;
+  requests: Counter<"route" | "outcome" | "status">;
+  duration: Histogram<"route">;
+}
+
+export function createMetrics(component: string, options: { defaultMetrics?: boolean } = {}): HttpMetrics {
+  const registry = new Registry();
+  registry.setDefaultLabels({ component });
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: "veil_" });
+  return {
+    registry,
+    requests: new Counter({
+      name: "veil_http_requests_total",
+      help: "HTTP requests by route pattern, outcome and status",
+      labelNames: ["route", "outcome", "status"],
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: "veil_http_request_duration_seconds",
+      help: "HTTP request latency by route pattern",
+      labelNames: ["route"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+  };
+}

@@ -1,0 +1,64 @@
+// The problem+json error handler shared by the servers (RFC 9457). Status, headers and text come
+// only from Veil's catalogue: never from a thrown library error (Fastify's default handler would
+// send its message and take its status), so nothing internal reaches a client.
+
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { ProtocolError, wrapError, type ErrorCode } from "../core/errors.js";
+import { PROBLEM_MEDIA_TYPE, encodeProblem, toProblem } from "../core/problem.js";
+import { safeError } from "./logging.js";
+
+/** Fastify's own errors (body parsing, limits) mapped onto the catalogue. */
+const FASTIFY_CODES: Readonly<Record<string, ErrorCode>> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: "HTTP_ERR_TOO_LARGE",
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: "HTTP_ERR_MEDIA_TYPE",
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: "HTTP_ERR_BAD_REQUEST",
+  FST_ERR_CTP_EMPTY_JSON_BODY: "HTTP_ERR_BAD_REQUEST",
+  FST_ERR_CTP_INVALID_JSON_BODY: "HTTP_ERR_BAD_REQUEST",
+  FST_ERR_BAD_URL: "HTTP_ERR_BAD_REQUEST",
+  FST_ERR_ASYNC_CONSTRAINT: "HTTP_ERR_BAD_REQUEST",
+  ERR_HTTP_REQUEST_TIMEOUT: "HTTP_ERR_TIMEOUT",
+  ECONNRESET: "HTTP_ERR_BAD_REQUEST",
+  ERR_STREAM_PREMATURE_CLOSE: "HTTP_ERR_BAD_REQUEST",
+};
+
+export function toProtocolError(e: unknown): ProtocolError {
+  if (e instanceof ProtocolError) return e;
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && Object.hasOwn(FASTIFY_CODES, code)) return wrapError(e, FASTIFY_CODES[code]);
+  const status = (e as { statusCode?: unknown } | null)?.statusCode;
+  if (typeof status === "number" && status >= 400 && status < 500) return wrapError(e, "HTTP_ERR_BAD_REQUEST");
+  return wrapError(e, "INTERNAL_ERR");
+}
+
+/** Sends `e` as a plain problem document (the status and headers from the catalogue). */
+export function sendProblem(reply: FastifyReply, e: unknown, taskId?: string): FastifyReply {
+  const err = toProtocolError(e);
+  reply.request.veilOutcome = err.code;
+  return reply
+    .code(err.status)
+    .headers(err.headers)
+    .header("content-type", PROBLEM_MEDIA_TYPE)
+    .header("cache-control", "no-store")
+    .send(Buffer.from(encodeProblem(toProblem(err, { taskId }))));
+}
+
+export function installProblemHandler(app: FastifyInstance): void {
+  app.setErrorHandler((e: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const err = toProtocolError(e);
+    if (err.code === "INTERNAL_ERR") request.log.error({ err: safeError(e) }, "unexpected error");
+    return sendProblem(reply, err);
+  });
+  app.setNotFoundHandler((_request, reply) => sendProblem(reply, new ProtocolError("HTTP_ERR_NOT_FOUND")));
+}
+
+/** Registers 405 answers (with Allow) for the other methods on a known path. */
+export function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly string[]): void {
+  const all = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] as const;
+  const others = all.filter((m) => !allowed.includes(m) && !(m === "HEAD" && allowed.includes("GET")));
+  app.route({
+    method: others,
+    url,
+    handler: (_request, reply) =>
+      sendProblem(reply, new ProtocolError("HTTP_ERR_METHOD", `use ${allowed.join(" or ")}`, { headers: { allow: allowed.join(", ") } })),
+  });
+}

@@ -29,7 +29,7 @@ function countTask(t: DapTask): Task<{ type: "count" }, boolean> {
   return new Task({ type: "count", id: t.idBase64Url, leader: leader.url, helper: helper.url, timePrecisionSeconds: 60 });
 }
 
-async function put(path: string, body: Uint8Array, contentType = "application/dap-report"): Promise<Response> {
+async function put(path: string, body: Uint8Array<ArrayBuffer>, contentType = "application/dap-report"): Promise<Response> {
   return fetch(new URL(path, leader.url), { method: "PUT", headers: { "content-type": contentType }, body });
 }
 

@@ -1,0 +1,79 @@
+// Which primitives drive hpke-js: the HPKE "backend".
+//
+// hpke-js (`@hpke/core` CipherSuite) is the HPKE engine everywhere. Its stock primitives go through
+// WebCrypto (about 130 µs a call on the project's machines, some twenty calls per decapsulation)
+// or pure JavaScript; on Node, `fast-node.ts` gives it synchronous node:crypto primitives instead.
+//
+// Selection: `setHpkeBackend()` wins; otherwise the first use picks the node:crypto backend when
+// running on Node and the stock one elsewhere. fast-node.ts is loaded by a dynamic import whose
+// specifier is not a literal, so a browser bundle (esbuild) never pulls in node:crypto.
+
+import type { CipherSuite } from "@hpke/core";
+import type { AeadId, KdfId, KemId } from "./constants.js";
+import { stockHpkeBackend } from "./stock.js";
+
+/** A KEM key pair in the backend's own representation, with the serialized public key. */
+export interface KemKeyPair {
+  /** What hpke-js receives as `recipientKey` (gateway) or `ekm` (client's ephemeral key). */
+  readonly pair: CryptoKeyPair;
+  readonly publicKey: Uint8Array;
+}
+
+export interface HpkeBackend {
+  readonly name: string;
+  /** The hpke-js cipher suite built from this backend's primitives (cached per combination). */
+  suite(kemId: KemId, kdfId: KdfId, aeadId: AeadId): CipherSuite;
+  /** Deserializes a public key (RFC 9180 DeserializePublicKey); throws on an invalid key. */
+  importPublicKey(kemId: KemId, publicKey: Uint8Array): Promise<CryptoKey>;
+  /** Imports a private key (RFC 9180 DeserializePrivateKey) and derives its public key. */
+  importPrivateKey(kemId: KemId, privateKey: Uint8Array): Promise<KemKeyPair>;
+  /** A fresh key pair, serialized. */
+  generateKeyPair(kemId: KemId): Promise<{ privateKey: Uint8Array; publicKey: Uint8Array }>;
+  /**
+   * Optional synchronous RFC 9458 §4.4 response AEAD: `Seal`/`Open` under
+   * key = Expand(Extract(salt, secret), "key", Nk), nonce = Expand(.., "nonce", Nn).
+   * Without it the suite's (async) KDF and AEAD are used.
+   */
+  readonly responseCrypto?: ResponseCrypto;
+}
+
+export interface ResponseCrypto {
+  seal(kdfId: KdfId, aeadId: AeadId, secret: Uint8Array, salt: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  /** Throws on authentication failure. */
+  open(kdfId: KdfId, aeadId: AeadId, secret: Uint8Array, salt: Uint8Array, ciphertext: Uint8Array): Uint8Array;
+}
+
+let selected: HpkeBackend | undefined;
+let loading: Promise<HpkeBackend> | undefined;
+
+/** Overrides the automatic choice (undefined restores it). Keys keep the backend that made them. */
+export function setHpkeBackend(backend: HpkeBackend | undefined): void {
+  selected = backend;
+  loading = undefined;
+}
+
+function onNode(): boolean {
+  const p = (globalThis as { process?: { versions?: { node?: string } } }).process;
+  return typeof p?.versions?.node === "string";
+}
+
+// A parameter, not a literal: bundlers only follow `import("literal")`.
+function importModule(specifier: string): Promise<unknown> {
+  return import(specifier);
+}
+
+async function loadDefault(): Promise<HpkeBackend> {
+  if (!onNode()) return stockHpkeBackend;
+  const m = (await importModule("./fast-node.js")) as { nodeHpkeBackend: HpkeBackend };
+  return m.nodeHpkeBackend;
+}
+
+/** The backend in use (resolved once; later calls return without a promise hop). */
+export function hpkeBackend(): HpkeBackend | Promise<HpkeBackend> {
+  if (selected !== undefined) return selected;
+  loading ??= loadDefault().then((b) => {
+    selected ??= b;
+    return selected;
+  });
+  return loading;
+}

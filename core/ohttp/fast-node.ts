@@ -1,0 +1,566 @@
+// hpke-js primitives on synchronous node:crypto (Node only; never imported by a browser build).
+//
+// Why: the stock primitives cost a WebCrypto thread-pool round trip (~130 µs here) per call, and an
+// HPKE key schedule makes about twenty calls. These classes implement hpke-js's KEM/KDF/AEAD
+// interfaces with one-shot node:crypto calls, so hpke-js keeps the protocol logic (key schedule,
+// nonces, sequence numbers, exporter) while each primitive costs a few µs. X-Wing keeps the stock
+// KEM (node:crypto has no ML-KEM in Node 20) but gets the fast KDF and AEAD.
+//
+// Key handling: public keys are imported from JWK (about 13 µs; SPKI DER takes about 100 µs);
+// private keys once, from PKCS#8 (slow, but only when a key is imported) into a KeyObject.
+
+import {
+  createCipheriv,
+  createDecipheriv,
+  createECDH,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  type CipherGCMTypes,
+  type KeyObject,
+} from "node:crypto";
+import {
+  AeadId as HpkeAeadId,
+  CipherSuite,
+  DecapError,
+  DeserializeError,
+  EncapError,
+  KdfId as HpkeKdfId,
+  KemId as HpkeKemId,
+  NotSupportedError,
+  type AeadEncryptionContext,
+  type AeadInterface,
+  type KdfInterface,
+  type KemInterface,
+  type RecipientContextParams,
+  type SenderContextParams,
+} from "@hpke/core";
+import { equalBytes } from "../bytes.js";
+import { AEAD, AEAD_INFO, KDF, KDF_INFO, KEM, type AeadId, type KdfId, type KemId } from "./constants.js";
+import type { HpkeBackend, KemKeyPair, ResponseCrypto } from "./backend.js";
+import { stockHpkeBackend, stockKem } from "./stock.js";
+
+type Bytes = ArrayBufferLike | ArrayBufferView;
+
+/** A view of `b` (no copy). */
+function view(b: Bytes): Uint8Array {
+  return ArrayBuffer.isView(b) ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : new Uint8Array(b);
+}
+
+/** An ArrayBuffer holding exactly `u` (no copy when `u` already owns its whole buffer). */
+function exact(u: Uint8Array): ArrayBuffer {
+  if (u.byteOffset === 0 && u.byteLength === u.buffer.byteLength && u.buffer instanceof ArrayBuffer) return u.buffer;
+  return new Uint8Array(u).buffer; // a copy (Buffer#slice would be a view)
+}
+
+function concat2(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function b64url(u: Uint8Array): string {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString("base64url");
+}
+
+function fromB64url(s: string): Uint8Array {
+  const b = Buffer.from(s, "base64url");
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength).slice();
+}
+
+const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
+const HPKE_V1 = ascii("HPKE-v1");
+const EMPTY = new Uint8Array(0);
+const ONE = Uint8Array.of(1);
+
+// ---------------------------------------------------------------------------------------------
+// KDF: HKDF (RFC 5869) with HMAC from node:crypto; labeled variants per RFC 9180 §4.
+
+export class NodeHkdf implements KdfInterface {
+  readonly id: HpkeKdfId;
+  readonly hashSize: number;
+  readonly #hash: string;
+  #suiteId: Uint8Array = EMPTY;
+  /**
+   * hpke-js's key schedule calls extractAndExpand(shared_secret, ikm, ...) three times with the
+   * same two buffers (RFC 9180 §5.1 extracts `secret` once); so does the OHTTP response for
+   * "key" and "nonce". Remember the PRK per ikm buffer (compared by content, so a reused or
+   * mutated buffer can never give a stale answer); entries die with the buffer.
+   */
+  readonly #prks = new WeakMap<object, { salt: Uint8Array; ikm: Uint8Array; prk: Uint8Array }>();
+
+  constructor(kdfId: KdfId) {
+    this.id = kdfId as HpkeKdfId;
+    this.hashSize = KDF_INFO[kdfId].Nh;
+    this.#hash = KDF_INFO[kdfId].hash;
+  }
+
+  init(suiteId: Uint8Array): void {
+    this.#suiteId = suiteId;
+  }
+
+  buildLabeledIkm(label: Uint8Array, ikm: Uint8Array): Uint8Array {
+    const s = this.#suiteId;
+    const out = new Uint8Array(7 + s.length + label.length + ikm.length);
+    out.set(HPKE_V1, 0);
+    out.set(s, 7);
+    out.set(label, 7 + s.length);
+    out.set(ikm, 7 + s.length + label.length);
+    return out;
+  }
+
+  buildLabeledInfo(label: Uint8Array, info: Uint8Array, len: number): Uint8Array {
+    const s = this.#suiteId;
+    const out = new Uint8Array(9 + s.length + label.length + info.length);
+    out[0] = len >> 8;
+    out[1] = len & 0xff;
+    out.set(HPKE_V1, 2);
+    out.set(s, 9);
+    out.set(label, 9 + s.length);
+    out.set(info, 9 + s.length + label.length);
+    return out;
+  }
+
+  /** HKDF-Extract. An empty salt equals Nh zero bytes: HMAC zero-pads short keys. */
+  extractSync(salt: Uint8Array, ikm: Uint8Array): Uint8Array {
+    return createHmac(this.#hash, salt).update(ikm).digest();
+  }
+
+  /** HKDF-Expand. */
+  expandSync(prk: Uint8Array, info: Uint8Array, len: number): Uint8Array {
+    const nh = this.hashSize;
+    if (len > 255 * nh) throw new RangeError("HKDF-Expand: length exceeds 255 * Nh");
+    if (len <= nh) {
+      const t = createHmac(this.#hash, prk).update(info).update(ONE).digest();
+      return len === nh ? t : t.subarray(0, len);
+    }
+    const out = new Uint8Array(len);
+    let prev: Uint8Array = EMPTY;
+    for (let i = 1, off = 0; off < len; i++) {
+      prev = createHmac(this.#hash, prk).update(prev).update(info).update(Uint8Array.of(i)).digest();
+      out.set(prev.subarray(0, Math.min(nh, len - off)), off);
+      off += nh;
+    }
+    return out;
+  }
+
+  /** Expand(Extract(salt, ikm), info, len), reusing the PRK of an identical earlier call. */
+  extractAndExpandSync(salt: Uint8Array, ikm: Uint8Array, info: Uint8Array, len: number, memoKey?: object): Uint8Array {
+    let prk: Uint8Array;
+    if (memoKey === undefined) {
+      prk = this.extractSync(salt, ikm);
+    } else {
+      const m = this.#prks.get(memoKey);
+      if (m !== undefined && equalBytes(m.salt, salt) && equalBytes(m.ikm, ikm)) {
+        prk = m.prk;
+      } else {
+        prk = this.extractSync(salt, ikm);
+        this.#prks.set(memoKey, { salt: new Uint8Array(salt), ikm: new Uint8Array(ikm), prk });
+      }
+    }
+    return this.expandSync(prk, info, len);
+  }
+
+  labeledExtractSync(salt: Uint8Array, label: Uint8Array, ikm: Uint8Array): Uint8Array {
+    return this.extractSync(salt, this.buildLabeledIkm(label, ikm));
+  }
+
+  labeledExpandSync(prk: Uint8Array, label: Uint8Array, info: Uint8Array, len: number): Uint8Array {
+    return this.expandSync(prk, this.buildLabeledInfo(label, info, len), len);
+  }
+
+  // hpke-js's asynchronous interface.
+  async extract(salt: Bytes, ikm: Bytes): Promise<ArrayBuffer> {
+    return exact(this.extractSync(view(salt), view(ikm)));
+  }
+  async expand(prk: Bytes, info: Bytes, len: number): Promise<ArrayBuffer> {
+    return exact(this.expandSync(view(prk), view(info), len));
+  }
+  async extractAndExpand(salt: Bytes, ikm: Bytes, info: Bytes, len: number): Promise<ArrayBuffer> {
+    return exact(this.extractAndExpandSync(view(salt), view(ikm), view(info), len, ikm));
+  }
+  async labeledExtract(salt: Bytes, label: Uint8Array, ikm: Uint8Array): Promise<ArrayBuffer> {
+    return exact(this.labeledExtractSync(view(salt), label, ikm));
+  }
+  async labeledExpand(prk: Bytes, label: Uint8Array, info: Uint8Array, len: number): Promise<ArrayBuffer> {
+    return exact(this.labeledExpandSync(view(prk), label, info, len));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AEAD: AES-GCM and ChaCha20-Poly1305 with createCipheriv.
+
+type CipherName = CipherGCMTypes | "chacha20-poly1305";
+const CIPHERS: Record<AeadId, CipherName> = {
+  [AEAD.AES128GCM]: "aes-128-gcm",
+  [AEAD.AES256GCM]: "aes-256-gcm",
+  [AEAD.CHACHA20POLY1305]: "chacha20-poly1305",
+};
+const TAG = 16;
+
+export function aeadSeal(aeadId: AeadId, key: Uint8Array, nonce: Uint8Array, pt: Uint8Array, aad: Uint8Array): Uint8Array {
+  // The union overloads of createCipheriv need a literal mode; all three take authTagLength.
+  const c = createCipheriv(CIPHERS[aeadId] as "aes-128-gcm", key, nonce, { authTagLength: TAG });
+  if (aad.length > 0) c.setAAD(aad);
+  const body = c.update(pt);
+  c.final();
+  const out = new Uint8Array(body.length + TAG);
+  out.set(body);
+  out.set(c.getAuthTag(), body.length);
+  return out;
+}
+
+/** Throws if `ct` is shorter than the tag or does not authenticate. */
+export function aeadOpen(aeadId: AeadId, key: Uint8Array, nonce: Uint8Array, ct: Uint8Array, aad: Uint8Array): Uint8Array {
+  if (ct.length < TAG) throw new RangeError("ciphertext shorter than the tag");
+  const d = createDecipheriv(CIPHERS[aeadId] as "aes-128-gcm", key, nonce, { authTagLength: TAG });
+  if (aad.length > 0) d.setAAD(aad);
+  d.setAuthTag(ct.subarray(ct.length - TAG));
+  const body = d.update(ct.subarray(0, ct.length - TAG));
+  d.final();
+  return body;
+}
+
+class NodeAeadContext implements AeadEncryptionContext {
+  readonly #aeadId: AeadId;
+  readonly #key: Uint8Array;
+  constructor(aeadId: AeadId, key: Uint8Array) {
+    this.#aeadId = aeadId;
+    this.#key = key;
+  }
+  async seal(iv: Bytes, data: Bytes, aad: Bytes): Promise<ArrayBuffer> {
+    return exact(aeadSeal(this.#aeadId, this.#key, view(iv), view(data), view(aad)));
+  }
+  async open(iv: Bytes, data: Bytes, aad: Bytes): Promise<ArrayBuffer> {
+    return exact(aeadOpen(this.#aeadId, this.#key, view(iv), view(data), view(aad)));
+  }
+}
+
+export class NodeAead implements AeadInterface {
+  readonly id: HpkeAeadId;
+  readonly keySize: number;
+  readonly nonceSize: number;
+  readonly tagSize: number;
+  readonly #aeadId: AeadId;
+  constructor(aeadId: AeadId) {
+    this.#aeadId = aeadId;
+    this.id = aeadId as HpkeAeadId;
+    this.keySize = AEAD_INFO[aeadId].Nk;
+    this.nonceSize = AEAD_INFO[aeadId].Nn;
+    this.tagSize = AEAD_INFO[aeadId].Nt;
+  }
+  createEncryptionContext(key: Bytes): AeadEncryptionContext {
+    return new NodeAeadContext(this.#aeadId, view(key).slice());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DHKEM (RFC 9180 §4.1) over X25519 and P-256 with crypto.diffieHellman on KeyObjects.
+
+/** A KEM key as hpke-js sees it (a CryptoKey look-alike) holding a node:crypto KeyObject. */
+export class NodeKemKey implements CryptoKey {
+  readonly algorithm: KeyAlgorithm;
+  readonly extractable = false;
+  readonly type: KeyType;
+  readonly usages: KeyUsage[];
+  readonly keyObject: KeyObject;
+  /** The serialized public key (of the pair, for a private key): pkRm in the KEM context. */
+  readonly publicKey: Uint8Array;
+  constructor(name: string, type: KeyType, keyObject: KeyObject, publicKey: Uint8Array) {
+    this.algorithm = { name };
+    this.type = type;
+    this.usages = type === "private" ? ["deriveBits"] : [];
+    this.keyObject = keyObject;
+    this.publicKey = publicKey;
+  }
+  toJSON(): string {
+    return "[redacted]";
+  }
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return `NodeKemKey(${this.algorithm.name}, ${this.type})`;
+  }
+}
+
+function asNodeKey(k: CryptoKey, type: KeyType): NodeKemKey {
+  if (!(k instanceof NodeKemKey) || k.type !== type) throw new TypeError(`expected a node:crypto ${type} KEM key`);
+  return k;
+}
+
+function isPair(k: unknown): k is CryptoKeyPair {
+  return typeof k === "object" && k !== null && "privateKey" in k && "publicKey" in k;
+}
+
+const LABEL_DKP_PRK = ascii("dkp_prk");
+const LABEL_SK = ascii("sk");
+const LABEL_CANDIDATE = ascii("candidate");
+const LABEL_EAE_PRK = ascii("eae_prk");
+const LABEL_SHARED_SECRET = ascii("shared_secret");
+// RFC 8410 PKCS#8 wrapping of a raw X25519 private key.
+const X25519_PKCS8 = Uint8Array.from([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20]);
+const P256_ORDER = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+
+abstract class NodeDhkem implements KemInterface {
+  abstract readonly id: HpkeKemId;
+  readonly secretSize = 32;
+  abstract readonly encSize: number;
+  abstract readonly publicKeySize: number;
+  readonly privateKeySize = 32;
+  protected readonly kdf = new NodeHkdf(KDF.SHA256);
+
+  protected init(kemId: number): void {
+    // suite_id = "KEM" || I2OSP(kem_id, 2)
+    this.kdf.init(Uint8Array.of(0x4b, 0x45, 0x4d, kemId >> 8, kemId & 0xff));
+  }
+
+  abstract importPublicSync(pk: Uint8Array): NodeKemKey;
+  abstract importPrivateSync(sk: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey };
+  abstract generateSync(): { privateKey: NodeKemKey; publicKey: NodeKemKey };
+  abstract deriveSync(ikm: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey };
+  abstract exportPrivateSync(sk: NodeKemKey): Uint8Array;
+
+  dhSync(sk: NodeKemKey, pk: NodeKemKey): Uint8Array {
+    // Throws for an all-zero X25519 result (RFC 9180 §7.1.4); P-256 points are checked on import.
+    return diffieHellman({ privateKey: sk.keyObject, publicKey: pk.keyObject });
+  }
+
+  /** RFC 9180 §4.1 ExtractAndExpand(dh, kem_context). */
+  sharedSecretSync(dh: Uint8Array, enc: Uint8Array, pkRm: Uint8Array): Uint8Array {
+    const kemContext = concat2(enc, pkRm);
+    const prk = this.kdf.labeledExtractSync(EMPTY, LABEL_EAE_PRK, dh);
+    return this.kdf.labeledExpandSync(prk, LABEL_SHARED_SECRET, kemContext, this.secretSize);
+  }
+
+  decapSync(enc: Uint8Array, recipientKey: CryptoKey | CryptoKeyPair): Uint8Array {
+    const skR = asNodeKey(isPair(recipientKey) ? recipientKey.privateKey : recipientKey, "private");
+    const pkE = this.importPublicSync(enc);
+    return this.sharedSecretSync(this.dhSync(skR, pkE), enc, skR.publicKey);
+  }
+
+  encapSync(pkR: NodeKemKey, ekm: SenderContextParams["ekm"]): { sharedSecret: Uint8Array; enc: Uint8Array } {
+    let skE: NodeKemKey;
+    if (ekm === undefined) skE = this.generateSync().privateKey;
+    else if (isPair(ekm)) skE = asNodeKey(ekm.privateKey, "private");
+    else skE = this.deriveSync(view(ekm)).privateKey;
+    const enc = skE.publicKey;
+    return { sharedSecret: this.sharedSecretSync(this.dhSync(skE, pkR), enc, pkR.publicKey), enc };
+  }
+
+  async serializePublicKey(key: CryptoKey): Promise<ArrayBuffer> {
+    return exact(new Uint8Array(asNodeKey(key, "public").publicKey));
+  }
+  async deserializePublicKey(key: Bytes): Promise<CryptoKey> {
+    try {
+      return this.importPublicSync(view(key));
+    } catch (e) {
+      throw new DeserializeError(e);
+    }
+  }
+  async serializePrivateKey(key: CryptoKey): Promise<ArrayBuffer> {
+    return exact(this.exportPrivateSync(asNodeKey(key, "private")));
+  }
+  async deserializePrivateKey(key: Bytes): Promise<CryptoKey> {
+    try {
+      return this.importPrivateSync(view(key)).privateKey;
+    } catch (e) {
+      throw new DeserializeError(e);
+    }
+  }
+  async importKey(format: "raw" | "jwk", key: ArrayBuffer | JsonWebKey, isPublic = true): Promise<CryptoKey> {
+    if (format !== "raw" || !(key instanceof ArrayBuffer)) throw new NotSupportedError("only raw keys");
+    return isPublic ? this.deserializePublicKey(key) : this.deserializePrivateKey(key);
+  }
+  async generateKeyPair(): Promise<CryptoKeyPair> {
+    return this.generateSync();
+  }
+  async deriveKeyPair(ikm: Bytes): Promise<CryptoKeyPair> {
+    return this.deriveSync(view(ikm));
+  }
+  async encap(params: SenderContextParams): Promise<{ sharedSecret: ArrayBuffer; enc: ArrayBuffer }> {
+    if (params.senderKey !== undefined) throw new NotSupportedError("auth mode");
+    try {
+      const r = this.encapSync(asNodeKey(params.recipientPublicKey, "public"), params.ekm);
+      return { sharedSecret: exact(r.sharedSecret), enc: exact(new Uint8Array(r.enc)) };
+    } catch (e) {
+      throw new EncapError(e);
+    }
+  }
+  async decap(params: RecipientContextParams): Promise<ArrayBuffer> {
+    if (params.senderPublicKey !== undefined) throw new NotSupportedError("auth mode");
+    try {
+      return exact(this.decapSync(view(params.enc), params.recipientKey));
+    } catch (e) {
+      throw new DecapError(e);
+    }
+  }
+}
+
+export class NodeDhkemX25519 extends NodeDhkem {
+  readonly id = HpkeKemId.DhkemX25519HkdfSha256;
+  readonly encSize = 32;
+  readonly publicKeySize = 32;
+  constructor() {
+    super();
+    this.init(KEM.X25519);
+  }
+  importPublicSync(pk: Uint8Array): NodeKemKey {
+    if (pk.length !== 32) throw new RangeError("X25519 public key must be 32 bytes");
+    const k = createPublicKey({ key: { kty: "OKP", crv: "X25519", x: b64url(pk) }, format: "jwk" });
+    return new NodeKemKey("X25519", "public", k, new Uint8Array(pk));
+  }
+  #fromPrivate(k: KeyObject): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
+    const pub = createPublicKey(k);
+    const pk = fromB64url((pub.export({ format: "jwk" }) as { x: string }).x);
+    return { privateKey: new NodeKemKey("X25519", "private", k, pk), publicKey: new NodeKemKey("X25519", "public", pub, pk) };
+  }
+  importPrivateSync(sk: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
+    if (sk.length !== 32) throw new RangeError("X25519 private key must be 32 bytes");
+    const der = concat2(X25519_PKCS8, sk);
+    try {
+      return this.#fromPrivate(createPrivateKey({ key: Buffer.from(der.buffer), format: "der", type: "pkcs8" }));
+    } finally {
+      der.fill(0);
+    }
+  }
+  generateSync(): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
+    const { privateKey, publicKey } = generateKeyPairSync("x25519");
+    const pk = fromB64url((publicKey.export({ format: "jwk" }) as { x: string }).x);
+    return { privateKey: new NodeKemKey("X25519", "private", privateKey, pk), publicKey: new NodeKemKey("X25519", "public", publicKey, pk) };
+  }
+  deriveSync(ikm: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
+    // RFC 9180 §7.1.3
+    const dkpPrk = this.kdf.labeledExtractSync(EMPTY, LABEL_DKP_PRK, ikm);
+    return this.importPrivateSync(this.kdf.labeledExpandSync(dkpPrk, LABEL_SK, EMPTY, 32));
+  }
+  exportPrivateSync(sk: NodeKemKey): Uint8Array {
+    return fromB64url((sk.keyObject.export({ format: "jwk" }) as { d: string }).d);
+  }
+}
+
+export class NodeDhkemP256 extends NodeDhkem {
+  readonly id = HpkeKemId.DhkemP256HkdfSha256;
+  readonly encSize = 65;
+  readonly publicKeySize = 65;
+  constructor() {
+    super();
+    this.init(KEM.P256);
+  }
+  importPublicSync(pk: Uint8Array): NodeKemKey {
+    if (pk.length !== 65 || pk[0] !== 0x04) throw new RangeError("P-256 public key must be 65 bytes, uncompressed");
+    // The JWK import rejects points that are not on the curve.
+    const k = createPublicKey({
+      key: { kty: "EC", crv: "P-256", x: b64url(pk.subarray(1, 33)), y: b64url(pk.subarray(33)) },
+      format: "jwk",
+    });
+    return new NodeKemKey("P-256", "public", k, new Uint8Array(pk));
+  }
+  importPrivateSync(sk: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
+    if (sk.length !== 32) throw new RangeError("P-256 private key must be 32 bytes");
+    const ecdh = createECDH("prime256v1");
+    ecdh.setPrivateKey(sk); // rejects 0 and values >= the group order
+    const pk = new Uint8Array(ecdh.getPublicKey());
+    const jwk = { kty: "EC", crv: "P-256", d: b64url(sk), x: b64url(pk.subarray(1, 33)), y: b64url(pk.subarray(33)) };
+    const priv = createPrivateKey({ key: jwk, format: "jwk" });
+    return { privateKey: new NodeKemKey("P-256", "private", priv, pk), publicKey: this.importPublicSync(pk) };
+  }
+  generateSync(): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
+    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const jwk = publicKey.export({ format: "jwk" }) as { x: string; y: string };
+    const pk = new Uint8Array(65);
+    pk[0] = 0x04;
+    pk.set(fromB64url(jwk.x), 1);
+    pk.set(fromB64url(jwk.y), 33);
+    return { privateKey: new NodeKemKey("P-256", "private", privateKey, pk), publicKey: new NodeKemKey("P-256", "public", publicKey, pk) };
+  }
+  deriveSync(ikm: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
+    // RFC 9180 §7.1.3: rejection sampling, bitmask 0xff for P-256.
+    const dkpPrk = this.kdf.labeledExtractSync(EMPTY, LABEL_DKP_PRK, ikm);
+    for (let counter = 0; counter < 256; counter++) {
+      const bytes = this.kdf.labeledExpandSync(dkpPrk, LABEL_CANDIDATE, Uint8Array.of(counter), 32);
+      const sk = BigInt("0x" + Buffer.from(bytes).toString("hex"));
+      if (sk !== 0n && sk < P256_ORDER) return this.importPrivateSync(bytes);
+    }
+    throw new Error("DeriveKeyPairError");
+  }
+  exportPrivateSync(sk: NodeKemKey): Uint8Array {
+    return fromB64url((sk.keyObject.export({ format: "jwk" }) as { d: string }).d);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 9458 §4.4 response AEAD, synchronous.
+
+const LABEL_KEY = ascii("key");
+const LABEL_NONCE = ascii("nonce");
+
+const kdfs = new Map<KdfId, NodeHkdf>();
+function kdfFor(kdfId: KdfId): NodeHkdf {
+  let k = kdfs.get(kdfId);
+  if (k === undefined) kdfs.set(kdfId, (k = new NodeHkdf(kdfId)));
+  return k;
+}
+
+function responseKeys(kdfId: KdfId, aeadId: AeadId, secret: Uint8Array, salt: Uint8Array): [Uint8Array, Uint8Array] {
+  const kdf = kdfFor(kdfId);
+  const prk = kdf.extractSync(salt, secret);
+  const { Nk, Nn } = AEAD_INFO[aeadId];
+  return [kdf.expandSync(prk, LABEL_KEY, Nk), kdf.expandSync(prk, LABEL_NONCE, Nn)];
+}
+
+const nodeResponseCrypto: ResponseCrypto = {
+  seal(kdfId, aeadId, secret, salt, plaintext) {
+    const [key, nonce] = responseKeys(kdfId, aeadId, secret, salt);
+    return aeadSeal(aeadId, key, nonce, plaintext, EMPTY);
+  },
+  open(kdfId, aeadId, secret, salt, ciphertext) {
+    const [key, nonce] = responseKeys(kdfId, aeadId, secret, salt);
+    return aeadOpen(aeadId, key, nonce, ciphertext, EMPTY);
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// The backend.
+
+const nodeKems = new Map<KemId, KemInterface>([
+  [KEM.X25519, new NodeDhkemX25519()],
+  [KEM.P256, new NodeDhkemP256()],
+  [KEM.XWING, stockKem(KEM.XWING)],
+]);
+const suites = new Map<number, CipherSuite>();
+
+function nodeDhkem(kemId: KemId): NodeDhkem | undefined {
+  const k = nodeKems.get(kemId);
+  return k instanceof NodeDhkem ? k : undefined;
+}
+
+export const nodeHpkeBackend: HpkeBackend = Object.freeze({
+  name: "node:crypto",
+  suite(kemId: KemId, kdfId: KdfId, aeadId: AeadId): CipherSuite {
+    const id = kemId * 0x100000000 + kdfId * 0x10000 + aeadId;
+    let s = suites.get(id);
+    if (s === undefined) {
+      s = new CipherSuite({ kem: nodeKems.get(kemId)!, kdf: new NodeHkdf(kdfId), aead: new NodeAead(aeadId) });
+      suites.set(id, s);
+    }
+    return s;
+  },
+  async importPublicKey(kemId: KemId, publicKey: Uint8Array): Promise<CryptoKey> {
+    const k = nodeDhkem(kemId);
+    return k === undefined ? stockHpkeBackend.importPublicKey(kemId, publicKey) : k.importPublicSync(publicKey);
+  },
+  async importPrivateKey(kemId: KemId, privateKey: Uint8Array): Promise<KemKeyPair> {
+    const k = nodeDhkem(kemId);
+    if (k === undefined) return stockHpkeBackend.importPrivateKey(kemId, privateKey);
+    const pair = k.importPrivateSync(privateKey);
+    return { pair, publicKey: new Uint8Array(pair.publicKey.publicKey) };
+  },
+  async generateKeyPair(kemId: KemId): Promise<{ privateKey: Uint8Array; publicKey: Uint8Array }> {
+    const k = nodeDhkem(kemId);
+    if (k === undefined) return stockHpkeBackend.generateKeyPair(kemId);
+    const pair = k.generateSync();
+    return { privateKey: k.exportPrivateSync(pair.privateKey), publicKey: new Uint8Array(pair.publicKey.publicKey) };
+  },
+  responseCrypto: nodeResponseCrypto,
+});

@@ -1,0 +1,228 @@
+// SQLite double-spend store (`sqlite:PATH`): the embedded default. It survives restarts (a nonce
+// committed before a SIGKILL is still spent afterwards) and is shared by every gateway process on
+// one machine that opens the same file (`--workers N`). Semantics: ./types.ts.
+//
+// Atomicity across processes: reserve runs as one `BEGIN IMMEDIATE` transaction, which takes the
+// database's write lock before reading, so two processes can never both see "no entry" and both
+// answer "new". Other writers wait for the lock up to `busy_timeout`; beyond that the operation
+// fails with PP_ERR_STORE_UNAVAILABLE (the gate answers 503: fail closed).
+//
+// Durability: WAL with synchronous=NORMAL: a committed transaction survives a process crash
+// (SIGKILL); only an OS crash or power loss may lose the last few. `sqlite:PATH?synchronous=full`
+// trades an fsync per upload for surviving those too.
+
+import Database from "better-sqlite3";
+import { ProtocolError } from "../../core/errors.js";
+import { equalBytes } from "../../core/bytes.js";
+import { NONCE_STORE_DEFAULTS, type NonceStore, type NonceStoreOptions, type ReserveOutcome } from "./types.js";
+
+export interface SqliteNonceStoreOptions extends NonceStoreOptions {
+  /** How long to wait for another process's write lock (ms) before failing closed. */
+  busyTimeoutMs?: number;
+  /** PRAGMA synchronous: "normal" (default, crash-safe) or "full" (also power-loss-safe). */
+  synchronous?: "normal" | "full";
+}
+
+interface Row {
+  digest: Uint8Array;
+  committed: number;
+  holders: number;
+  expires_at: number;
+}
+
+/* The schema. `WITHOUT ROWID`: the 32-byte nonce is the key; `expires_at` is indexed for purges. */
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS veil_nonces (
+  nonce BLOB PRIMARY KEY,
+  digest BLOB NOT NULL,
+  committed INTEGER NOT NULL,
+  holders INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS veil_nonces_expires_at ON veil_nonces (expires_at);
+`;
+
+/** Most rows one purge deletes (a purge holds the write lock; keep it short). */
+const PURGE_BATCH = 10_000;
+
+/** SQLite errors after which the connection is closed and reopened on the next operation. */
+function isConnectionBroken(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  if (typeof code !== "string") return true;
+  return !(code === "SQLITE_BUSY" || code.startsWith("SQLITE_BUSY_") || code === "SQLITE_LOCKED");
+}
+
+interface Statements {
+  select: Database.Statement<[Uint8Array], Row>;
+  insert: Database.Statement<[Uint8Array, Uint8Array, number]>;
+  addHolder: Database.Statement<[Uint8Array]>;
+  commit: Database.Statement<[Uint8Array, Uint8Array]>;
+  release: Database.Statement<[Uint8Array, Uint8Array]>;
+  deleteIfFree: Database.Statement<[Uint8Array]>;
+  purge: Database.Statement<[number]>;
+  reserve: (nonce: Uint8Array, digest: Uint8Array, expiresAtMs: number, now: number) => ReserveOutcome;
+}
+
+export class SqliteNonceStore implements NonceStore {
+  readonly path: string;
+  readonly #now: () => number;
+  readonly #purgeIntervalMs: number;
+  readonly #busyTimeoutMs: number;
+  readonly #synchronous: "normal" | "full";
+  #db: Database.Database | undefined;
+  #st: Statements | undefined;
+  #nextPurgeAtMs: number;
+  #closed = false;
+
+  constructor(path: string, options: SqliteNonceStoreOptions = {}) {
+    if (path === "") throw new ProtocolError("CFG_ERR_INVALID", "sqlite nonce store: empty path");
+    this.path = path;
+    this.#now = options.now ?? Date.now;
+    this.#purgeIntervalMs = options.purgeIntervalMs ?? NONCE_STORE_DEFAULTS.purgeIntervalMs;
+    this.#busyTimeoutMs = options.busyTimeoutMs ?? NONCE_STORE_DEFAULTS.busyTimeoutMs;
+    this.#synchronous = options.synchronous ?? "normal";
+    this.#nextPurgeAtMs = this.#now() + this.#purgeIntervalMs;
+    // Open now so a misconfigured path shows up at start (readiness fails), but do not throw:
+    // an unreachable store is answered with 503 per request, and reopened when it is back.
+    try {
+      this.#open();
+    } catch {
+      // #open left #db undefined; every operation retries and reports PP_ERR_STORE_UNAVAILABLE.
+    }
+  }
+
+  #open(): Statements {
+    if (this.#st !== undefined) return this.#st;
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(this.path, { timeout: this.#busyTimeoutMs });
+      db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
+      // journal_mode needs a lock that the busy handler may not wait for: retry a few times.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          db.pragma("journal_mode = WAL");
+          break;
+        } catch (e) {
+          if (attempt >= 20 || isConnectionBroken(e)) throw e;
+        }
+      }
+      db.pragma(`synchronous = ${this.#synchronous === "full" ? "FULL" : "NORMAL"}`);
+      db.exec(SCHEMA);
+      const d = db;
+      const st = {
+        select: d.prepare<[Uint8Array], Row>("SELECT digest, committed, holders, expires_at FROM veil_nonces WHERE nonce = ?"),
+        insert: d.prepare<[Uint8Array, Uint8Array, number]>(
+          "INSERT OR REPLACE INTO veil_nonces (nonce, digest, committed, holders, expires_at) VALUES (?, ?, 0, 1, ?)",
+        ),
+        addHolder: d.prepare<[Uint8Array]>("UPDATE veil_nonces SET holders = holders + 1 WHERE nonce = ? AND committed = 0"),
+        commit: d.prepare<[Uint8Array, Uint8Array]>("UPDATE veil_nonces SET committed = 1 WHERE nonce = ? AND digest = ?"),
+        release: d.prepare<[Uint8Array, Uint8Array]>(
+          "UPDATE veil_nonces SET holders = holders - 1 WHERE nonce = ? AND digest = ? AND committed = 0",
+        ),
+        deleteIfFree: d.prepare<[Uint8Array]>("DELETE FROM veil_nonces WHERE nonce = ? AND committed = 0 AND holders <= 0"),
+        purge: d.prepare<[number]>(
+          `DELETE FROM veil_nonces WHERE nonce IN (SELECT nonce FROM veil_nonces WHERE expires_at <= ? LIMIT ${PURGE_BATCH})`,
+        ),
+      };
+      // BEGIN IMMEDIATE: the write lock is taken before the read, so the check-then-insert is
+      // atomic across processes, not only within this one.
+      const reserveTx = d.transaction((nonce: Uint8Array, digest: Uint8Array, expiresAtMs: number, now: number): ReserveOutcome => {
+        const row = st.select.get(nonce);
+        if (row !== undefined && row.expires_at > now) {
+          if (!equalBytes(row.digest, digest)) return "spent";
+          if (row.committed === 0) st.addHolder.run(nonce);
+          return "retry";
+        }
+        st.insert.run(nonce, digest, expiresAtMs);
+        return "new";
+      });
+      this.#db = db;
+      this.#st = { ...st, reserve: (n, g, e, now) => reserveTx.immediate(n, g, e, now) };
+      return this.#st;
+    } catch (e) {
+      try {
+        db?.close();
+      } catch {
+        // already broken
+      }
+      throw e;
+    }
+  }
+
+  #fail(e: unknown, what: string): never {
+    if (isConnectionBroken(e)) this.#drop();
+    throw new ProtocolError("PP_ERR_STORE_UNAVAILABLE", `sqlite nonce store: ${what} failed`, { cause: e });
+  }
+
+  #drop(): void {
+    const db = this.#db;
+    this.#db = undefined;
+    this.#st = undefined;
+    try {
+      db?.close();
+    } catch {
+      // closing a broken connection may fail too; it is dropped either way
+    }
+  }
+
+  #statements(): Statements {
+    if (this.#closed) throw new ProtocolError("PP_ERR_STORE_UNAVAILABLE", "sqlite nonce store is closed");
+    try {
+      return this.#open();
+    } catch (e) {
+      return this.#fail(e, "open");
+    }
+  }
+
+  async reserve(nonce: Uint8Array, digest: Uint8Array, expiresAtMs: number): Promise<ReserveOutcome> {
+    const st = this.#statements();
+    const now = this.#now();
+    try {
+      if (now >= this.#nextPurgeAtMs) {
+        this.#nextPurgeAtMs = now + this.#purgeIntervalMs;
+        st.purge.run(now);
+      }
+      return st.reserve(asBuffer(nonce), asBuffer(digest), expiresAtMs, now);
+    } catch (e) {
+      return this.#fail(e, "reserve");
+    }
+  }
+
+  async commit(nonce: Uint8Array, digest: Uint8Array): Promise<void> {
+    const st = this.#statements();
+    try {
+      st.commit.run(asBuffer(nonce), asBuffer(digest));
+    } catch (e) {
+      this.#fail(e, "commit");
+    }
+  }
+
+  async release(nonce: Uint8Array, digest: Uint8Array): Promise<void> {
+    const st = this.#statements();
+    try {
+      const n = asBuffer(nonce);
+      if (st.release.run(n, asBuffer(digest)).changes > 0) st.deleteIfFree.run(n);
+    } catch (e) {
+      this.#fail(e, "release");
+    }
+  }
+
+  async ping(): Promise<void> {
+    const st = this.#statements();
+    try {
+      st.select.get(Buffer.alloc(32));
+    } catch (e) {
+      this.#fail(e, "ping");
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#drop();
+  }
+}
+
+/** A Buffer view of exactly the bytes of `b` (no copy), as better-sqlite3 binds Buffers as BLOBs. */
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}

@@ -1,0 +1,67 @@
+// The double-spend store behind the token gate (RFC 9577 §2.2, RFC 9576 §3.4: "Origins SHOULD
+// implement some form of double-spend prevention that prevents a token with the same nonce from
+// being redeemed twice"), as three real backends: memory (tests), SQLite (one machine), Redis
+// (several machines). The shape is the `NonceStore` contract of core/privacypass; this file adds
+// the refinements the gate relies on and documents the semantics all three backends share.
+//
+// An entry is keyed by the token's 32-byte nonce and bound to a digest of the request the token
+// paid for (method, target, body). It is either a reservation (a request holding it is in flight,
+// or was in flight when its process crashed) or committed (the request reached the aggregator).
+//
+// - reserve(nonce, digest, expiresAtMs):
+//     no live entry               -> create a reservation (one holder)          -> "new"
+//     live entry, same digest     -> (if still a reservation, one more holder)  -> "retry"
+//     live entry, another digest                                                -> "spent"
+//   Atomic across every process sharing the store: of 25 concurrent reserves of one nonce with 25
+//   digests, exactly one is "new".
+// - commit(nonce, digest): the request reached the aggregator: the entry becomes committed and
+//   stays bound to `digest` until it expires, whatever happens next.
+// - release(nonce, digest): nothing of this request reached the aggregator: one holder less; when
+//   no holder is left and nothing committed it, the entry is deleted and the token is as good as
+//   new. Why holders rather than a plain delete: a retry of the identical request may be in flight
+//   at the same time as the first attempt; the first attempt failing to connect must not free the
+//   token while the retry is being delivered (that would let a third request with another body be
+//   "new" and two different reports ride on one token).
+// - A reservation left by a crash (a holder that never commits or releases) keeps the token bound
+//   to its request until the entry expires: only a retry of that request can use it.
+// - Entries expire at `expiresAtMs` (the token key's lifetime end, or its epoch's, plus clock skew:
+//   after that the gate refuses the token anyway); expired entries are purged periodically.
+// - Every method throws ProtocolError PP_ERR_STORE_UNAVAILABLE when the store cannot be reached
+//   or written: the gate then fails closed (503), never open.
+
+export type ReserveOutcome = "new" | "retry" | "spent";
+
+export interface NonceStore {
+  reserve(nonce: Uint8Array, digest: Uint8Array, expiresAtMs: number): Promise<ReserveOutcome>;
+  commit(nonce: Uint8Array, digest: Uint8Array): Promise<void>;
+  release(nonce: Uint8Array, digest: Uint8Array): Promise<void>;
+  /** Throws PP_ERR_STORE_UNAVAILABLE unless the store answers (readiness check). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What every backend accepts (injected clock for tests). */
+export interface NonceStoreOptions {
+  /** Milliseconds since the epoch (default Date.now). */
+  now?: () => number;
+  /** How often expired entries are purged (on the next operation after this interval). */
+  purgeIntervalMs?: number;
+}
+
+export const NONCE_STORE_DEFAULTS = Object.freeze({
+  /** Purge expired entries at most this often: a purge scans, so not on every operation. */
+  purgeIntervalMs: 60_000,
+  /** Memory store: most live entries; when full of unexpired entries it refuses (fails closed). */
+  maxEntries: 1_000_000,
+  /** SQLite: how long a writer waits for another process's write lock before giving up (503). */
+  busyTimeoutMs: 2_000,
+  /** Redis: a command that takes longer fails (503) instead of hanging the upload. */
+  redisCommandTimeoutMs: 1_000,
+  /** Redis: TCP connect timeout. */
+  redisConnectTimeoutMs: 1_000,
+  /** Redis: keys are `${prefix}${hex(nonce)}`. */
+  redisKeyPrefix: "veil:nonce:",
+});
+
+/** A store entry's lifetime never ends before this many ms from now (guards clock oddities). */
+export const MIN_ENTRY_TTL_MS = 1_000;

@@ -4,6 +4,7 @@ type Bench = { run(args: string[]): Promise<void> };
 
 const BENCHES: Record<string, () => Promise<Bench>> = {
   // name: () => import("./name.js"),
+  ohttp: () => import("./ohttp.js"),
 };
 
 export async function runBench(argv: string[]): Promise<void> {

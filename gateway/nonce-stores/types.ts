@@ -29,16 +29,11 @@
 // - Every method throws ProtocolError PP_ERR_STORE_UNAVAILABLE when the store cannot be reached
 //   or written: the gate then fails closed (503), never open.
 
-export type ReserveOutcome = "new" | "retry" | "spent";
+import type { NonceReservation, NonceStore } from "../../core/privacypass/nonce-store.js";
 
-export interface NonceStore {
-  reserve(nonce: Uint8Array, digest: Uint8Array, expiresAtMs: number): Promise<ReserveOutcome>;
-  commit(nonce: Uint8Array, digest: Uint8Array): Promise<void>;
-  release(nonce: Uint8Array, digest: Uint8Array): Promise<void>;
-  /** Throws PP_ERR_STORE_UNAVAILABLE unless the store answers (readiness check). */
-  ping(): Promise<void>;
-  close(): Promise<void>;
-}
+export type { NonceStore };
+/** "new" | "retry" | "spent" (core/privacypass's NonceReservation). */
+export type ReserveOutcome = NonceReservation;
 
 /** What every backend accepts (injected clock for tests). */
 export interface NonceStoreOptions {

@@ -1,0 +1,376 @@
+// The token keys of the issuers the gate trusts, learned from each issuer's directory
+// (RFC 9578 §4: GET /.well-known/private-token-issuer-directory, `application/private-token-issuer-directory`):
+//
+//   { "issuer-request-uri": "https://issuer.example/token-request",
+//     "token-keys": [ { "token-type": 2, "token-key": "<b64url SPKI>", "not-before": 1686913811 } ] }
+//
+// - HTTP caching (RFC 9111, as RFC 9578 §4 asks): fresh for Cache-Control max-age (minus Age),
+//   then revalidated with If-None-Match (ETag); a 304 extends the freshness of the keys we hold.
+// - The directory has no expiry field, so a key's lifetime is configuration shared with the
+//   issuer (`keyLifetimeSec`): a key is accepted only from its not-before until not-before +
+//   keyLifetimeSec. Keys without not-before count from the moment this gate first saw them.
+// - If the issuer is unreachable, the last good keys stay in use, but never past their lifetime.
+// - RFC 9578 §4 "refetch and revalidate when use of the configuration fails": a token naming a
+//   key we do not know triggers a refetch (at most once per `minRefetchMs`, so random key ids
+//   cannot make the gate hammer the issuer).
+// - No timers: refreshes are started by lookups and by readiness checks (which orchestrators poll).
+
+import { ProtocolError } from "../core/errors.js";
+import { fromBase64Url, toHex } from "../core/bytes.js";
+import { TOKEN_TYPE, tokenKeyId } from "../core/privacypass/index.js";
+import { importBlindRsaTokenKey, type VerificationKey } from "../core/privacypass/verify-node.js";
+
+/** What the gate needs from an HTTP response (the global fetch's Response satisfies it). */
+export interface DirectoryResponse {
+  status: number;
+  headers: { get(name: string): string | null };
+  body: Uint8Array;
+}
+export type DirectoryFetcher = (url: string, init: { headers: Record<string, string>; timeoutMs: number; maxBytes: number }) => Promise<DirectoryResponse>;
+
+export const DIRECTORY_DEFAULTS = Object.freeze({
+  /** Freshness when the directory sends no max-age (RFC 9111 heuristic freshness, kept short). */
+  defaultMaxAgeSec: 300,
+  /** Never refetch a fresh directory more often than this, whatever max-age says (no-cache too). */
+  minMaxAgeSec: 10,
+  /** Never trust a directory longer than this without revalidating it. */
+  maxMaxAgeSec: 86_400,
+  /** Unknown key ids trigger a refetch at most this often. */
+  minRefetchMs: 10_000,
+  /** After a failed fetch, retry after 1 s, doubling up to this. */
+  maxRetryDelayMs: 60_000,
+  /** Whole fetch deadline (connect, headers, body). */
+  fetchTimeoutMs: 5_000,
+  /** Largest directory accepted: a few keys are a few KiB. */
+  maxDirectoryBytes: 64 * 1024,
+});
+
+export interface IssuerSource {
+  /** Issuer name (TokenChallenge.issuer_name). */
+  name: string;
+  /** Directory URL. */
+  directory: string;
+  keyLifetimeSec: number;
+}
+
+/** A token key of a trusted issuer, with its acceptance window. */
+export interface DirectoryKey {
+  issuerName: string;
+  tokenType: number;
+  /** As published (type 2: RSASSA-PSS SPKI; type 1: SerializeElement(pkI)). */
+  tokenKey: Uint8Array;
+  tokenKeyId: Uint8Array;
+  /** Accepted from notBeforeMs (inclusive) until expiresAtMs (exclusive). */
+  notBeforeMs: number;
+  expiresAtMs: number;
+  /** Ready-to-use verification key; undefined for a type 1 key whose private key the gate lacks. */
+  verification: VerificationKey | undefined;
+}
+
+export interface IssuerDirectoryDeps {
+  fetcher?: DirectoryFetcher;
+  now?: () => number;
+  /** Type 1 verification keys (issuer private keys), matched to directory keys by token key id. */
+  voprfKeys?: readonly VerificationKey[];
+  /** Called with a safe description when a fetch fails or a key is skipped (for the log). */
+  onEvent?: (event: { issuer: string; what: string; detail: string }) => void;
+  options?: Partial<typeof DIRECTORY_DEFAULTS>;
+}
+
+/** Reads a body up to `maxBytes` (then fails) with an overall deadline: the default fetcher. */
+export const defaultFetcher: DirectoryFetcher = async (url, init) => {
+  const signal = AbortSignal.timeout(init.timeoutMs);
+  const res = await fetch(url, { headers: init.headers, signal, redirect: "error" });
+  const length = Number(res.headers.get("content-length") ?? "0");
+  if (length > init.maxBytes) {
+    await res.body?.cancel();
+    throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", "issuer directory too large");
+  }
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  if (res.body !== null) {
+    const reader = res.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > init.maxBytes) {
+        await reader.cancel();
+        throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", "issuer directory too large");
+      }
+      chunks.push(value);
+    }
+  }
+  const body = new Uint8Array(total);
+  let o = 0;
+  for (const c of chunks) {
+    body.set(c, o);
+    o += c.length;
+  }
+  return { status: res.status, headers: res.headers, body };
+};
+
+/** RFC 9111 §5.2.2: max-age (no-cache / no-store: revalidate every time), minus Age. */
+export function freshnessSec(headers: DirectoryResponse["headers"], o: typeof DIRECTORY_DEFAULTS): number {
+  const cc = (headers.get("cache-control") ?? "").toLowerCase();
+  let maxAge: number | undefined;
+  for (const part of cc.split(",")) {
+    const [k, v] = part.trim().split("=", 2) as [string, string | undefined];
+    if (k === "no-cache" || k === "no-store") maxAge = 0;
+    else if (k === "max-age" && maxAge === undefined && v !== undefined && /^"?\d+"?$/.test(v)) maxAge = Number(v.replace(/"/g, ""));
+  }
+  const age = Number(headers.get("age") ?? "0");
+  const fresh = (maxAge ?? o.defaultMaxAgeSec) - (Number.isFinite(age) && age > 0 ? age : 0);
+  return Math.min(o.maxMaxAgeSec, Math.max(o.minMaxAgeSec, fresh));
+}
+
+interface ParsedKey {
+  tokenType: number;
+  tokenKey: Uint8Array;
+  notBeforeSec: number | undefined;
+}
+
+/** Validates the directory document; unknown members and unknown token types are ignored. */
+export function parseDirectory(body: Uint8Array): ParsedKey[] {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+  } catch (e) {
+    throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", "issuer directory is not JSON", { cause: e });
+  }
+  if (typeof doc !== "object" || doc === null || !Array.isArray((doc as Record<string, unknown>)["token-keys"])) {
+    throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", "issuer directory has no token-keys list");
+  }
+  const out: ParsedKey[] = [];
+  for (const k of (doc as { "token-keys": unknown[] })["token-keys"]) {
+    if (typeof k !== "object" || k === null) continue;
+    const e = k as Record<string, unknown>;
+    const tokenType = e["token-type"];
+    const key = e["token-key"];
+    const nb = e["not-before"];
+    if (typeof tokenType !== "number" || typeof key !== "string") continue;
+    if (nb !== undefined && (typeof nb !== "number" || !Number.isFinite(nb) || nb < 0)) continue;
+    const tokenKey = fromBase64Url(key);
+    if (tokenKey === undefined || tokenKey.length === 0) continue;
+    out.push({ tokenType, tokenKey, notBeforeSec: nb as number | undefined });
+  }
+  return out;
+}
+
+/** One trusted issuer's directory, cached. */
+export class IssuerDirectory {
+  readonly source: IssuerSource;
+  readonly #fetch: DirectoryFetcher;
+  readonly #now: () => number;
+  readonly #o: typeof DIRECTORY_DEFAULTS;
+  readonly #voprf: Map<string, VerificationKey>;
+  readonly #onEvent: NonNullable<IssuerDirectoryDeps["onEvent"]>;
+  #keys: DirectoryKey[] = [];
+  /** First time each key id (hex) was seen, for keys without not-before. */
+  readonly #firstSeenMs = new Map<string, number>();
+  #etag: string | undefined;
+  #fetched = false;
+  #freshUntilMs = 0;
+  #nextAttemptMs = 0;
+  #retryDelayMs = 1_000;
+  #lastForcedMs = -Infinity;
+  #inflight: Promise<void> | undefined;
+
+  constructor(source: IssuerSource, deps: IssuerDirectoryDeps = {}) {
+    this.source = source;
+    this.#fetch = deps.fetcher ?? defaultFetcher;
+    this.#now = deps.now ?? Date.now;
+    this.#o = { ...DIRECTORY_DEFAULTS, ...deps.options };
+    this.#voprf = new Map((deps.voprfKeys ?? []).map((k) => [toHex(k.tokenKeyId), k]));
+    this.#onEvent = deps.onEvent ?? (() => {});
+  }
+
+  /** True once a directory was fetched (readiness). */
+  get fetched(): boolean {
+    return this.#fetched;
+  }
+
+  /** Every key held, valid or not (for tests and diagnostics). */
+  get allKeys(): readonly DirectoryKey[] {
+    return this.#keys;
+  }
+
+  /** Keys accepted at `nowMs`, in directory order (the issuer's preference). */
+  validKeys(nowMs = this.#now()): DirectoryKey[] {
+    return this.#keys.filter((k) => k.notBeforeMs <= nowMs && nowMs < k.expiresAtMs);
+  }
+
+  /** Starts a refresh if the cached directory is stale (not awaited by lookups). */
+  refreshIfStale(): Promise<void> | undefined {
+    const now = this.#now();
+    if (now < this.#freshUntilMs || now < this.#nextAttemptMs) return this.#inflight;
+    return this.refresh();
+  }
+
+  /** A refetch because a token named a key we do not know; rate-limited. */
+  refetchForUnknownKey(): Promise<void> | undefined {
+    const now = this.#now();
+    if (this.#inflight !== undefined) return this.#inflight;
+    if (now - this.#lastForcedMs < this.#o.minRefetchMs || now < this.#nextAttemptMs) return undefined;
+    this.#lastForcedMs = now;
+    return this.refresh();
+  }
+
+  /** Fetches (or revalidates) now; single-flight; never throws (failures keep the last keys). */
+  refresh(): Promise<void> {
+    this.#inflight ??= this.#refresh().finally(() => {
+      this.#inflight = undefined;
+    });
+    return this.#inflight;
+  }
+
+  async #refresh(): Promise<void> {
+    const headers: Record<string, string> = { accept: "application/private-token-issuer-directory, application/json" };
+    if (this.#etag !== undefined && this.#fetched) headers["if-none-match"] = this.#etag;
+    try {
+      const res = await this.#fetch(this.source.directory, {
+        headers,
+        timeoutMs: this.#o.fetchTimeoutMs,
+        maxBytes: this.#o.maxDirectoryBytes,
+      });
+      const now = this.#now();
+      if (res.status === 304 && this.#fetched) {
+        this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, this.#o);
+      } else if (res.status === 200) {
+        this.#keys = this.#importKeys(parseDirectory(res.body), now);
+        this.#etag = res.headers.get("etag") ?? undefined;
+        this.#fetched = true;
+        this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, this.#o);
+      } else {
+        throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", `issuer directory answered ${res.status}`);
+      }
+      this.#retryDelayMs = 1_000;
+      this.#nextAttemptMs = 0;
+    } catch (e) {
+      const now = this.#now();
+      this.#nextAttemptMs = now + this.#retryDelayMs;
+      this.#retryDelayMs = Math.min(this.#o.maxRetryDelayMs, this.#retryDelayMs * 2);
+      const detail = e instanceof ProtocolError ? e.message : e instanceof Error ? e.name : "error";
+      this.#onEvent({ issuer: this.source.name, what: "directory fetch failed", detail });
+    }
+  }
+
+  #importKeys(parsed: ParsedKey[], now: number): DirectoryKey[] {
+    const out: DirectoryKey[] = [];
+    const seen = new Set<string>();
+    for (const p of parsed) {
+      const id = tokenKeyId(p.tokenKey);
+      const hex = toHex(id);
+      if (seen.has(hex)) continue;
+      let verification: VerificationKey | undefined;
+      if (p.tokenType === TOKEN_TYPE.BLIND_RSA_2048) {
+        try {
+          verification = importBlindRsaTokenKey(p.tokenKey);
+        } catch (e) {
+          this.#onEvent({ issuer: this.source.name, what: "token key skipped", detail: e instanceof ProtocolError ? e.message : "unusable key" });
+          continue;
+        }
+      } else if (p.tokenType === TOKEN_TYPE.VOPRF_P384) {
+        verification = this.#voprf.get(hex);
+      } else {
+        continue; // a token type the gate does not verify
+      }
+      seen.add(hex);
+      let notBeforeMs: number;
+      if (p.notBeforeSec !== undefined) notBeforeMs = p.notBeforeSec * 1000;
+      else {
+        notBeforeMs = this.#firstSeenMs.get(hex) ?? now;
+        this.#firstSeenMs.set(hex, notBeforeMs);
+      }
+      out.push({
+        issuerName: this.source.name,
+        tokenType: p.tokenType,
+        tokenKey: p.tokenKey,
+        tokenKeyId: id,
+        notBeforeMs,
+        expiresAtMs: notBeforeMs + this.source.keyLifetimeSec * 1000,
+        verification,
+      });
+    }
+    return out;
+  }
+}
+
+/** All trusted issuers' directories: key lookup by full token key id, challenges, readiness. */
+export class TokenKeyDirectory {
+  readonly issuers: readonly IssuerDirectory[];
+  readonly #now: () => number;
+
+  constructor(sources: readonly IssuerSource[], deps: IssuerDirectoryDeps = {}) {
+    this.issuers = sources.map((s) => new IssuerDirectory(s, deps));
+    this.#now = deps.now ?? Date.now;
+  }
+
+  /** Fetches every directory now (start-up); resolves when all attempts finished. */
+  async start(): Promise<void> {
+    await Promise.all(this.issuers.map((d) => d.refresh()));
+  }
+
+  /** Throws PP_ERR_ISSUER_UNAVAILABLE until every directory was fetched once. */
+  async ready(): Promise<void> {
+    const missing = this.issuers.filter((d) => !d.fetched);
+    if (missing.length > 0) {
+      await Promise.all(missing.map((d) => d.refreshIfStale()));
+      if (this.issuers.some((d) => !d.fetched)) {
+        throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", "an issuer directory was never fetched");
+      }
+    }
+    for (const d of this.issuers) void d.refreshIfStale();
+  }
+
+  /** True when some issuer has at least one key valid now. */
+  hasValidKeys(nowMs = this.#now()): boolean {
+    for (const d of this.issuers) {
+      void d.refreshIfStale();
+      if (d.validKeys(nowMs).length > 0) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The key a token names (full token key id, RFC 9576 §3.1), if it belongs to a trusted issuer
+   * and is inside its window now. An unknown id triggers one (rate-limited) refetch first.
+   */
+  async find(tokenType: number, keyId: Uint8Array): Promise<DirectoryKey | undefined> {
+    const hit = this.#lookup(tokenType, keyId);
+    if (hit !== undefined) return hit;
+    const refetches = this.issuers.map((d) => d.refetchForUnknownKey()).filter((p) => p !== undefined);
+    if (refetches.length === 0) return undefined;
+    await Promise.all(refetches);
+    return this.#lookup(tokenType, keyId);
+  }
+
+  #lookup(tokenType: number, keyId: Uint8Array): DirectoryKey | undefined {
+    const now = this.#now();
+    const hex = toHex(keyId);
+    for (const d of this.issuers) {
+      void d.refreshIfStale();
+      for (const k of d.validKeys(now)) {
+        if (k.tokenType === tokenType && toHex(k.tokenKeyId) === hex) return k;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * For WWW-Authenticate: per issuer and token type, the key clients should use now (RFC 9578
+   * §4: the first in directory order whose not-before has passed), only types the gate verifies.
+   */
+  challengeKeys(nowMs = this.#now()): DirectoryKey[] {
+    const out: DirectoryKey[] = [];
+    for (const d of this.issuers) {
+      const types = new Set<number>();
+      for (const k of d.validKeys(nowMs)) {
+        if (k.verification === undefined || types.has(k.tokenType)) continue;
+        types.add(k.tokenType);
+        out.push(k);
+      }
+    }
+    return out;
+  }
+}

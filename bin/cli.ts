@@ -1,5 +1,7 @@
 // The `veil` command line. Each component contributes its subcommand; this file only assembles them.
 import { Command } from "commander";
+import { gatewayCommand } from "../gateway/main.js";
+import { keysCommand } from "../gateway/keys-command.js";
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command("veil")
@@ -7,5 +9,7 @@ export async function main(argv: string[]): Promise<void> {
     .showHelpAfterError()
     .enablePositionalOptions();
   // Subcommands (one line each):
+  program.addCommand(gatewayCommand());
+  program.addCommand(keysCommand());
   await program.parseAsync(argv);
 }

@@ -1,0 +1,106 @@
+// buildGateway(config, deps): the Oblivious Gateway Resource as a Fastify app (testable with
+// inject()). Routes: GET /ohttp-keys, POST /gateway, plus /healthz, /readyz and /metrics from
+// server/lifecycle.ts. Keys, the token gate and the forwarder are injected.
+
+import type { FastifyInstance } from "fastify";
+import { Counter, Gauge } from "prom-client";
+import { ProtocolError } from "../core/errors.js";
+import { createServerApp } from "../server/lifecycle.js";
+import type { Logger } from "../server/logging.js";
+import { createMetrics, type HttpMetrics } from "../server/metrics.js";
+import type { GatewayConfig } from "./config.js";
+import { OPEN_GATE, type Gate } from "./gate-contract.js";
+import { kemName } from "./key-file.js";
+import type { KeyStore } from "./key-store.js";
+import { compileTargets } from "./policy.js";
+import type { Forwarder } from "./request-path.js";
+import { registerGatewayRoute } from "./routes/gateway.js";
+import { registerOhttpKeysRoute } from "./routes/ohttp-keys.js";
+import { Targets } from "./target.js";
+
+export interface GatewayDeps {
+  keys: KeyStore;
+  log: Logger;
+  metrics?: HttpMetrics;
+  /** The token gate; required when `tokens.required` is true (gateway/gate.ts). */
+  gate?: Gate;
+  /** Forwarding to the targets (default: undici pools from `config.upstream`). */
+  forwarder?: Forwarder & { close?(): Promise<void> };
+}
+
+export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyInstance {
+  if (config.tokens.required && deps.gate === undefined) {
+    throw new ProtocolError("CFG_ERR_INVALID", "tokens.required is true but no token gate was given");
+  }
+  const gate = deps.gate ?? OPEN_GATE;
+  const metrics = deps.metrics ?? createMetrics("gateway");
+  const table = compileTargets(config.targets);
+  const forwarder = deps.forwarder ?? new Targets(table, config.upstream);
+
+  const decapsulations = new Counter({
+    name: "veil_gateway_decapsulations_total",
+    help: "Requests decapsulated, by key id (shows which keys clients still use)",
+    labelNames: ["key_id"],
+    registers: [metrics.registry],
+  });
+  const upstream = new Counter({
+    name: "veil_gateway_upstream_total",
+    help: "Forwarded requests by target and result (status class or error code)",
+    labelNames: ["target", "result"],
+    registers: [metrics.registry],
+  });
+  const keys = deps.keys;
+  new Gauge({
+    name: "veil_gateway_keys",
+    help: "Keys in the key file by id, KEM and state (1 = usable for decryption)",
+    labelNames: ["key_id", "kem", "state"],
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      for (const k of keys.states()) {
+        this.set({ key_id: String(k.keyId), kem: kemName(k.kemId) ?? String(k.kemId), state: k.state }, k.usable ? 1 : 0);
+      }
+    },
+  });
+
+  const app = createServerApp({
+    listen: config.listen,
+    limits: config.limits,
+    log: deps.log,
+    metrics,
+    readiness: {
+      keys: () => {
+        if (keys.published().body.length === 0) throw new Error("no active key");
+      },
+      ...(gate.ready === undefined ? {} : { tokens: () => gate.ready!() }),
+    },
+  });
+  // Only message/ohttp-req bodies are parsed: anything else is a 415, never parsed as JSON or text.
+  app.removeAllContentTypeParsers();
+
+  registerOhttpKeysRoute(app, keys, config.keysMaxAgeSec);
+  registerGatewayRoute(app, {
+    keys,
+    maxRequestBytes: config.limits.maxRequestBytes,
+    onDecapsulated: (keyId) => decapsulations.inc({ key_id: String(keyId) }),
+    path: {
+      policy: config.policy,
+      table,
+      forwarder,
+      gate,
+      bhttpLimits: {
+        maxFields: config.inner.maxFields,
+        maxFieldBytes: config.inner.maxFieldBytes,
+        maxMessageBytes: config.limits.maxRequestBytes,
+      },
+      log: deps.log,
+      onUpstream: (target, result) => upstream.inc({ target, result }),
+    },
+  });
+
+  app.addHook("onClose", async () => {
+    if (deps.forwarder === undefined) await (forwarder as Targets).close();
+    await gate.close?.();
+  });
+  return app;
+}

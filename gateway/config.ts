@@ -1,0 +1,225 @@
+// The gateway's configuration: the JSON file of `veil gateway --config FILE` (issue 3's shape is a
+// contract: listen, keys, targets, policy, tokens), plus explicit limits and timeouts, overridable
+// with VEIL_GATEWAY_<PATH> environment variables (e.g. VEIL_GATEWAY_LISTEN_PORT=9000). Validated
+// once, then frozen. This is the only gateway file that reads process.env.
+
+import { ProtocolError } from "../core/errors.js";
+import {
+  httpLimitsSchema,
+  listenSchema,
+  loadConfig,
+  parseConfig,
+  type HttpLimits,
+  type ListenConfig,
+  type Schema,
+} from "../server/config.js";
+
+/** Every default of the gateway, in one place. */
+export const DEFAULTS = Object.freeze({
+  /** Port of `veil gateway` (the relay defaults to 8080, the issuer to 8082). */
+  port: 8081,
+  /** Largest encapsulated request: a DAP-09 report is a few hundred bytes to a few KiB (histograms
+   *  with many buckets grow linearly); 64 KiB leaves room without inviting memory abuse. */
+  maxRequestBytes: 64 * 1024,
+  /** Where `veil keys generate` puts keys by default in the docs. */
+  keys: "data/gateway-keys.json",
+  /** `Cache-Control: max-age` of /ohttp-keys: clients refresh key configs hourly. */
+  keysMaxAgeSec: 3600,
+  /** A retired key still decrypts this long: at least twice keysMaxAgeSec (a client may have fetched
+   *  the config just before it was retired, and its cache may be refreshed late), here one day. */
+  retiredKeyGraceSec: 86_400,
+  /** Upstream TCP(+TLS) connect timeout: an aggregator on the same network answers in milliseconds. */
+  connectTimeoutMs: 5_000,
+  /** Time until the target's response headers arrive (undici's default is 300 s: far too long). */
+  headersTimeoutMs: 15_000,
+  /** Longest pause between two chunks of the target's response body. */
+  bodyTimeoutMs: 15_000,
+  /** Deadline for the whole upstream exchange, whatever the per-phase timeouts allow. */
+  totalTimeoutMs: 30_000,
+  /** Largest target answer sealed back: DAP upload answers are empty or a small problem document,
+   *  HPKE config lists a few hundred bytes. */
+  maxResponseBytes: 256 * 1024,
+  /** Keep-alive connections per target (undici Pool). */
+  connectionsPerTarget: 32,
+  /** Idle keep-alive connections to a target are closed after this long. */
+  upstreamKeepAliveMs: 30_000,
+  /** Decoding limits for inner Binary HTTP requests. */
+  maxInnerFields: 64,
+  maxInnerFieldBytes: 8 * 1024,
+  /** Privacy Pass: token keys are trusted for a week after not-before (must match the issuer). */
+  keyLifetimeSec: 604_800,
+  /** The embedded nonce store (design: SQLite survives restarts and is shared by workers). */
+  tokenStore: "sqlite:data/gateway-nonces.db",
+});
+
+export type PolicyName = "dap" | "targets-only";
+
+export interface TokenIssuerConfig {
+  /** Issuer name as in TokenChallenge.issuer_name (RFC 9577 §2.1). */
+  name: string;
+  /** URL of the issuer's /.well-known/private-token-issuer-directory. */
+  directory: string;
+  keyLifetimeSec: number;
+}
+
+export interface TokensConfig {
+  required: boolean;
+  issuers: TokenIssuerConfig[];
+  /** "memory", "sqlite:PATH" or "redis://..." / "rediss://...". */
+  store: string;
+}
+
+export interface UpstreamConfig {
+  connectTimeoutMs: number;
+  headersTimeoutMs: number;
+  bodyTimeoutMs: number;
+  totalTimeoutMs: number;
+  maxResponseBytes: number;
+  connectionsPerTarget: number;
+  keepAliveTimeoutMs: number;
+  /** PEM file of extra CAs trusted for https targets. */
+  ca?: string;
+}
+
+export interface GatewayConfig {
+  listen: ListenConfig;
+  limits: HttpLimits;
+  /** Path of the key file (`veil keys generate --out`). */
+  keys: string;
+  keysMaxAgeSec: number;
+  retiredKeyGraceSec: number;
+  /** Inner origin (optionally with a path prefix) -> upstream base URL. */
+  targets: Record<string, string>;
+  policy: PolicyName;
+  tokens: TokensConfig;
+  upstream: UpstreamConfig;
+  inner: { maxFields: number; maxFieldBytes: number };
+  logLevel: string;
+}
+
+/** `https://leader.example` or `https://leader.example/dap/`: scheme, host, optional port and path. */
+const TARGET_KEY = /^https?:\/\/[^/?#@\s]+(\/[^?#\s]*)?$/;
+const UPSTREAM_URL = /^https?:\/\/[^/?#@\s]+(\/[^?#\s]*)?$/;
+const STORE = /^(memory|sqlite:.+|rediss?:\/\/.+)$/;
+
+export const GATEWAY_SCHEMA: Schema = {
+  listen: listenSchema(DEFAULTS.port),
+  limits: httpLimitsSchema({ maxRequestBytes: DEFAULTS.maxRequestBytes }),
+  keys: { kind: "string", default: DEFAULTS.keys, doc: "Key file written by `veil keys generate` (mode 0600; re-read on SIGHUP)." },
+  keysMaxAgeSec: { kind: "int", default: DEFAULTS.keysMaxAgeSec, min: 0, doc: "Cache-Control max-age of GET /ohttp-keys." },
+  retiredKeyGraceSec: {
+    kind: "int",
+    default: DEFAULTS.retiredKeyGraceSec,
+    min: 0,
+    doc: "How long a retired key still decrypts (at least twice keysMaxAgeSec).",
+  },
+  targets: {
+    kind: "map",
+    default: {},
+    keyPattern: TARGET_KEY,
+    expect: "an inner origin such as https://leader.example or https://leader.example/dap/",
+    values: { kind: "string", pattern: UPSTREAM_URL, expect: "an http(s) base URL", doc: "Upstream base URL." },
+    doc: "Allow-list: inner origin (optionally with a path prefix) -> upstream base URL.",
+  },
+  policy: {
+    kind: "string",
+    default: "dap",
+    oneOf: ["dap", "targets-only"],
+    doc: "dap: only DAP-09 PUT tasks/{id}/reports and GET hpke_config; targets-only: anything on a listed target.",
+  },
+  tokens: {
+    kind: "object",
+    doc: "Privacy Pass tokens (RFC 9576/9577/9578).",
+    fields: {
+      required: { kind: "boolean", default: true, doc: "Uploads need a token (fail closed: the default)." },
+      issuers: {
+        kind: "list",
+        default: [],
+        doc: "Trusted issuers.",
+        items: {
+          kind: "object",
+          doc: "A trusted issuer.",
+          fields: {
+            name: { kind: "string", pattern: /^[^\s/]+$/, expect: "an issuer name (host name)", doc: "Issuer name used in challenges." },
+            directory: {
+              kind: "string",
+              pattern: /^https?:\/\/\S+$/,
+              expect: "an http(s) URL",
+              doc: "URL of the issuer directory (/.well-known/private-token-issuer-directory).",
+            },
+            keyLifetimeSec: {
+              kind: "int",
+              default: DEFAULTS.keyLifetimeSec,
+              min: 60,
+              doc: "How long after its not-before a token key is trusted (shared with the issuer).",
+            },
+          },
+        },
+      },
+      store: {
+        kind: "string",
+        default: DEFAULTS.tokenStore,
+        pattern: STORE,
+        expect: "memory, sqlite:PATH or redis://HOST:PORT",
+        doc: "Spent-token (nonce) store.",
+      },
+    },
+  },
+  upstream: {
+    kind: "object",
+    doc: "Forwarding to the targets (undici).",
+    fields: {
+      connectTimeoutMs: { kind: "int", default: DEFAULTS.connectTimeoutMs, min: 1, doc: "TCP/TLS connect timeout." },
+      headersTimeoutMs: { kind: "int", default: DEFAULTS.headersTimeoutMs, min: 1, doc: "Time until the target's response headers." },
+      bodyTimeoutMs: { kind: "int", default: DEFAULTS.bodyTimeoutMs, min: 1, doc: "Longest gap between response body chunks." },
+      totalTimeoutMs: { kind: "int", default: DEFAULTS.totalTimeoutMs, min: 1, doc: "Deadline of the whole upstream exchange." },
+      maxResponseBytes: { kind: "int", default: DEFAULTS.maxResponseBytes, min: 1, doc: "Largest target answer (502 above it)." },
+      connectionsPerTarget: { kind: "int", default: DEFAULTS.connectionsPerTarget, min: 1, doc: "Pooled keep-alive connections per target." },
+      keepAliveTimeoutMs: { kind: "int", default: DEFAULTS.upstreamKeepAliveMs, min: 1, doc: "Idle time before a pooled connection closes." },
+      ca: { kind: "string", optional: true, doc: "PEM file of extra CAs for https targets." },
+    },
+  },
+  inner: {
+    kind: "object",
+    doc: "Decoding limits of the inner Binary HTTP request.",
+    fields: {
+      maxFields: { kind: "int", default: DEFAULTS.maxInnerFields, min: 1, doc: "Most header plus trailer fields." },
+      maxFieldBytes: { kind: "int", default: DEFAULTS.maxInnerFieldBytes, min: 64, doc: "Largest single field (name plus value)." },
+    },
+  },
+  logLevel: { kind: "string", default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"], doc: "Log level." },
+};
+
+/** Checks what the schema cannot: cross-field rules. */
+function checkGatewayConfig(c: GatewayConfig): GatewayConfig {
+  if (c.tokens.required && c.tokens.issuers.length === 0) {
+    throw new ProtocolError("CFG_ERR_INVALID", "tokens.issuers: at least one issuer is needed when tokens.required is true");
+  }
+  if (c.retiredKeyGraceSec < 2 * c.keysMaxAgeSec) {
+    throw new ProtocolError(
+      "CFG_ERR_INVALID",
+      `retiredKeyGraceSec: expected at least twice keysMaxAgeSec (${2 * c.keysMaxAgeSec}), or clients holding a cached key config fail`,
+    );
+  }
+  for (const key of Object.keys(c.targets)) {
+    try {
+      new URL(key);
+      new URL(c.targets[key]!);
+    } catch {
+      throw new ProtocolError("CFG_ERR_INVALID", `targets.${JSON.stringify(key)}: not a valid URL`);
+    }
+  }
+  return c;
+}
+
+/** Validates a parsed JSON config (no environment), e.g. in tests. */
+export function parseGatewayConfig(raw: unknown, env?: Readonly<Record<string, string | undefined>>): GatewayConfig {
+  return checkGatewayConfig(
+    parseConfig<GatewayConfig>(GATEWAY_SCHEMA, raw, env === undefined ? {} : { env, envPrefix: "VEIL_GATEWAY_" }),
+  );
+}
+
+/** `veil gateway --config FILE`: the file plus VEIL_GATEWAY_* environment overrides. */
+export function loadGatewayConfig(file: string | undefined): GatewayConfig {
+  return checkGatewayConfig(loadConfig<GatewayConfig>(GATEWAY_SCHEMA, file, { env: process.env, envPrefix: "VEIL_GATEWAY_" }));
+}

@@ -1,0 +1,99 @@
+// What happens to a request once it is decapsulated (design.md "Request path (gateway)", steps 2-7).
+// Every answer from here on goes back sealed, so this never throws: errors become Binary HTTP
+// problem responses (RFC 9457) with the `taskid` member on DAP paths.
+//
+//   decodeRequest -> Expect check -> resolveTarget -> checkPolicy -> prepareUpstreamRequest
+//     -> gate.admit (TOKEN GATE SEAM, gateway/gate-contract.ts)
+//     -> targets.forward -> ticket.settle(reached) -> the target's answer
+
+import { decodeRequest, type BhttpLimits, type BhttpRequest, type BhttpResponse, type Field } from "../core/bhttp/index.js";
+import { ProtocolError } from "../core/errors.js";
+import { PROBLEM_MEDIA_TYPE, encodeProblem, toProblem } from "../core/problem.js";
+import { toProtocolError } from "../server/problem-handler.js";
+import { safeError, type Logger } from "../server/logging.js";
+import type { PolicyName } from "./config.js";
+import type { Gate, GateTicket } from "./gate-contract.js";
+import { checkPolicy, dapTaskIdOf, resolveTarget, type ResolvedTarget, type TargetTable } from "./policy.js";
+import { prepareUpstreamRequest, type ForwardOutcome, type UpstreamRequest } from "./target.js";
+
+/** What the request path needs from the forwarding layer (gateway/target.ts `Targets`). */
+export interface Forwarder {
+  forward(req: UpstreamRequest): Promise<ForwardOutcome>;
+}
+
+export interface RequestPathDeps {
+  policy: PolicyName;
+  table: TargetTable;
+  forwarder: Forwarder;
+  gate: Gate;
+  bhttpLimits: Partial<BhttpLimits>;
+  log: Pick<Logger, "warn" | "error">;
+  /** Called with the target's name and the result ("2xx".."5xx" or an error code). */
+  onUpstream?: (target: string, result: string) => void;
+}
+
+export interface InnerResult {
+  response: BhttpResponse;
+  /** "forwarded" or the error code that was answered (for the log and metrics). */
+  outcome: string;
+}
+
+/** A sealed problem document: what the gateway says inside the encapsulated response. */
+export function problemResponse(e: unknown, taskId: string | undefined): BhttpResponse {
+  const err = toProtocolError(e);
+  const headers: Field[] = [
+    ["content-type", PROBLEM_MEDIA_TYPE],
+    ["cache-control", "no-store"],
+  ];
+  for (const [name, value] of Object.entries(err.headers)) headers.push([name.toLowerCase(), value]);
+  return { informational: [], status: err.status, headers, body: encodeProblem(toProblem(err, { taskId })), trailers: [] };
+}
+
+function failed(e: unknown, taskId: string | undefined, log: RequestPathDeps["log"]): InnerResult {
+  const err = toProtocolError(e);
+  if (err.code === "INTERNAL_ERR") log.error({ err: safeError(e) }, "unexpected error in the request path");
+  return { response: problemResponse(err, taskId), outcome: err.code };
+}
+
+function hasExpectation(r: BhttpRequest): boolean {
+  return r.headers.some(([n]) => n === "expect");
+}
+
+/** Steps 2-7 for one decapsulated request. */
+export async function handleInnerRequest(inner: Uint8Array, deps: RequestPathDeps): Promise<InnerResult> {
+  let request: BhttpRequest;
+  try {
+    request = decodeRequest(inner, deps.bhttpLimits);
+  } catch (e) {
+    return failed(e, undefined, deps.log);
+  }
+  const taskId = dapTaskIdOf(request.path);
+  let target: ResolvedTarget;
+  let ticket: GateTicket;
+  let upstream: UpstreamRequest;
+  try {
+    // RFC 9458 §5.1: a 100-continue expectation MUST produce an error (and no other is supported).
+    if (hasExpectation(request)) throw new ProtocolError("GATEWAY_ERR_EXPECT");
+    target = resolveTarget(deps.table, request);
+    const route = checkPolicy(deps.policy, request.method, target);
+    upstream = prepareUpstreamRequest(target, request);
+    // ---- token gate seam: after policy, before forwarding ----
+    ticket = await deps.gate.admit({ request, target, route, taskId });
+  } catch (e) {
+    return failed(e, taskId, deps.log);
+  }
+  const outcome = await deps.forwarder.forward(upstream);
+  // ---- token gate seam: release if nothing reached the target, commit otherwise ----
+  try {
+    await ticket.settle(outcome.reached);
+  } catch (e) {
+    // The target has (maybe) processed the request: its answer still goes back.
+    deps.log.warn({ err: safeError(e), reached: outcome.reached }, "token settlement failed");
+  }
+  if (!outcome.ok) {
+    deps.onUpstream?.(target.entry.name, outcome.error.code);
+    return failed(outcome.error, taskId, deps.log);
+  }
+  deps.onUpstream?.(target.entry.name, `${Math.floor(outcome.response.status / 100)}xx`);
+  return { response: outcome.response, outcome: "forwarded" };
+}

@@ -1,0 +1,239 @@
+// Talks to the targets (the DAP aggregators): the only file that does (style.md). One undici Pool
+// per target origin with keep-alive, every timeout explicit (undici's defaults are 300 s), a cap on
+// the answer's size. Strips hop-by-hop fields and the Privacy Pass token; adds nothing that could
+// identify the client (undici's `request` adds only Host and Content-Length).
+//
+// Failures are classified for the token gate (design.md step 6): `reached: false` only when no
+// byte of the request can have reached the target (connection refused, DNS, connect timeout, TLS
+// handshake refused); anything later is "maybe reached" (RFC 9458 §6.5: a broken connection is no
+// proof that nothing was processed).
+
+import { readFileSync } from "node:fs";
+import { Pool } from "undici";
+import { ProtocolError, type ErrorCode } from "../core/errors.js";
+import type { BhttpRequest, BhttpResponse, Field } from "../core/bhttp/index.js";
+import type { UpstreamConfig } from "./config.js";
+import type { ResolvedTarget, TargetTable } from "./policy.js";
+
+/** RFC 9110 §7.6.1 hop-by-hop fields, plus ones the gateway sets itself or must never pass on. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+/** Request fields the gateway replaces or refuses (Host comes from the upstream URL; Content-Length from the body). */
+const REQUEST_DROP = new Set(["host", "content-length", "expect", "http2-settings"]);
+
+/** `Authorization: PrivateToken token=...` (RFC 9577 §2.2): the token never goes upstream. */
+function isPrivateToken(value: string): boolean {
+  return /^\s*privatetoken(\s|$)/i.test(value);
+}
+
+/** Names listed in Connection are hop-by-hop too (RFC 9110 §7.6.1). */
+function connectionNominated(fields: readonly Field[]): Set<string> {
+  const out = new Set<string>();
+  for (const [n, v] of fields) {
+    if (n !== "connection") continue;
+    for (const t of v.split(",")) {
+      const name = t.trim().toLowerCase();
+      if (name !== "") out.add(name);
+    }
+  }
+  return out;
+}
+
+export interface UpstreamRequest {
+  origin: string;
+  method: string;
+  path: string;
+  headers: Record<string, string | string[]>;
+  body: Uint8Array | undefined;
+}
+
+/** Builds the upstream request: done before the gate, so a malformed request spends no token. */
+export function prepareUpstreamRequest(t: ResolvedTarget, inner: BhttpRequest): UpstreamRequest {
+  const nominated = connectionNominated(inner.headers);
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of inner.headers) {
+    if (HOP_BY_HOP.has(name) || REQUEST_DROP.has(name) || nominated.has(name)) continue;
+    if (name === "authorization" && isPrivateToken(value)) continue;
+    const prev = headers[name];
+    if (prev === undefined) headers[name] = value;
+    else if (Array.isArray(prev)) prev.push(value);
+    else headers[name] = [prev, value];
+  }
+  const bodyless = inner.method === "GET" || inner.method === "HEAD";
+  if (bodyless && inner.body.length > 0) {
+    throw new ProtocolError("HTTP_ERR_BAD_REQUEST", `${inner.method} request with content is not forwarded`);
+  }
+  // Trailers of the inner request are not forwarded: no target the gateway serves uses them.
+  return {
+    origin: t.entry.upstreamOrigin,
+    method: inner.method,
+    path: t.upstreamPath,
+    headers,
+    body: bodyless ? undefined : inner.body,
+  };
+}
+
+export type ForwardOutcome =
+  | { ok: true; reached: true; response: BhttpResponse }
+  | { ok: false; reached: boolean; error: ProtocolError };
+
+/** Error codes (on the error or its causes) that prove no request byte left the gateway. */
+const NOT_REACHED = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EAI_NONAME",
+  "EAI_FAIL",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+  "UND_ERR_CONNECT_TIMEOUT",
+  // TLS verification fails during the handshake, before the request is written.
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+]);
+const TIMEOUTS = new Set(["UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT"]);
+
+function errorCodes(e: unknown): string[] {
+  const codes: string[] = [];
+  for (let cur: unknown = e, depth = 0; cur !== null && typeof cur === "object" && depth < 5; depth++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === "string") codes.push(code);
+    // AggregateError (happy-eyeballs connect attempts) keeps the per-address errors in `errors`.
+    const errors = (cur as { errors?: unknown }).errors;
+    if (Array.isArray(errors)) for (const inner of errors) codes.push(...errorCodes(inner));
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return codes;
+}
+
+/** Classifies a forwarding failure: which sealed status, and whether the target may have seen it. */
+export function classifyFailure(e: unknown, timedOut: boolean): { code: ErrorCode; reached: boolean } {
+  if (e instanceof ProtocolError) return { code: e.code, reached: true };
+  const codes = errorCodes(e);
+  if (codes.includes("UND_ERR_CONNECT_TIMEOUT")) return { code: "GATEWAY_ERR_UPSTREAM_TIMEOUT", reached: false };
+  if (codes.length > 0 && codes.every((c) => NOT_REACHED.has(c))) return { code: "GATEWAY_ERR_UPSTREAM_UNREACHABLE", reached: false };
+  if (timedOut || codes.some((c) => TIMEOUTS.has(c))) return { code: "GATEWAY_ERR_UPSTREAM_TIMEOUT", reached: true };
+  if (codes.includes("UND_ERR_RES_EXCEEDED_MAX_SIZE")) return { code: "GATEWAY_ERR_UPSTREAM_TOO_LARGE", reached: true };
+  return { code: "GATEWAY_ERR_UPSTREAM_FAILED", reached: true };
+}
+
+function responseFields(headers: Record<string, string | string[] | undefined>): Field[] {
+  const out: Field[] = [];
+  const connection = headers.connection;
+  const nominated = new Set(
+    (Array.isArray(connection) ? connection.join(",") : (connection ?? "")).split(",").map((s) => s.trim().toLowerCase()),
+  );
+  for (const [name, value] of Object.entries(headers)) {
+    const n = name.toLowerCase();
+    if (value === undefined || HOP_BY_HOP.has(n) || nominated.has(n)) continue;
+    for (const v of Array.isArray(value) ? value : [value]) out.push([n, v]);
+  }
+  return out;
+}
+
+/** The gateway's connection pools to its targets. */
+export class Targets {
+  readonly #pools = new Map<string, Pool>();
+  readonly #config: UpstreamConfig;
+
+  constructor(table: TargetTable, config: UpstreamConfig) {
+    this.#config = config;
+    const ca = config.ca === undefined ? undefined : readFileSync(config.ca);
+    for (const e of table.entries) {
+      if (this.#pools.has(e.upstreamOrigin)) continue;
+      this.#pools.set(
+        e.upstreamOrigin,
+        new Pool(e.upstreamOrigin, {
+          connections: config.connectionsPerTarget,
+          pipelining: 1,
+          connectTimeout: config.connectTimeoutMs,
+          headersTimeout: config.headersTimeoutMs,
+          bodyTimeout: config.bodyTimeoutMs,
+          keepAliveTimeout: config.keepAliveTimeoutMs,
+          keepAliveMaxTimeout: config.keepAliveTimeoutMs,
+          maxResponseSize: config.maxResponseBytes,
+          connect: {
+            timeout: config.connectTimeoutMs,
+            rejectUnauthorized: true,
+            ...(ca === undefined ? {} : { ca }),
+          },
+        }),
+      );
+    }
+  }
+
+  /** Sends the request; never throws (failures come back classified). */
+  async forward(req: UpstreamRequest): Promise<ForwardOutcome> {
+    const pool = this.#pools.get(req.origin);
+    if (pool === undefined) {
+      return { ok: false, reached: false, error: new ProtocolError("INTERNAL_ERR", "no pool for target") };
+    }
+    const abort = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      abort.abort();
+    }, this.#config.totalTimeoutMs);
+    try {
+      const res = await pool.request({
+        method: req.method,
+        path: req.path,
+        headers: req.headers,
+        body: req.body === undefined ? null : Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength),
+        signal: abort.signal,
+      });
+      const max = this.#config.maxResponseBytes;
+      const declared = Number(res.headers["content-length"]);
+      if (Number.isFinite(declared) && declared > max) {
+        res.body.destroy();
+        throw new ProtocolError("GATEWAY_ERR_UPSTREAM_TOO_LARGE", `target answer exceeds ${max} bytes`);
+      }
+      const chunks: Buffer[] = [];
+      let n = 0;
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        n += chunk.length;
+        if (n > max) {
+          res.body.destroy();
+          throw new ProtocolError("GATEWAY_ERR_UPSTREAM_TOO_LARGE", `target answer exceeds ${max} bytes`);
+        }
+        chunks.push(chunk);
+      }
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n);
+      return {
+        ok: true,
+        reached: true,
+        response: {
+          informational: [],
+          status: res.statusCode,
+          headers: responseFields(res.headers),
+          body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength),
+          trailers: [],
+        },
+      };
+    } catch (e) {
+      const { code, reached } = classifyFailure(e, timedOut);
+      return { ok: false, reached, error: e instanceof ProtocolError ? e : new ProtocolError(code, undefined, { cause: e }) };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#pools.values()].map((p) => p.close()));
+  }
+}

@@ -79,6 +79,8 @@ const CATALOGUE = {
   // Relay (RFC 9458 §5, Oblivious Relay Resource).
   RELAY_ERR_UPSTREAM_UNREACHABLE: spec(502, "Gateway could not be reached"),
   RELAY_ERR_UPSTREAM_TIMEOUT: spec(504, "Gateway did not answer in time"),
+  RELAY_ERR_UPSTREAM_FAILED: spec(502, "Gateway connection failed"),
+  RELAY_ERR_UPSTREAM_INVALID: spec(502, "Gateway answer is malformed or too large"),
   RELAY_ERR_KEYS_UNAVAILABLE: spec(502, "Gateway key configurations are unavailable"),
 
   // Client library: what failed, from the client's point of view.
@@ -92,6 +94,9 @@ const CATALOGUE = {
   CLIENT_ERR_ISSUER_FAILED: spec(502, "Issuer could not issue tokens"),
   CLIENT_ERR_TOKEN_REFUSED: spec(401, "Gateway refused the token"),
   CLIENT_ERR_CHALLENGE: spec(401, "Gateway challenge is unusable"),
+  CLIENT_ERR_RATE_LIMITED: spec(429, "Relay rate limit reached"),
+  CLIENT_ERR_TIMEOUT: spec(504, "Relay did not answer in time"),
+  CLIENT_ERR_BAD_RESPONSE: spec(502, "Gateway response could not be decapsulated or decoded"),
 
   // Configuration (server start-up and the command line).
   CFG_ERR_INVALID: spec(500, "Configuration is invalid"),

@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { gatewayCommand } from "../gateway/main.js";
 import { keysCommand } from "../gateway/keys-command.js";
+import { issuerCommand } from "../issuer/main.js";
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command("veil")
@@ -11,5 +12,6 @@ export async function main(argv: string[]): Promise<void> {
   // Subcommands (one line each):
   program.addCommand(gatewayCommand());
   program.addCommand(keysCommand());
+  program.addCommand(issuerCommand());
   await program.parseAsync(argv);
 }

@@ -1,0 +1,75 @@
+// buildIssuer(config, deps): the Privacy Pass issuer (RFC 9578) with its built-in attester, as a
+// Fastify app (testable with inject()). Routes: GET /.well-known/private-token-issuer-directory,
+// POST /token-request, plus /healthz, /readyz and /metrics from server/lifecycle.ts.
+// Keys (and the clock) are injected: see issuer/key-store.ts.
+
+import type { FastifyInstance } from "fastify";
+import { Counter } from "prom-client";
+import { MEDIA_TYPES } from "../core/privacypass/issuance.js";
+import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
+import type { Logger } from "../server/logging.js";
+import { createMetrics, type HttpMetrics } from "../server/metrics.js";
+import { Attester } from "./attester.js";
+import type { IssuerConfig } from "./config.js";
+import type { IssuerKeyStore } from "./key-store.js";
+import { registerDirectoryRoute } from "./routes/directory.js";
+import { TOKEN_REQUEST_PATH, registerTokenRequestRoute } from "./routes/token-request.js";
+
+export interface IssuerDeps {
+  keys: IssuerKeyStore;
+  log: Logger;
+  metrics?: HttpMetrics;
+  /** Clock in milliseconds for the attester's quota windows (the key store has its own). */
+  now?: () => number;
+}
+
+const TOKEN_TYPE_LABEL: Readonly<Record<number, string>> = { 1: "voprf_p384", 2: "blind_rsa_2048" };
+
+export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInstance {
+  const metrics = deps.metrics ?? createMetrics("issuer");
+  const { keys } = deps;
+  const attester = new Attester(config.attester, deps.now);
+
+  const issued = new Counter({
+    name: "veil_issuer_tokens_issued_total",
+    help: "Tokens issued, by token type",
+    labelNames: ["token_type"],
+    registers: [metrics.registry],
+  });
+  const refusals = new Counter({
+    name: "veil_issuer_refusals_total",
+    help: "Token requests refused, by reason (error code); never by credential",
+    labelNames: ["reason"],
+    registers: [metrics.registry],
+  });
+
+  const app = createServerApp({
+    listen: config.listen,
+    limits: config.limits,
+    log: deps.log,
+    metrics,
+    readiness: {
+      keys: () => {
+        if (keys.published().length === 0) throw new Error("no token key");
+      },
+    },
+  });
+  // Only token requests are parsed (as raw bytes): any other body is a 415, never parsed.
+  app.removeAllContentTypeParsers();
+  acceptBinaryBody(app, MEDIA_TYPES.tokenRequest);
+  app.addHook("onResponse", (request, reply, done) => {
+    // The problem handler records the error code as the outcome: that is the reason label.
+    if (request.routeOptions.url === TOKEN_REQUEST_PATH && reply.statusCode >= 400) {
+      refusals.inc({ reason: request.veilOutcome !== "" ? request.veilOutcome : `status_${reply.statusCode}` });
+    }
+    done();
+  });
+
+  registerDirectoryRoute(app, { keys, issuerRequestUri: config.issuerRequestUri, maxAgeSec: config.directoryMaxAgeSec });
+  registerTokenRequestRoute(app, {
+    keys,
+    attester,
+    onIssued: (tokenType) => issued.inc({ token_type: TOKEN_TYPE_LABEL[tokenType] ?? String(tokenType) }),
+  });
+  return app;
+}

@@ -1,0 +1,141 @@
+// The issuer's configuration: the JSON file of `veil issuer --config FILE` (issue 4's shape is a
+// contract: listen, name, keys, tokenTypes, keyLifetimeSec, attester), plus explicit limits,
+// overridable with VEIL_ISSUER_<PATH> environment variables (e.g. VEIL_ISSUER_LISTEN_PORT=9000,
+// VEIL_ISSUER_ATTESTER_CREDENTIALS='["..."]' to keep credentials out of the file). Validated once,
+// then frozen. This is the only issuer file that reads process.env.
+
+import { ProtocolError } from "../core/errors.js";
+import { TOKEN_TYPE } from "../core/privacypass/token-type.js";
+import {
+  httpLimitsSchema,
+  listenSchema,
+  loadConfig,
+  parseConfig,
+  type HttpLimits,
+  type ListenConfig,
+  type Schema,
+} from "../server/config.js";
+
+/** Every default of the issuer, in one place. */
+export const DEFAULTS = Object.freeze({
+  /** Port of `veil issuer` (relay 8080, gateway 8081). */
+  port: 8082,
+  /** A TokenRequest is at most 259 bytes (type 2); 4 KiB leaves room for nothing else. */
+  maxRequestBytes: 4096,
+  /** The key file: created with mode 0600 on first start. */
+  keys: "data/issuer-keys.json",
+  /** Type 2 (Blind RSA 2048, publicly verifiable) is the default (design.md "Tokens"). */
+  tokenTypes: [TOKEN_TYPE.BLIND_RSA_2048] as number[],
+  /** A token key is good for a week from its not-before (the gateway's default is the same). */
+  keyLifetimeSec: 604_800,
+  /** Tokens per credential per window: the Sybil-resistance budget of one client. */
+  tokensPerWindow: 100,
+  /** The quota window: one day. */
+  windowSec: 86_400,
+  /** Relative to the directory URL, as RFC 9578 §4 allows. */
+  issuerRequestUri: "/token-request",
+  /** Longest Cache-Control max-age of the directory (it is also never longer than the time until
+   *  the directory next changes, so caches see a successor key as soon as it is published). */
+  directoryMaxAgeSec: 3600,
+});
+
+export interface AttesterConfig {
+  /** Bearer credentials of the attested clients (secret: redacted by --print-config). */
+  credentials: string[];
+  tokensPerWindow: number;
+  windowSec: number;
+}
+
+export interface IssuerConfig {
+  listen: ListenConfig;
+  limits: HttpLimits;
+  /** The issuer name clients and origins use in TokenChallenge.issuer_name. */
+  name: string;
+  /** Path of the key file. */
+  keys: string;
+  /** Token types issued, in order of preference (the directory lists them in this order). */
+  tokenTypes: number[];
+  keyLifetimeSec: number;
+  attester: AttesterConfig;
+  issuerRequestUri: string;
+  directoryMaxAgeSec: number;
+  logLevel: string;
+}
+
+/** RFC 6750 §2.1 b64token: what can follow "Bearer " in an Authorization header. */
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+export const ISSUER_SCHEMA: Schema = {
+  listen: listenSchema(DEFAULTS.port),
+  limits: httpLimitsSchema({ maxRequestBytes: DEFAULTS.maxRequestBytes }),
+  name: {
+    kind: "string",
+    pattern: /^[^\s/,]+$/,
+    expect: "an issuer name (host name, e.g. issuer.example)",
+    doc: "Issuer name, as origins put it in TokenChallenge.issuer_name.",
+  },
+  keys: { kind: "string", default: DEFAULTS.keys, doc: "Token key file (created with mode 0600 if missing; refused if group/others can read it)." },
+  tokenTypes: {
+    kind: "list",
+    default: DEFAULTS.tokenTypes,
+    minItems: 1,
+    items: { kind: "int", min: 1, max: 2, doc: "1 = VOPRF (P-384), 2 = Blind RSA (2048)." },
+    doc: "Token types issued, preferred first: 2 (Blind RSA, publicly verifiable) and/or 1 (VOPRF P-384).",
+  },
+  keyLifetimeSec: {
+    kind: "int",
+    default: DEFAULTS.keyLifetimeSec,
+    min: 60,
+    doc: "A token key lives this long from its not-before; its successor is published half a lifetime ahead (shared with the gateway).",
+  },
+  attester: {
+    kind: "object",
+    doc: "The built-in attester: bearer credentials with a token quota each.",
+    fields: {
+      credentials: {
+        kind: "list",
+        minItems: 1,
+        secret: true,
+        items: { kind: "string", pattern: B64TOKEN, expect: "a bearer credential (RFC 6750 b64token)", secret: true, doc: "A credential." },
+        doc: "Credentials clients present as `Authorization: Bearer <credential>`.",
+      },
+      tokensPerWindow: { kind: "int", default: DEFAULTS.tokensPerWindow, min: 1, doc: "Tokens one credential may get per window (429 after)." },
+      windowSec: { kind: "int", default: DEFAULTS.windowSec, min: 1, doc: "Length of the quota window, from the credential's first token in it." },
+    },
+  },
+  issuerRequestUri: {
+    kind: "string",
+    default: DEFAULTS.issuerRequestUri,
+    pattern: /^(\/|https:\/\/|http:\/\/)\S*$/,
+    expect: "an absolute URL or a path",
+    doc: "issuer-request-uri published in the directory (RFC 9578 §4).",
+  },
+  directoryMaxAgeSec: {
+    kind: "int",
+    default: DEFAULTS.directoryMaxAgeSec,
+    min: 1,
+    doc: "Longest Cache-Control max-age of the directory (it is also capped by the next key change).",
+  },
+  logLevel: { kind: "string", default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"], doc: "Log level." },
+};
+
+/** Cross-field rules the schema cannot express. */
+function checkIssuerConfig(c: IssuerConfig): IssuerConfig {
+  if (new Set(c.tokenTypes).size !== c.tokenTypes.length) {
+    throw new ProtocolError("CFG_ERR_INVALID", "tokenTypes: each token type may appear once");
+  }
+  if (new Set(c.attester.credentials).size !== c.attester.credentials.length) {
+    throw new ProtocolError("CFG_ERR_INVALID", "attester.credentials: duplicate credential");
+  }
+  return c;
+}
+
+/** Validates a parsed JSON config (no environment unless given), e.g. in tests. */
+export function parseIssuerConfig(raw: unknown, env?: Readonly<Record<string, string | undefined>>): IssuerConfig {
+  return checkIssuerConfig(parseConfig<IssuerConfig>(ISSUER_SCHEMA, raw, env === undefined ? {} : { env, envPrefix: "VEIL_ISSUER_" }));
+}
+
+/** `veil issuer --config FILE`: the file plus VEIL_ISSUER_* environment overrides. */
+export function loadIssuerConfig(file: string | undefined): IssuerConfig {
+  return checkIssuerConfig(loadConfig<IssuerConfig>(ISSUER_SCHEMA, file, { env: process.env, envPrefix: "VEIL_ISSUER_" }));
+}

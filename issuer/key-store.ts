@@ -1,0 +1,324 @@
+// The issuer's token keys: loading, first-start creation, rotation and persistence.
+//
+// Rotation (design.md "Tokens", RFC 9578 §4): each key lives `keyLifetimeSec` (L) from its
+// not-before. Keys of one type follow each other every R = L/2: when key i becomes valid, its
+// successor i+1 is generated and published with not-before = nb(i) + R, so origins and clients
+// see it a whole period before anyone uses it; key i stays valid until nb(i) + L = nb(i+2), so a
+// token issued at the last moment a key is preferred is still good for R. At any time the
+// directory holds, per type: the successor (not yet valid), the preferred key, the previous key
+// (still valid). A key leaves the directory (and the file) when its lifetime ends.
+//
+// The file is JSON, mode 0600, written atomically (temp file + rename); a file that group or
+// others can access is refused. Private keys are held as Secrets and never logged.
+//
+// {
+//   "version": 1,
+//   "keys": [ { "tokenType": 2, "notBefore": 1764230400, "tokenKey": "<base64url SPKI>",
+//               "privateKey": "<base64 PKCS#8 DER>" },
+//             { "tokenType": 1, "notBefore": 1764230400, "tokenKey": "<base64url element>",
+//               "privateKey": "<hex scalar>" } ]
+// }
+
+import { generateKeyPair as generateKeyPairCb, createPrivateKey, randomBytes, type KeyObject } from "node:crypto";
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { equalBytes, fromBase64Url, fromHex, toBase64Url, toHex } from "../core/bytes.js";
+import { ProtocolError } from "../core/errors.js";
+import { Secret } from "../core/secret.js";
+import { TOKEN_TYPE, type TokenType } from "../core/privacypass/token-type.js";
+import { deriveKeyPair } from "../core/privacypass/voprf.js";
+import { createBlindRsaSigner, createVoprfSigner, type Signer } from "./signer.js";
+
+export const ISSUER_KEY_FILE_VERSION = 1;
+
+export interface IssuerKey {
+  readonly tokenType: TokenType;
+  /** UNIX seconds from which the key may be used. */
+  readonly notBefore: number;
+  /** UNIX seconds at which the key expires: notBefore + keyLifetimeSec. */
+  readonly expiresAt: number;
+  readonly tokenKey: Uint8Array;
+  readonly tokenKeyId: Uint8Array;
+  readonly signer: Signer;
+  /** The private key as stored in the file (PKCS#8 DER for type 2, the scalar for type 1). */
+  readonly privateKey: Secret<Uint8Array>;
+}
+
+export interface IssuerKeyStoreOptions {
+  file: string;
+  tokenTypes: readonly number[];
+  keyLifetimeSec: number;
+  /** Clock in milliseconds (injected in tests). */
+  now?: () => number;
+  /** RSA-2048 key generation (injected in tests to reuse pre-generated keys). */
+  generateRsaKey?: () => Promise<KeyObject>;
+  /** 32-byte seeds for type 1 DeriveKeyPair. */
+  randomSeed?: () => Uint8Array;
+}
+
+function fail(file: string, detail: string, cause?: unknown): never {
+  throw new ProtocolError("CFG_ERR_KEY_FILE", `${file}: ${detail}`, cause === undefined ? {} : { cause });
+}
+
+/** Refuses a key file that is not a regular file or that group/others may access. */
+export function checkKeyFileMode(file: string): void {
+  const st = statSync(file);
+  if (!st.isFile()) fail(file, "is not a regular file");
+  if ((st.mode & 0o077) !== 0) {
+    fail(file, `is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${file}`);
+  }
+}
+
+export function generateRsa2048(): Promise<KeyObject> {
+  return new Promise((resolve, reject) => {
+    generateKeyPairCb("rsa", { modulusLength: 2048, publicExponent: 65537 }, (err, _publicKey, privateKey) => {
+      if (err) reject(err);
+      else resolve(privateKey);
+    });
+  });
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function makeKey(tokenType: TokenType, notBefore: number, lifetimeSec: number, privateKey: Uint8Array): IssuerKey {
+  const signer =
+    tokenType === TOKEN_TYPE.BLIND_RSA_2048
+      ? createBlindRsaSigner(createPrivateKey({ key: Buffer.from(privateKey), format: "der", type: "pkcs8" }))
+      : createVoprfSigner(privateKey);
+  return {
+    tokenType,
+    notBefore,
+    expiresAt: notBefore + lifetimeSec,
+    tokenKey: signer.tokenKey,
+    tokenKeyId: signer.tokenKeyId,
+    signer,
+    privateKey: new Secret(privateKey),
+  };
+}
+
+function parseRecord(file: string, r: unknown, i: number, lifetimeSec: number): IssuerKey {
+  const at = `keys[${i}]`;
+  if (!isObject(r)) fail(file, `${at}: expected an object`);
+  const { tokenType, notBefore, tokenKey, privateKey } = r;
+  if (tokenType !== TOKEN_TYPE.BLIND_RSA_2048 && tokenType !== TOKEN_TYPE.VOPRF_P384) fail(file, `${at}.tokenType: expected 1 or 2`);
+  if (typeof notBefore !== "number" || !Number.isSafeInteger(notBefore) || notBefore < 0) fail(file, `${at}.notBefore: expected UNIX seconds`);
+  if (typeof privateKey !== "string") fail(file, `${at}.privateKey: expected a string`);
+  const raw = tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? decodeBase64(privateKey) : decodeHexOrUndefined(privateKey);
+  if (raw === undefined) fail(file, `${at}.privateKey: not ${tokenType === 2 ? "base64" : "hex"}`);
+  let key: IssuerKey;
+  try {
+    key = makeKey(tokenType, notBefore, lifetimeSec, raw);
+  } catch (e) {
+    fail(file, `${at}.privateKey: not a usable type ${tokenType} key`, e);
+  }
+  if (tokenKey !== undefined) {
+    const published = typeof tokenKey === "string" ? fromBase64Url(tokenKey) : undefined;
+    if (published === undefined || !equalBytes(published, key.tokenKey)) fail(file, `${at}.tokenKey: does not match the private key`);
+  }
+  return key;
+}
+
+function decodeBase64(s: string): Uint8Array | undefined {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) return undefined;
+  return new Uint8Array(Buffer.from(s, "base64"));
+}
+
+function decodeHexOrUndefined(s: string): Uint8Array | undefined {
+  try {
+    return fromHex(s);
+  } catch {
+    return undefined;
+  }
+}
+
+function serialize(keys: readonly IssuerKey[]): string {
+  return (
+    JSON.stringify(
+      {
+        version: ISSUER_KEY_FILE_VERSION,
+        keys: keys.map((k) => ({
+          tokenType: k.tokenType,
+          notBefore: k.notBefore,
+          tokenKey: toBase64Url(k.tokenKey, true),
+          privateKey:
+            k.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? Buffer.from(k.privateKey.reveal()).toString("base64") : toHex(k.privateKey.reveal()),
+        })),
+      },
+      null,
+      2,
+    ) + "\n"
+  );
+}
+
+/** Writes `text` to `file` atomically with mode 0600 (temp file in the same directory, fsync, rename). */
+export function writeKeyFileAtomic(file: string, text: string): void {
+  const dir = dirname(file);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const tmp = join(dir, `.${basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
+  const fd = openSync(tmp, "wx", 0o600);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, file);
+}
+
+export class IssuerKeyStore {
+  readonly file: string;
+  readonly #tokenTypes: readonly TokenType[];
+  readonly #lifetimeSec: number;
+  readonly #rotationSec: number;
+  readonly #now: () => number;
+  readonly #generateRsa: () => Promise<KeyObject>;
+  readonly #randomSeed: () => Uint8Array;
+  #keys: IssuerKey[] = [];
+  #nextChangeSec = 0;
+  #refreshing: Promise<void> | undefined;
+
+  private constructor(options: IssuerKeyStoreOptions) {
+    this.file = options.file;
+    this.#tokenTypes = options.tokenTypes.map((t) => {
+      if (t !== TOKEN_TYPE.BLIND_RSA_2048 && t !== TOKEN_TYPE.VOPRF_P384) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes: ${t} is not 1 or 2`);
+      return t;
+    });
+    this.#lifetimeSec = options.keyLifetimeSec;
+    this.#rotationSec = Math.max(1, Math.floor(options.keyLifetimeSec / 2));
+    this.#now = options.now ?? Date.now;
+    this.#generateRsa = options.generateRsaKey ?? generateRsa2048;
+    this.#randomSeed = options.randomSeed ?? (() => new Uint8Array(randomBytes(32)));
+  }
+
+  /**
+   * Loads the key file (refusing one that group/others can access), or creates it (mode 0600)
+   * when it does not exist; then generates whatever keys the schedule needs now.
+   */
+  static async open(options: IssuerKeyStoreOptions): Promise<IssuerKeyStore> {
+    const store = new IssuerKeyStore(options);
+    let text: string | undefined;
+    try {
+      checkKeyFileMode(options.file);
+      text = readFileSync(options.file, "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") {
+        if (e instanceof ProtocolError) throw e;
+        fail(options.file, `cannot read key file (${(e as NodeJS.ErrnoException).code ?? "error"})`, e);
+      }
+    }
+    if (text !== undefined) store.#keys = store.#parse(text);
+    await store.refresh({ persist: text === undefined });
+    return store;
+  }
+
+  #parse(text: string): IssuerKey[] {
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch (e) {
+      fail(this.file, "is not valid JSON", e);
+    }
+    if (!isObject(data) || data.version !== ISSUER_KEY_FILE_VERSION || !Array.isArray(data.keys)) {
+      fail(this.file, `expected {"version": ${ISSUER_KEY_FILE_VERSION}, "keys": [...]}`);
+    }
+    return data.keys.map((r, i) => parseRecord(this.file, r, i, this.#lifetimeSec));
+  }
+
+  nowSec(): number {
+    return Math.floor(this.#now() / 1000);
+  }
+
+  /** Rotation step: a no-op (no await) unless a key is due to expire, activate or be created. */
+  refresh(options: { persist?: boolean } = {}): Promise<void> {
+    if (options.persist !== true && this.nowSec() < this.#nextChangeSec) return Promise.resolve();
+    this.#refreshing ??= this.#rotate(options.persist === true).finally(() => {
+      this.#refreshing = undefined;
+    });
+    return this.#refreshing;
+  }
+
+  async #rotate(forcePersist: boolean): Promise<void> {
+    const now = this.nowSec();
+    let changed = forcePersist;
+    const live = this.#keys.filter((k) => k.expiresAt > now);
+    if (live.length !== this.#keys.length) changed = true;
+    const keys = live;
+    for (const type of this.#tokenTypes) {
+      const ofType = (): IssuerKey[] => keys.filter((k) => k.tokenType === type);
+      if (!ofType().some((k) => k.notBefore <= now)) {
+        keys.push(await this.#generate(type, now, keys));
+        changed = true;
+      }
+      const newest = ofType().reduce((a, b) => (b.notBefore > a.notBefore ? b : a));
+      if (newest.notBefore <= now) {
+        // The successor, published a period ahead. After downtime the grid has slipped: publish it
+        // a period from now, but never later than the newest key's expiry (no gap).
+        let nb = newest.notBefore + this.#rotationSec;
+        if (nb <= now) nb = Math.min(now + this.#rotationSec, newest.expiresAt);
+        keys.push(await this.#generate(type, nb, keys));
+        changed = true;
+      }
+    }
+    keys.sort((a, b) => a.tokenType - b.tokenType || a.notBefore - b.notBefore);
+    if (changed) writeKeyFileAtomic(this.file, serialize(keys));
+    this.#keys = keys;
+    this.#nextChangeSec = this.#computeNextChange(now);
+  }
+
+  async #generate(tokenType: TokenType, notBefore: number, existing: readonly IssuerKey[]): Promise<IssuerKey> {
+    // RFC 9578 §5.5/§6.5: avoid truncated key id collisions among the keys in rotation.
+    const taken = new Set(existing.filter((k) => k.tokenType === tokenType).map((k) => k.tokenKeyId[31]));
+    for (let attempt = 0; ; attempt++) {
+      let privateKey: Uint8Array;
+      if (tokenType === TOKEN_TYPE.BLIND_RSA_2048) {
+        const key = await this.#generateRsa();
+        privateKey = new Uint8Array(key.export({ format: "der", type: "pkcs8" }));
+      } else {
+        // RFC 9578 §5.5: DeriveKeyPair(seed, "PrivacyPass") with a random seed.
+        privateKey = deriveKeyPair(this.#randomSeed()).skS;
+      }
+      const key = makeKey(tokenType, notBefore, this.#lifetimeSec, privateKey);
+      if (!taken.has(key.tokenKeyId[31]) || attempt >= 16) return key;
+    }
+  }
+
+  #computeNextChange(now: number): number {
+    let next = Infinity;
+    for (const k of this.#keys) {
+      if (k.notBefore > now) next = Math.min(next, k.notBefore);
+      next = Math.min(next, k.expiresAt);
+    }
+    return next;
+  }
+
+  /** Seconds until the directory next changes (a key activates or expires). */
+  secondsUntilChange(): number {
+    return Math.max(0, this.#nextChangeSec - this.nowSec());
+  }
+
+  /** The directory's keys: configured types in order, each newest not-before first. */
+  published(): IssuerKey[] {
+    const now = this.nowSec();
+    const out: IssuerKey[] = [];
+    for (const type of this.#tokenTypes) {
+      out.push(
+        ...this.#keys.filter((k) => k.tokenType === type && k.expiresAt > now).sort((a, b) => b.notBefore - a.notBefore),
+      );
+    }
+    return out;
+  }
+
+  /** The published key a TokenRequest names (type and truncated key id), newest first. */
+  find(tokenType: number, truncatedTokenKeyId: number): IssuerKey | undefined {
+    return this.published().find((k) => k.tokenType === tokenType && k.tokenKeyId[31] === truncatedTokenKeyId);
+  }
+
+  issues(tokenType: number): boolean {
+    return (this.#tokenTypes as readonly number[]).includes(tokenType);
+  }
+}

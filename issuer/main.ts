@@ -1,0 +1,72 @@
+// `veil issuer --config FILE`: loads and validates the configuration and the key file (creating
+// it, mode 0600, on first start), then serves until SIGTERM/SIGINT. Keys rotate on schedule: a
+// timer runs the key store's rotation step, and every request checks it too (a no-op when nothing
+// is due).
+
+import { Command } from "commander";
+import { isProtocolError } from "../core/errors.js";
+import { redactConfig } from "../server/config.js";
+import { runServer, type RunningServer } from "../server/lifecycle.js";
+import { createLogger, safeError, type Logger } from "../server/logging.js";
+import { createMetrics } from "../server/metrics.js";
+import { buildIssuer } from "./app.js";
+import { ISSUER_SCHEMA, loadIssuerConfig, type IssuerConfig } from "./config.js";
+import { IssuerKeyStore } from "./key-store.js";
+
+export interface StartedIssuer extends RunningServer {
+  keys: IssuerKeyStore;
+}
+
+/** Starts an issuer from a validated config (used by the command, the demo and tests). */
+export async function startIssuer(
+  config: IssuerConfig,
+  options: { log?: Logger; handleSignals?: boolean; now?: () => number } = {},
+): Promise<StartedIssuer> {
+  const log = options.log ?? createLogger("issuer", { level: config.logLevel });
+  const keys = await IssuerKeyStore.open({
+    file: config.keys,
+    tokenTypes: config.tokenTypes,
+    keyLifetimeSec: config.keyLifetimeSec,
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+  const app = buildIssuer(config, { keys, log, metrics: createMetrics("issuer"), ...(options.now === undefined ? {} : { now: options.now }) });
+  // Rotation ahead of requests, so no request waits for an RSA key generation.
+  const everyMs = Math.min(60_000, Math.max(1000, (config.keyLifetimeSec * 1000) / 8));
+  const timer = setInterval(() => {
+    keys.refresh().catch((e: unknown) => log.error({ err: safeError(e) }, "key rotation failed"));
+  }, everyMs);
+  timer.unref();
+  app.addHook("onClose", async () => clearInterval(timer));
+  const running = await runServer(app, {
+    listen: config.listen,
+    shutdownGraceMs: config.limits.shutdownGraceMs,
+    log,
+    ...(options.handleSignals === undefined ? {} : { handleSignals: options.handleSignals }),
+  });
+  log.info(
+    { url: running.url, tokenTypes: config.tokenTypes, keys: keys.published().map((k) => ({ tokenType: k.tokenType, notBefore: k.notBefore })) },
+    "issuer listening",
+  );
+  return { ...running, keys };
+}
+
+export function issuerCommand(): Command {
+  return new Command("issuer")
+    .description("run the Privacy Pass token issuer (RFC 9578) with its built-in attester")
+    .option("--config <file>", "JSON configuration file (VEIL_ISSUER_* environment variables override it)")
+    .option("--print-config", "print the effective configuration (secrets redacted) and exit")
+    .action(async (o: { config?: string; printConfig?: boolean }) => {
+      try {
+        const config = loadIssuerConfig(o.config);
+        if (o.printConfig === true) {
+          process.stdout.write(JSON.stringify(redactConfig(ISSUER_SCHEMA, config), null, 2) + "\n");
+          return;
+        }
+        await startIssuer(config);
+      } catch (e) {
+        if (!isProtocolError(e)) throw e;
+        process.stderr.write(`veil issuer: ${e.message}\n`);
+        process.exitCode = 1;
+      }
+    });
+}

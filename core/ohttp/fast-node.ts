@@ -221,7 +221,7 @@ export function aeadOpen(aeadId: AeadId, key: Uint8Array, nonce: Uint8Array, ct:
   d.setAuthTag(ct.subarray(ct.length - TAG));
   const body = d.update(ct.subarray(0, ct.length - TAG));
   d.final();
-  return body;
+  return new Uint8Array(body.buffer, body.byteOffset, body.byteLength); // not a Buffer
 }
 
 class NodeAeadContext implements AeadEncryptionContext {

@@ -31,7 +31,10 @@ const HPKE_SUITE = Uint8Array.of(0x48, 0x50, 0x4b, 0x45, 0x00, 0x20, 0x00, 0x01,
 const cat = (...p: Uint8Array[]): Uint8Array => {
   const out = new Uint8Array(p.reduce((n, x) => n + x.length, 0));
   let o = 0;
-  for (const x of p) (out.set(x, o), (o += x.length));
+  for (const x of p) {
+    out.set(x, o);
+    o += x.length;
+  }
   return out;
 };
 const hmac = (key: Uint8Array, ...data: Uint8Array[]): Uint8Array => {

@@ -70,8 +70,12 @@ export interface DirectoryKey {
 export interface IssuerDirectoryDeps {
   fetcher?: DirectoryFetcher;
   now?: () => number;
-  /** Type 1 verification keys (issuer private keys), matched to directory keys by token key id. */
-  voprfKeys?: readonly VerificationKey[];
+  /**
+   * Type 1 verification keys (issuer private keys), matched to directory keys by token key id: a
+   * list, or a function asked again whenever a type 1 key has none yet (e.g. re-reading the
+   * issuer's key file after a rotation).
+   */
+  voprfKeys?: readonly VerificationKey[] | (() => readonly VerificationKey[]);
   /** Called with a safe description when a fetch fails or a key is skipped (for the log). */
   onEvent?: (event: { issuer: string; what: string; detail: string }) => void;
   options?: Partial<typeof DIRECTORY_DEFAULTS>;
@@ -163,7 +167,7 @@ export class IssuerDirectory {
   readonly #fetch: DirectoryFetcher;
   readonly #now: () => number;
   readonly #o: typeof DIRECTORY_DEFAULTS;
-  readonly #voprf: Map<string, VerificationKey>;
+  readonly #voprfKeys: () => readonly VerificationKey[];
   readonly #onEvent: NonNullable<IssuerDirectoryDeps["onEvent"]>;
   #keys: DirectoryKey[] = [];
   /** First time each key id (hex) was seen, for keys without not-before. */
@@ -181,7 +185,8 @@ export class IssuerDirectory {
     this.#fetch = deps.fetcher ?? defaultFetcher;
     this.#now = deps.now ?? Date.now;
     this.#o = { ...DIRECTORY_DEFAULTS, ...deps.options };
-    this.#voprf = new Map((deps.voprfKeys ?? []).map((k) => [toHex(k.tokenKeyId), k]));
+    const v = deps.voprfKeys ?? [];
+    this.#voprfKeys = typeof v === "function" ? v : () => v;
     this.#onEvent = deps.onEvent ?? (() => {});
   }
 
@@ -197,7 +202,14 @@ export class IssuerDirectory {
 
   /** Keys accepted at `nowMs`, in directory order (the issuer's preference). */
   validKeys(nowMs = this.#now()): DirectoryKey[] {
-    return this.#keys.filter((k) => k.notBeforeMs <= nowMs && nowMs < k.expiresAtMs);
+    const out = this.#keys.filter((k) => k.notBeforeMs <= nowMs && nowMs < k.expiresAtMs);
+    for (const k of out) if (k.verification === undefined && k.tokenType === TOKEN_TYPE.VOPRF_P384) k.verification = this.#voprfKey(k.tokenKeyId);
+    return out;
+  }
+
+  #voprfKey(id: Uint8Array): VerificationKey | undefined {
+    const hex = toHex(id);
+    return this.#voprfKeys().find((v) => toHex(v.tokenKeyId) === hex);
   }
 
   /** Starts a refresh if the cached directory is stale (not awaited by lookups). */
@@ -271,7 +283,7 @@ export class IssuerDirectory {
           continue;
         }
       } else if (p.tokenType === TOKEN_TYPE.VOPRF_P384) {
-        verification = this.#voprf.get(hex);
+        verification = this.#voprfKey(id);
       } else {
         continue; // a token type the gate does not verify
       }

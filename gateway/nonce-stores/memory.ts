@@ -4,7 +4,7 @@
 
 import { ProtocolError } from "../../core/errors.js";
 import { toHex } from "../../core/bytes.js";
-import { NONCE_STORE_DEFAULTS, type NonceStore, type NonceStoreOptions, type ReserveOutcome } from "./types.js";
+import { MIN_ENTRY_TTL_MS, NONCE_STORE_DEFAULTS, type NonceStore, type NonceStoreOptions, type ReserveOutcome } from "./types.js";
 
 interface Entry {
   digest: string;
@@ -75,7 +75,8 @@ export class MemoryNonceStore implements NonceStore {
         throw new ProtocolError("PP_ERR_STORE_UNAVAILABLE", "nonce store is full");
       }
     }
-    this.#entries.set(key, { digest: d, committed: false, holders: 1, expiresAtMs });
+    // An entry never starts out dead (a caller's clock may be behind ours).
+    this.#entries.set(key, { digest: d, committed: false, holders: 1, expiresAtMs: Math.max(expiresAtMs, now + MIN_ENTRY_TTL_MS) });
     return "new";
   }
 

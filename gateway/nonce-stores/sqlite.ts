@@ -14,7 +14,7 @@
 import Database from "better-sqlite3";
 import { ProtocolError } from "../../core/errors.js";
 import { equalBytes } from "../../core/bytes.js";
-import { NONCE_STORE_DEFAULTS, type NonceStore, type NonceStoreOptions, type ReserveOutcome } from "./types.js";
+import { MIN_ENTRY_TTL_MS, NONCE_STORE_DEFAULTS, type NonceStore, type NonceStoreOptions, type ReserveOutcome } from "./types.js";
 
 export interface SqliteNonceStoreOptions extends NonceStoreOptions {
   /** How long to wait for another process's write lock (ms) before failing closed. */
@@ -133,7 +133,8 @@ export class SqliteNonceStore implements NonceStore {
           if (row.committed === 0) st.addHolder.run(nonce);
           return "retry";
         }
-        st.insert.run(nonce, digest, expiresAtMs);
+        // An entry never starts out dead (a caller's clock may be behind ours).
+        st.insert.run(nonce, digest, Math.max(expiresAtMs, now + MIN_ENTRY_TTL_MS));
         return "new";
       });
       this.#db = db;

@@ -58,5 +58,5 @@ export const NONCE_STORE_DEFAULTS = Object.freeze({
   redisKeyPrefix: "veil:nonce:",
 });
 
-/** A store entry's lifetime never ends before this many ms from now (guards clock oddities). */
+/** A new entry lives at least this long, whatever expiresAtMs says (guards clock differences). */
 export const MIN_ENTRY_TTL_MS = 1_000;

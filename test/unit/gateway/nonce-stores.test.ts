@@ -174,10 +174,10 @@ describe("expiry", () => {
   it("memory: purges expired entries periodically", async () => {
     const clock = { t: 0 };
     const s = new MemoryNonceStore({ now: () => clock.t, purgeIntervalMs: 100 });
-    for (let i = 0; i < 10; i++) await s.reserve(nonce(), digest(), 50);
+    for (let i = 0; i < 10; i++) await s.reserve(nonce(), digest(), 1500);
     expect(s.size).toBe(10);
-    clock.t = 100;
-    await s.reserve(nonce(), digest(), 1000);
+    clock.t = 1500;
+    await s.reserve(nonce(), digest(), 5000);
     expect(s.size).toBe(1);
   });
 
@@ -185,7 +185,7 @@ describe("expiry", () => {
     const clock = { t: 0 };
     const path = join(dir, "purge.db");
     const s = new SqliteNonceStore(path, { now: () => clock.t, purgeIntervalMs: 100 });
-    for (let i = 0; i < 10; i++) await s.reserve(nonce(), digest(), 50);
+    for (let i = 0; i < 10; i++) await s.reserve(nonce(), digest(), 1500);
     const count = (): number => {
       const db = new Database(path, { readonly: true });
       const n = (db.prepare("SELECT count(*) AS n FROM veil_nonces").get() as { n: number }).n;
@@ -193,8 +193,8 @@ describe("expiry", () => {
       return n;
     };
     expect(count()).toBe(10);
-    clock.t = 100;
-    await s.reserve(nonce(), digest(), 1000);
+    clock.t = 1500;
+    await s.reserve(nonce(), digest(), 5000);
     expect(count()).toBe(1);
     await s.close();
   });
@@ -352,5 +352,15 @@ describe("openNonceStore", () => {
   it("describes a store without its URL (which can carry a password)", () => {
     expect(describeNonceStore("redis://:secret@host:6379")).toBe("redis");
     expect(describeNonceStore("sqlite:/var/lib/veil/n.db")).toBe("sqlite");
+  });
+});
+
+describe("clock differences", () => {
+  it.each(["memory", "sqlite"])("%s: never creates an entry that is already expired", async (kind) => {
+    const s = kind === "memory" ? new MemoryNonceStore() : new SqliteNonceStore(join(dir, "past.db"));
+    const n = nonce();
+    expect(await s.reserve(n, digest(), Date.now() - HOUR)).toBe("new");
+    expect(await s.reserve(n, digest(), Date.now() + HOUR)).toBe("spent");
+    await s.close();
   });
 });

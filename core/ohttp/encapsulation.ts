@@ -3,7 +3,7 @@
 import { ByteWriter, concatBytes, exactCopy } from "../bytes.js";
 import { ProtocolError, wrapError } from "../errors.js";
 import { AEAD_INFO, KEM_INFO, isAeadId, isKdfId, isKemId, type AeadId, type KdfId, type KemId } from "./constants.js";
-import type { KeyConfig } from "./key-config.js";
+import { checkPublicKey, type KeyConfig } from "./key-config.js";
 import { hpkeBackend, type HpkeBackend } from "./backend.js";
 import { gatewayKeyMaterial, type Keyring } from "./gateway-key.js";
 
@@ -227,6 +227,8 @@ export async function encapsulateRequest(
 ): Promise<{ encapsulated: Uint8Array; response: ClientResponseContext }> {
   const { keyId, kemId } = config;
   if (!isKemId(kemId)) throw new ProtocolError("OHTTP_ERR_SUITE_UNSUPPORTED", `unsupported KEM 0x${kemId.toString(16)}`);
+  if (!Number.isInteger(keyId) || keyId < 0 || keyId > 0xff) throw new ProtocolError("OHTTP_ERR_KEY_CONFIG", "key id must be 0..255");
+  checkPublicKey(kemId, config.publicKey);
   const suite = config.symmetric.find(
     (s) => isKdfId(s.kdfId) && isAeadId(s.aeadId) && (opts.kdfId ?? s.kdfId) === s.kdfId && (opts.aeadId ?? s.aeadId) === s.aeadId,
   );

@@ -224,12 +224,13 @@ describe.each(BACKENDS.map((b) => [b.name, b] as const))("encapsulateRequest (%s
     await rejectsWith(encapsulateRequest({ ...config, kemId: 0x21 }, REQUEST, { backend }), "OHTTP_ERR_SUITE_UNSUPPORTED");
   });
 
-  it("rejects an invalid public key as OHTTP_ERR_KEY_CONFIG", async () => {
+  it("rejects an invalid public key or key id as OHTTP_ERR_KEY_CONFIG", async () => {
     const bad = new Uint8Array(65).fill(1);
     bad[0] = 4;
     const p256: KeyConfig = { keyId: 1, kemId: KEM.P256, publicKey: bad, symmetric: config.symmetric };
     await rejectsWith(encapsulateRequest(p256, REQUEST, { backend }), "OHTTP_ERR_KEY_CONFIG");
     await rejectsWith(encapsulateRequest({ ...config, publicKey: new Uint8Array(31) }, REQUEST, { backend }), "OHTTP_ERR_KEY_CONFIG");
+    await rejectsWith(encapsulateRequest({ ...config, keyId: 256 }, REQUEST, { backend }), "OHTTP_ERR_KEY_CONFIG");
   });
 
   it("is deterministic with an injected ephemeral ikm and random without", async () => {

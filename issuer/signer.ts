@@ -68,11 +68,12 @@ export function createBlindRsaSigner(privateKey: KeyObject): BlindRsaSigner {
  *   5. blind_sig = int_to_bytes(s, modulus_len)
  */
 export function blindSign(privateKey: KeyObject, publicKey: KeyObject, modulus: Uint8Array, blindedMsg: Uint8Array): Uint8Array {
-  if (blindedMsg.length !== RSA_MODULUS_BYTES) {
-    throw new ProtocolError("ISSUER_ERR_REQUEST", "blinded_msg must be 256 bytes");
+  const kLen = modulus.length;
+  if (blindedMsg.length !== kLen) {
+    throw new ProtocolError("ISSUER_ERR_REQUEST", `blinded_msg must be ${kLen} bytes`);
   }
   const m = Buffer.from(blindedMsg.buffer, blindedMsg.byteOffset, blindedMsg.byteLength);
-  // Both are 256-byte big-endian numbers, so byte order is numeric order.
+  // Both are kLen-byte big-endian numbers, so byte order is numeric order.
   if (Buffer.compare(m, modulus) >= 0) {
     throw new ProtocolError("ISSUER_ERR_REQUEST", "blinded_msg is not less than the modulus");
   }
@@ -84,7 +85,7 @@ export function blindSign(privateKey: KeyObject, publicKey: KeyObject, modulus: 
   } catch (e) {
     throw new ProtocolError("INTERNAL_ERR", "RSA private operation failed", { cause: e });
   }
-  if (s.length !== RSA_MODULUS_BYTES || check.length !== RSA_MODULUS_BYTES || !timingSafeEqual(check, m)) {
+  if (s.length !== kLen || check.length !== kLen || !timingSafeEqual(check, m)) {
     throw new ProtocolError("INTERNAL_ERR", "blind signature failed its RSAVP1 check");
   }
   return new Uint8Array(s.buffer, s.byteOffset, s.byteLength);

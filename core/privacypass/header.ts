@@ -193,7 +193,9 @@ function quoted(b: Uint8Array): string {
 }
 
 /** `PrivateToken challenge="...", token-key="...", max-age="..."`, challenges joined by ", ". */
-export function formatWwwAuthenticate(challenges: readonly WwwAuthenticateChallenge[]): string {
+export function formatWwwAuthenticate(
+  challenges: readonly { challenge: Uint8Array; tokenKey: Uint8Array; maxAge?: number | undefined }[],
+): string {
   return challenges
     .map((c) => {
       let s = `${AUTH_SCHEME} challenge=${quoted(c.challenge)}, token-key=${quoted(c.tokenKey)}`;

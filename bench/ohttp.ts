@@ -37,11 +37,9 @@ const cat = (...p: Uint8Array[]): Uint8Array => {
   }
   return out;
 };
-const hmac = (key: Uint8Array, ...data: Uint8Array[]): Uint8Array => {
-  const h = createHmac("sha256", key);
-  for (const d of data) h.update(d);
-  return h.digest();
-};
+// One update per HMAC (several small updates cost more than concatenating first).
+const hmac = (key: Uint8Array, ...data: Uint8Array[]): Uint8Array =>
+  createHmac("sha256", key).update(data.length === 1 ? data[0]! : cat(...data)).digest();
 const ONE = Uint8Array.of(1);
 const EMPTY = new Uint8Array(0);
 const u16 = (n: number): Uint8Array => Uint8Array.of(n >> 8, n & 0xff);

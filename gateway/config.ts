@@ -50,6 +50,12 @@ export const DEFAULTS = Object.freeze({
   keyLifetimeSec: 604_800,
   /** The embedded nonce store (design: SQLite survives restarts and is shared by workers). */
   tokenStore: "sqlite:data/gateway-nonces.db",
+  /** Epoch of "epoch" redemption contexts: a day (clients fetch tokens in batches ahead of use). */
+  epochSec: 86_400,
+  /** Spent nonces outlive their key or epoch by this much: clocks of gateways sharing a store differ. */
+  clockSkewSec: 300,
+  /** RFC 9577 §4.1: greased challenges with a "non-trivial probability". */
+  greaseProbability: 0.1,
 });
 
 export type PolicyName = "dap" | "targets-only";
@@ -60,6 +66,8 @@ export interface TokenIssuerConfig {
   /** URL of the issuer's /.well-known/private-token-issuer-directory. */
   directory: string;
   keyLifetimeSec: number;
+  /** The issuer's key file (same operator): its type 1 private keys let the gate verify type 1 tokens. */
+  keyFile?: string;
 }
 
 export interface TokensConfig {
@@ -67,6 +75,15 @@ export interface TokensConfig {
   issuers: TokenIssuerConfig[];
   /** "memory", "sqlite:PATH" or "redis://..." / "rediss://...". */
   store: string;
+  /** origin_info of challenges: the target's authority, or empty (tokens good for every target). */
+  originInfo: "authority" | "empty";
+  /** Redemption context of challenges: empty, or derived from the time epoch (current and previous accepted). */
+  redemptionContext: "empty" | "epoch";
+  epochSec: number;
+  /** File holding the secret (at least 32 bytes) keying epoch contexts; shared by all gateways. */
+  epochSecretFile?: string;
+  clockSkewSec: number;
+  greaseProbability: number;
 }
 
 export interface UpstreamConfig {
@@ -153,6 +170,11 @@ export const GATEWAY_SCHEMA: Schema = {
               min: 60,
               doc: "How long after its not-before a token key is trusted (shared with the issuer).",
             },
+            keyFile: {
+              kind: "string",
+              optional: true,
+              doc: "The issuer's key file, when the same operator runs issuer and gateway: its type 1 (VOPRF) private keys let the gate verify type 1 tokens.",
+            },
           },
         },
       },
@@ -162,6 +184,37 @@ export const GATEWAY_SCHEMA: Schema = {
         pattern: STORE,
         expect: "memory, sqlite:PATH or redis://HOST:PORT",
         doc: "Spent-token (nonce) store.",
+      },
+      originInfo: {
+        kind: "string",
+        default: "authority",
+        oneOf: ["authority", "empty"],
+        doc: "origin_info of challenges: authority names the target the client addressed (RFC 9577 §2.1); empty makes tokens good for every target.",
+      },
+      redemptionContext: {
+        kind: "string",
+        default: "empty",
+        oneOf: ["empty", "epoch"],
+        doc: "Redemption context of challenges: empty, or derived from the time epoch (tokens of the current and previous epoch accepted).",
+      },
+      epochSec: { kind: "int", default: DEFAULTS.epochSec, min: 60, doc: "Epoch length for epoch redemption contexts." },
+      epochSecretFile: {
+        kind: "string",
+        optional: true,
+        doc: "File with a secret (32+ bytes, mode 0600) keying epoch contexts, the same on every gateway; without it contexts are an unkeyed hash of the epoch.",
+      },
+      clockSkewSec: {
+        kind: "int",
+        default: DEFAULTS.clockSkewSec,
+        min: 0,
+        doc: "Spent nonces are kept this long past their key's lifetime or epoch (clock differences between gateways).",
+      },
+      greaseProbability: {
+        kind: "number",
+        default: DEFAULTS.greaseProbability,
+        min: 0,
+        max: 1,
+        doc: "Probability that a 401 also carries a challenge of a reserved token type (RFC 9577 §4.1 greasing).",
       },
     },
   },

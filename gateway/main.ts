@@ -3,7 +3,8 @@
 // key they were decapsulated with, new requests see the new keys; a bad file keeps the old keys.
 
 import { Command } from "commander";
-import { ProtocolError, isProtocolError } from "../core/errors.js";
+import type { Registry } from "prom-client";
+import { isProtocolError } from "../core/errors.js";
 import { redactConfig } from "../server/config.js";
 import { runServer, type RunningServer } from "../server/lifecycle.js";
 import { createLogger, safeError, type Logger } from "../server/logging.js";
@@ -12,18 +13,15 @@ import { buildGateway } from "./app.js";
 import { GATEWAY_SCHEMA, loadGatewayConfig, type GatewayConfig } from "./config.js";
 import type { Gate } from "./gate-contract.js";
 import { KeyStore } from "./key-store.js";
+import { createTokenGate } from "./tokens.js";
 
 /**
- * TOKEN GATE SEAM (start-up): the gate for `config.tokens`. `tokens.required: false` needs none
- * (OPEN_GATE is used). The Privacy Pass engineer replaces the body of this function with the
- * construction of gateway/gate.ts (issuer directories, nonce store from `tokens.store`).
+ * TOKEN GATE SEAM (start-up): the gate for `config.tokens` (gateway/tokens.ts: issuer directories,
+ * nonce store from `tokens.store`). `tokens.required: false` needs none (OPEN_GATE is used).
  */
-export async function createConfiguredGate(config: GatewayConfig, _log: Logger): Promise<Gate | undefined> {
+export async function createConfiguredGate(config: GatewayConfig, log: Logger, registry?: Registry): Promise<Gate | undefined> {
   if (!config.tokens.required) return undefined;
-  throw new ProtocolError(
-    "CFG_ERR_INVALID",
-    "tokens.required: the Privacy Pass token gate is not part of this build yet; set tokens.required to false",
-  );
+  return createTokenGate(config.tokens, { log, ...(registry === undefined ? {} : { registry }) });
 }
 
 export interface StartedGateway extends RunningServer {
@@ -39,8 +37,9 @@ export async function startGateway(
 ): Promise<StartedGateway> {
   const log = options.log ?? createLogger("gateway", { level: config.logLevel });
   const keys = await KeyStore.fromFile(config.keys, { retiredGraceSec: config.retiredKeyGraceSec });
-  const gate = options.gate ?? (await createConfiguredGate(config, log));
-  const app = buildGateway(config, { keys, log, metrics: createMetrics("gateway"), ...(gate === undefined ? {} : { gate }) });
+  const metrics = createMetrics("gateway");
+  const gate = options.gate ?? (await createConfiguredGate(config, log, metrics.registry));
+  const app = buildGateway(config, { keys, log, metrics, ...(gate === undefined ? {} : { gate }) });
   const running = await runServer(app, {
     listen: config.listen,
     shutdownGraceMs: config.limits.shutdownGraceMs,

@@ -11,6 +11,8 @@
 // (SIGKILL); only an OS crash or power loss may lose the last few. `sqlite:PATH?synchronous=full`
 // trades an fsync per upload for surviving those too.
 
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { ProtocolError } from "../../core/errors.js";
 import { equalBytes } from "../../core/bytes.js";
@@ -82,6 +84,12 @@ export class SqliteNonceStore implements NonceStore {
     this.#busyTimeoutMs = options.busyTimeoutMs ?? NONCE_STORE_DEFAULTS.busyTimeoutMs;
     this.#synchronous = options.synchronous ?? "normal";
     this.#nextPurgeAtMs = this.#now() + this.#purgeIntervalMs;
+    try {
+      // The default path (data/gateway-nonces.db) must work on a fresh checkout.
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    } catch {
+      // reported by the open below
+    }
     // Open now so a misconfigured path shows up at start (readiness fails), but do not throw:
     // an unreachable store is answered with 503 per request, and reopened when it is back.
     try {

@@ -256,6 +256,12 @@ describe("sqlite store", () => {
     await b.close();
   });
 
+  it("creates the file's directory", async () => {
+    const s = new SqliteNonceStore(join(dir, "new-dir", "deeper", "n.db"));
+    expect(await s.reserve(nonce(), digest(), Date.now() + HOUR)).toBe("new");
+    await s.close();
+  });
+
   it("uses WAL journaling", async () => {
     const path = join(dir, "wal.db");
     const s = new SqliteNonceStore(path);
@@ -277,8 +283,10 @@ describe("sqlite store", () => {
 
   it("fails closed when the path cannot be opened, and works once it can", async () => {
     const sub = join(dir, "later");
+    writeFileSync(sub, "a file where the directory should be");
     const s = new SqliteNonceStore(join(sub, "n.db"));
     await expectUnavailable(s.reserve(nonce(), digest(), Date.now() + HOUR));
+    rmSync(sub);
     mkdirSync(sub);
     expect(await s.reserve(nonce(), digest(), Date.now() + HOUR)).toBe("new");
     await s.close();

@@ -1,5 +1,6 @@
 // Request and response encapsulation (RFC 9458 §4).
 
+import type { AeadEncryptionContext } from "@hpke/core";
 import { ByteWriter, concatBytes, exactCopy } from "../bytes.js";
 import { ProtocolError, wrapError } from "../errors.js";
 import { AEAD_INFO, KEM_INFO, isAeadId, isKdfId, isKemId, type AeadId, type KdfId, type KemId } from "./constants.js";
@@ -105,7 +106,7 @@ abstract class ResponseContext {
     return u8(await this.#aead(key).open(nonce, ct, new Uint8Array(0)));
   }
 
-  #aead(key: Uint8Array): ReturnType<ReturnType<HpkeBackend["suite"]>["aead"]["createEncryptionContext"]> {
+  #aead(key: Uint8Array): AeadEncryptionContext {
     return this.backend.suite(this.kemId, this.kdfId, this.aeadId).aead.createEncryptionContext(key);
   }
 

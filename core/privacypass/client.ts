@@ -12,13 +12,15 @@ import { decodeTokenChallenge } from "./challenge.js";
 import { decodeTokenRequest, decodeTokenResponse } from "./issuance.js";
 import { decodeToken } from "./token.js";
 import { TOKEN_TYPE } from "./token-type.js";
+import { rsaSpkiFromRsaPssSpki } from "./token-key.js";
+import { deserializeElement } from "./voprf.js";
 
 export interface PendingTokenRequest {
   readonly tokenType: number;
   /** The encoded TokenRequest to POST to the issuer (application/private-token-request). */
   readonly request: Uint8Array;
   /**
-   * Turns the issuer's TokenResponse into the encoded Token. Single use. Throws PP_ERR_TRUNCATED /
+   * Turns the issuer's TokenResponse into the encoded Token. Single use (once it succeeded). Throws PP_ERR_TRUNCATED /
    * PP_ERR_FORMAT for a malformed response and PP_ERR_TOKEN_SIGNATURE when the response does not
    * verify (a bad blind signature or DLEQ proof).
    */
@@ -37,14 +39,15 @@ function pending<R>(tokenType: number, request: Uint8Array, client: StockFinaliz
     request,
     async finalize(response: Uint8Array): Promise<Uint8Array> {
       if (used) throw new ProtocolError("INTERNAL_ERR", "token request already finalized");
-      used = true;
       decodeTokenResponse(tokenType, response); // strict length check before the stock parser
       let token: Uint8Array;
       try {
         token = (await client.finalize(client.deserializeTokenResponse(exactCopy(response)))).serialize();
       } catch (e) {
+        // A response that does not verify leaves the request usable with the right response.
         throw wrapError(e, "PP_ERR_TOKEN_SIGNATURE", "token response does not verify");
       }
+      used = true;
       decodeToken(token);
       return token;
     },
@@ -61,6 +64,13 @@ export async function createTokenRequest(challenge: Uint8Array, tokenKey: Uint8A
   const stockChallenge = PpTokenChallenge.deserialize(exactCopy(challenge));
   if (!equalBytes(stockChallenge.serialize(), challenge)) {
     throw new ProtocolError("PP_ERR_FORMAT", "challenge does not round-trip");
+  }
+  // Strict checks of the key before the stock client sees it (it checks little itself).
+  try {
+    if (decoded.tokenType === TOKEN_TYPE.BLIND_RSA_2048) rsaSpkiFromRsaPssSpki(tokenKey);
+    if (decoded.tokenType === TOKEN_TYPE.VOPRF_P384) deserializeElement(tokenKey);
+  } catch (e) {
+    throw new ProtocolError("PP_ERR_FORMAT", "token key is unusable", { cause: e });
   }
   try {
     if (decoded.tokenType === TOKEN_TYPE.BLIND_RSA_2048) {

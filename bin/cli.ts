@@ -3,6 +3,7 @@ import { Command } from "commander";
 import { gatewayCommand } from "../gateway/main.js";
 import { keysCommand } from "../gateway/keys-command.js";
 import { issuerCommand } from "../issuer/main.js";
+import { relayCommand } from "../relay/main.js";
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command("veil")
@@ -13,5 +14,6 @@ export async function main(argv: string[]): Promise<void> {
   program.addCommand(gatewayCommand());
   program.addCommand(keysCommand());
   program.addCommand(issuerCommand());
+  program.addCommand(relayCommand());
   await program.parseAsync(argv);
 }

@@ -1,0 +1,249 @@
+// The Oblivious Relay Resource (RFC 9458 §5): buildRelay(config, deps) -> a Fastify app.
+//
+// For each configured route (and nothing else: RFC 9458 §8.2, not an open proxy):
+//   POST <path>              forwards the encapsulated request to the route's gateway
+//   GET  <path>/ohttp-keys   the cached copy of the gateway's key configurations
+// plus /healthz, /readyz and /metrics from server/lifecycle.ts.
+//
+// Two HTTP fronts share the same checks and forwarding (relay/forward.ts): the lean path
+// (relay/front.ts) reads canonical POSTs straight off the connection; Fastify serves the rest
+// (and everything under inject()). Neither logs or counts a client address: log lines and metrics
+// have fixed fields (server/logging.ts), and the address reaches only the rate limiter.
+
+import { randomBytes as nodeRandomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { Socket } from "node:net";
+import { Server as TlsServer } from "node:tls";
+import type { FastifyInstance } from "fastify";
+import { Redis } from "ioredis";
+import { Counter, Gauge } from "prom-client";
+import { Pool } from "undici";
+import { ProtocolError } from "../core/errors.js";
+import { Secret } from "../core/secret.js";
+import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
+import { safeError, type Logger } from "../server/logging.js";
+import { createMetrics, type HttpMetrics } from "../server/metrics.js";
+import type { RelayConfig, RouteConfig } from "./config.js";
+import { Forwarder, Recorder, REQUEST_MEDIA_TYPE, type RelayRoute } from "./forward.js";
+import { Front } from "./front.js";
+import { KeyCache } from "./key-cache.js";
+import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit.js";
+import { registerForwardRoute } from "./routes/forward.js";
+import { registerKeysRoute } from "./routes/keys.js";
+import { Upstream } from "./upstream.js";
+
+export interface RelayDeps {
+  log: Logger;
+  metrics?: HttpMetrics;
+  /** Clock in ms for the rate-limit windows and key freshness. */
+  now?: () => number;
+  /** Randomness for the per-process Redis key secret when rateLimit.keySecret is not set. */
+  randomBytes?: (n: number) => Uint8Array;
+}
+
+function readPem(file: string | undefined, what: string): Buffer | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new ProtocolError("CFG_ERR_INVALID", `${what}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`, { cause: e });
+  }
+}
+
+interface TlsMaterial {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+function tlsMaterial(route: RouteConfig, at: string): TlsMaterial {
+  const out: TlsMaterial = {};
+  const ca = readPem(route.ca, `${at}.ca`);
+  const cert = readPem(route.clientCert, `${at}.clientCert`);
+  const key = readPem(route.clientKey, `${at}.clientKey`);
+  if (ca !== undefined) out.ca = ca;
+  if (cert !== undefined) out.cert = cert;
+  if (key !== undefined) out.key = key;
+  return out;
+}
+
+function createLimiter(config: RelayConfig, deps: RelayDeps, onStoreError: (e: unknown) => void): RateLimiter | undefined {
+  const rl = config.rateLimit;
+  if (rl.perClientPerWindow === 0) return undefined;
+  const window = { perClientPerWindow: rl.perClientPerWindow, windowMs: rl.windowMs, ...(deps.now === undefined ? {} : { now: deps.now }) };
+  if (rl.store === "memory") return new MemoryRateLimiter(window);
+  let keySecret: Uint8Array;
+  if (rl.keySecret !== undefined) {
+    keySecret = new TextEncoder().encode(rl.keySecret);
+  } else {
+    keySecret = (deps.randomBytes ?? nodeRandomBytes)(32);
+    deps.log.warn("rateLimit.keySecret is not set: a random per-process secret is used, so replicas sharing this Redis count each client separately");
+  }
+  const redis = new Redis(rl.store, {
+    // Fail fast instead of queueing while Redis is away (the limiter then lets requests through).
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: 500,
+    connectTimeout: 2000,
+    // The URL may carry a password: ioredis errors can quote options, so only codes are logged.
+    lazyConnect: false,
+  });
+  redis.on("error", () => {
+    // Reported per failed command (onStoreError); connection errors alone are retried by ioredis.
+  });
+  return new RedisRateLimiter({ ...window, redis, prefix: rl.redisPrefix, keySecret, onError: onStoreError });
+}
+
+/** Puts the lean front before node:http's own connection listener (see relay/front.ts). */
+function installFront(app: FastifyInstance, makeFront: (handoff: (socket: Socket) => void) => Front): Front {
+  const server = app.server;
+  const event = server instanceof TlsServer ? "secureConnection" : "connection";
+  const listeners = server.listeners(event);
+  if (listeners.length !== 1) throw new Error(`expected node:http's one ${event} listener, found ${listeners.length}`);
+  const nodeListener = listeners[0] as (socket: Socket) => void;
+  server.removeListener(event, nodeListener);
+  const front = makeFront((socket) => nodeListener.call(server, socket));
+  server.on(event, (socket: Socket) => front.accept(socket));
+  return front;
+}
+
+export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstance {
+  const log = deps.log;
+  const metrics = deps.metrics ?? createMetrics("relay");
+  const { limits, timeouts } = config;
+
+  const storeErrors = new Counter({
+    name: "veil_relay_rate_limit_store_errors_total",
+    help: "Rate-limit store failures (the requests were let through)",
+    registers: [metrics.registry],
+  });
+  const keyFetchFailures = new Counter({
+    name: "veil_relay_key_fetch_failures_total",
+    help: "Failed key configuration fetches by route",
+    labelNames: ["route"],
+    registers: [metrics.registry],
+  });
+  let lastStoreErrorLog = 0;
+  const limiter = createLimiter(config, deps, (e) => {
+    storeErrors.inc();
+    const now = Date.now();
+    if (now - lastStoreErrorLog > 10_000) {
+      lastStoreErrorLog = now;
+      log.warn({ err: safeError(e) }, "rate-limit store unavailable: requests are let through");
+    }
+  });
+
+  const routes: RelayRoute[] = [];
+  const keyPools: Pool[] = [];
+  config.routes.forEach((r, i) => {
+    const at = `routes[${i}]`;
+    const tls = tlsMaterial(r, at);
+    const authHeader = r.authHeader === undefined ? undefined : { name: r.authHeader.name, value: new Secret(r.authHeader.value) };
+    const upstream = new Upstream({
+      gateway: new URL(r.gateway),
+      ...(Object.keys(tls).length === 0 ? {} : { tls }),
+      ...(authHeader === undefined ? {} : { authHeader }),
+      connectMs: timeouts.connectMs,
+      headersMs: timeouts.headersMs,
+      bodyMs: timeouts.bodyMs,
+      keepAliveMs: timeouts.keepAliveMs,
+      maxConnections: limits.upstreamConnections,
+      maxResponseBytes: limits.maxResponseBytes,
+      maxHeaderBytes: limits.maxHeaderBytes,
+    });
+    let keys: KeyCache | undefined;
+    if (r.keys !== undefined) {
+      const url = new URL(r.keys);
+      const pool = new Pool(url.origin, {
+        connections: 2,
+        connect: { ...tls, rejectUnauthorized: true, timeout: timeouts.connectMs },
+        connectTimeout: timeouts.connectMs,
+        headersTimeout: timeouts.keysFetchMs,
+        bodyTimeout: timeouts.keysFetchMs,
+        keepAliveTimeout: timeouts.keepAliveMs,
+        maxResponseSize: limits.maxKeysBytes,
+      });
+      keyPools.push(pool);
+      keys = new KeyCache({
+        url,
+        dispatcher: pool,
+        ...(authHeader === undefined ? {} : { headers: { [authHeader.name]: authHeader.value.reveal() } }),
+        config: config.keyCache,
+        fetchTimeoutMs: timeouts.keysFetchMs,
+        maxBytes: limits.maxKeysBytes,
+        ...(deps.now === undefined ? {} : { now: deps.now }),
+        onError: (e) => {
+          keyFetchFailures.inc({ route: r.path });
+          log.warn({ route: r.path, err: safeError(e) }, "key configuration fetch failed");
+        },
+      });
+    }
+    routes.push({ path: r.path, upstream, keys });
+  });
+
+  const forwarder = new Forwarder({ limiter, maxConcurrent: limits.maxConcurrentRequests, ipv6PrefixBits: config.rateLimit.ipv6PrefixBits });
+  const recorder = new Recorder(log, metrics);
+
+  const app = createServerApp({
+    listen: config.listen,
+    limits,
+    log,
+    metrics,
+    ...(limiter !== undefined && config.rateLimit.store !== "memory" ? { readiness: { rateLimitStore: () => limiter.ping() } } : {}),
+  });
+  // Only encapsulated requests are ever parsed: no JSON or text bodies from clients.
+  app.removeAllContentTypeParsers();
+  acceptBinaryBody(app, REQUEST_MEDIA_TYPE);
+  for (const route of routes) {
+    registerForwardRoute(app, route, { forwarder, recorder });
+    if (route.keys !== undefined) registerKeysRoute(app, route.path, route.keys, { forwarder });
+  }
+
+  let front: Front | undefined;
+  if (config.fastPath) {
+    front = installFront(
+      app,
+      (handoff) => new Front({ routes: new Map(routes.map((r) => [r.path, r])), forwarder, recorder, limits, handoff }),
+    );
+  }
+
+  const gauges = [
+    new Gauge({
+      name: "veil_relay_upstream_connections",
+      help: "Open connections to the gateways",
+      labelNames: ["route"],
+      registers: [metrics.registry],
+      collect() {
+        for (const r of routes) this.set({ route: r.path }, r.upstream.connections);
+      },
+    }),
+    new Gauge({
+      name: "veil_relay_requests_in_flight",
+      help: "Requests between their checks and the gateway's answer",
+      registers: [metrics.registry],
+      collect() {
+        this.set(forwarder.inFlight);
+      },
+    }),
+  ];
+  void gauges;
+
+  app.addHook("onReady", async () => {
+    for (const r of routes) r.keys?.prefetch();
+  });
+  app.addHook("preClose", async () => {
+    forwarder.closing = true;
+    if (front !== undefined) {
+      front.closeIdle();
+      const f = front;
+      setTimeout(() => f.destroyAll(), limits.shutdownGraceMs).unref();
+    }
+  });
+  app.addHook("onClose", async () => {
+    front?.stop();
+    for (const r of routes) r.upstream.close();
+    await Promise.allSettled(keyPools.map((p) => p.close()));
+    await limiter?.close();
+  });
+  return app;
+}

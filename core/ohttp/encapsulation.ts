@@ -132,7 +132,10 @@ class ServerResponseContextImpl extends ResponseContext implements ServerRespons
     const secret = this.take();
     const n = this.nonceBytes;
     const nonce = opts.responseNonce ?? this.#random(n);
-    if (nonce.length !== n) throw new ProtocolError("INTERNAL_ERR", `response nonce must be ${n} bytes`);
+    if (nonce.length !== n) {
+      secret.fill(0);
+      throw new ProtocolError("INTERNAL_ERR", `response nonce must be ${n} bytes`);
+    }
     // salt = enc || response_nonce; enc_response = response_nonce || ct
     const salt = concatBytes(this.enc, nonce);
     let ct: Uint8Array;
@@ -140,6 +143,8 @@ class ServerResponseContextImpl extends ResponseContext implements ServerRespons
       ct = await this.seal(secret, salt, response);
     } catch (e) {
       throw wrapError(e, "INTERNAL_ERR", "response encapsulation failed");
+    } finally {
+      secret.fill(0);
     }
     const out = new Uint8Array(n + ct.length);
     out.set(nonce);
@@ -153,6 +158,7 @@ class ClientResponseContextImpl extends ResponseContext implements ClientRespons
     const secret = this.take();
     const n = this.nonceBytes;
     if (encResponse.length < n + AEAD_INFO[this.aeadId].Nt) {
+      secret.fill(0);
       throw new ProtocolError("OHTTP_ERR_TRUNCATED", `encapsulated response needs at least ${n + AEAD_INFO[this.aeadId].Nt} bytes`);
     }
     const salt = concatBytes(this.enc, encResponse.subarray(0, n));
@@ -160,6 +166,8 @@ class ClientResponseContextImpl extends ResponseContext implements ClientRespons
       return await this.open(secret, salt, encResponse.subarray(n));
     } catch (e) {
       throw wrapError(e, "OHTTP_ERR_DECRYPT");
+    } finally {
+      secret.fill(0);
     }
   }
 }

@@ -38,7 +38,7 @@ export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInst
   });
   const refusals = new Counter({
     name: "veil_issuer_refusals_total",
-    help: "Token requests refused, by reason (error code); never by credential",
+    help: "Token requests refused, by reason (the error code)",
     labelNames: ["reason"],
     registers: [metrics.registry],
   });

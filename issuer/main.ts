@@ -3,6 +3,7 @@
 // timer runs the key store's rotation step, and every request checks it too (a no-op when nothing
 // is due).
 
+import type { KeyObject } from "node:crypto";
 import { Command } from "commander";
 import { isProtocolError } from "../core/errors.js";
 import { redactConfig } from "../server/config.js";
@@ -20,7 +21,7 @@ export interface StartedIssuer extends RunningServer {
 /** Starts an issuer from a validated config (used by the command, the demo and tests). */
 export async function startIssuer(
   config: IssuerConfig,
-  options: { log?: Logger; handleSignals?: boolean; now?: () => number } = {},
+  options: { log?: Logger; handleSignals?: boolean; now?: () => number; generateRsaKey?: () => Promise<KeyObject> } = {},
 ): Promise<StartedIssuer> {
   const log = options.log ?? createLogger("issuer", { level: config.logLevel });
   const keys = await IssuerKeyStore.open({
@@ -28,6 +29,7 @@ export async function startIssuer(
     tokenTypes: config.tokenTypes,
     keyLifetimeSec: config.keyLifetimeSec,
     ...(options.now === undefined ? {} : { now: options.now }),
+    ...(options.generateRsaKey === undefined ? {} : { generateRsaKey: options.generateRsaKey }),
   });
   const app = buildIssuer(config, { keys, log, metrics: createMetrics("issuer"), ...(options.now === undefined ? {} : { now: options.now }) });
   // Rotation ahead of requests, so no request waits for an RSA key generation.

@@ -40,25 +40,26 @@ export async function startGateway(
   const metrics = createMetrics("gateway");
   const gate = options.gate ?? (await createConfiguredGate(config, log, metrics.registry));
   const app = buildGateway(config, { keys, log, metrics, ...(gate === undefined ? {} : { gate }) });
+  const reloadKeys = async (): Promise<void> => {
+    await keys.reload();
+    log.info({ keys: keys.states().map((k) => ({ keyId: k.keyId, state: k.state })) }, "key file reloaded");
+  };
+  const onHup = (): void => {
+    reloadKeys().catch((e: unknown) => log.error({ err: safeError(e) }, "key file reload failed: keeping the current keys"));
+  };
+  if (options.handleSignals !== false) {
+    // Hooks must be added before the app listens (Fastify refuses addHook afterwards).
+    app.addHook("onClose", async () => {
+      process.off("SIGHUP", onHup);
+    });
+  }
   const running = await runServer(app, {
     listen: config.listen,
     shutdownGraceMs: config.limits.shutdownGraceMs,
     log,
     ...(options.handleSignals === undefined ? {} : { handleSignals: options.handleSignals }),
   });
-  const reloadKeys = async (): Promise<void> => {
-    await keys.reload();
-    log.info({ keys: keys.states().map((k) => ({ keyId: k.keyId, state: k.state })) }, "key file reloaded");
-  };
-  if (options.handleSignals !== false) {
-    const onHup = (): void => {
-      reloadKeys().catch((e: unknown) => log.error({ err: safeError(e) }, "key file reload failed: keeping the current keys"));
-    };
-    process.on("SIGHUP", onHup);
-    app.addHook("onClose", async () => {
-      process.off("SIGHUP", onHup);
-    });
-  }
+  if (options.handleSignals !== false) process.on("SIGHUP", onHup);
   log.info({ url: running.url, targets: Object.keys(config.targets), policy: config.policy, tokensRequired: config.tokens.required }, "gateway listening");
   return { ...running, keys, reloadKeys };
 }

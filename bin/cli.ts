@@ -4,6 +4,7 @@ import { gatewayCommand } from "../gateway/main.js";
 import { keysCommand } from "../gateway/keys-command.js";
 import { issuerCommand } from "../issuer/main.js";
 import { relayCommand } from "../relay/main.js";
+import { clientCommand } from "../client/main.js";
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command("veil")
@@ -15,5 +16,6 @@ export async function main(argv: string[]): Promise<void> {
   program.addCommand(keysCommand());
   program.addCommand(issuerCommand());
   program.addCommand(relayCommand());
+  program.addCommand(clientCommand());
   await program.parseAsync(argv);
 }

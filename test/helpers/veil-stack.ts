@@ -1,0 +1,113 @@
+// The whole Veil stack, in process, on free loopback ports, for the client's end-to-end tests:
+// DAP-09 leader and helper doubles, the issuer (type 2 tokens, attester with a quota), the gateway
+// (DAP policy, tokens required, memory nonce store) and the relay, each from its own start function
+// with a validated config, the way `veil <component> --config` starts them.
+
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createDapTask, startDapAggregator, type DapAggregator, type DapTask } from "../../demo/dap-aggregator.js";
+import { parseGatewayConfig } from "../../gateway/config.js";
+import { writeKeyFile } from "../../gateway/key-file.js";
+import { startGateway, type StartedGateway } from "../../gateway/main.js";
+import { parseIssuerConfig } from "../../issuer/config.js";
+import { startIssuer, type StartedIssuer } from "../../issuer/main.js";
+import { parseRelayConfig } from "../../relay/config.js";
+import { startRelay, type StartedRelay } from "../../relay/main.js";
+import { createLogger } from "../../server/logging.js";
+import { captureLines, makeKeyData } from "./gateway-fixture.js";
+
+export const STACK_CREDENTIAL = "client-credential-1";
+/** Inner origins the gateway maps to the leader and helper doubles. */
+export const LEADER = "https://leader.example";
+export const HELPER = "https://helper.example";
+
+export interface VeilStack {
+  leader: DapAggregator;
+  helper: DapAggregator;
+  tasks: { count: DapTask; sum: DapTask; histogram: DapTask };
+  issuer: StartedIssuer;
+  gateway: StartedGateway;
+  relay: StartedRelay;
+  /** POST here (the relay route for the gateway). */
+  relayUrl: string;
+  /** The gateway's own key configurations. */
+  keysUrl: string;
+  issuerUrl: string;
+  /** Every log line of the three servers. */
+  lines: string[];
+  stop(): Promise<void>;
+}
+
+export interface VeilStackOptions {
+  tokensRequired?: boolean;
+  tokensPerWindow?: number;
+  credentials?: string[];
+}
+
+export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStack> {
+  const dir = mkdtempSync(join(tmpdir(), "veil-stack-"));
+  const { stream, lines } = captureLines();
+  const log = (name: string) => createLogger(name, { destination: stream });
+  const tasks = { count: await createDapTask(), sum: await createDapTask(), histogram: await createDapTask() };
+  const all = [tasks.count, tasks.sum, tasks.histogram];
+  const leader = await startDapAggregator({ role: "leader", tasks: all });
+  const helper = await startDapAggregator({ role: "helper", tasks: all });
+
+  const issuer = await startIssuer(
+    parseIssuerConfig({
+      listen: { host: "127.0.0.1", port: 0 },
+      name: "issuer.example",
+      keys: join(dir, "issuer-keys.json"),
+      tokenTypes: [2],
+      attester: { credentials: o.credentials ?? [STACK_CREDENTIAL], tokensPerWindow: o.tokensPerWindow ?? 1000, windowSec: 86_400 },
+    }),
+    { log: log("issuer"), handleSignals: false },
+  );
+
+  const keyFile = join(dir, "gateway-keys.json");
+  writeKeyFile(keyFile, (await makeKeyData([{ keyId: 1 }])).data);
+  const gateway = await startGateway(
+    parseGatewayConfig({
+      listen: { host: "127.0.0.1", port: 0 },
+      keys: keyFile,
+      targets: { [LEADER]: leader.url, [HELPER]: helper.url },
+      policy: "dap",
+      tokens: {
+        required: o.tokensRequired ?? true,
+        issuers: [{ name: "issuer.example", directory: `${issuer.url}/.well-known/private-token-issuer-directory`, keyLifetimeSec: 604_800 }],
+        store: "memory",
+      },
+    }),
+    { log: log("gateway"), handleSignals: false },
+  );
+
+  const relay = await startRelay(
+    parseRelayConfig({
+      listen: { host: "127.0.0.1", port: 0 },
+      routes: [{ path: "/leader-gateway", gateway: `${gateway.url}/gateway`, keys: `${gateway.url}/ohttp-keys` }],
+    }),
+    { log: log("relay"), handleSignals: false },
+  );
+
+  return {
+    leader,
+    helper,
+    tasks,
+    issuer,
+    gateway,
+    relay,
+    relayUrl: `${relay.url}/leader-gateway`,
+    keysUrl: `${gateway.url}/ohttp-keys`,
+    issuerUrl: issuer.url,
+    lines,
+    async stop() {
+      await relay.stop();
+      await gateway.stop();
+      await issuer.stop();
+      await leader.close();
+      await helper.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

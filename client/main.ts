@@ -77,7 +77,7 @@ function connectionOptions(cmd: Command): Command {
 }
 
 /** Builds the token source (if asked for) and the oblivious fetch. */
-function connect(o: ConnectionOptions, batchDefault: number): { fetch: ObliviousFetch; tokens: TokenSource | undefined } {
+function connect(o: ConnectionOptions, uses: number): { fetch: ObliviousFetch; tokens: TokenSource | undefined } {
   let credential = o.credential;
   if (o.credentialFile !== undefined) {
     try {
@@ -94,7 +94,9 @@ function connect(o: ConnectionOptions, batchDefault: number): { fetch: Oblivious
       ? createTokenSource({
           issuer: o.issuer,
           credential,
-          batch: o.batch ?? batchDefault,
+          batch: o.batch ?? Math.min(uses, 10),
+          // Fetch no more tokens than the run needs (a token left over is a token wasted).
+          budget: uses,
           // A command runs for seconds: refill soon after the stock runs low.
           refillJitterMs: 500,
           ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }),
@@ -127,7 +129,7 @@ async function runUpload(o: UploadOptions): Promise<void> {
     ...(o.chunkLength === undefined ? {} : { chunkLength: o.chunkLength }),
   });
   const measurement = parseMeasurement(vdaf, o.measurement);
-  const { fetch, tokens } = connect(o, Math.min(o.reports, 10));
+  const { fetch, tokens } = connect(o, o.reports);
   try {
     const task = createDapTask({ ...vdaf, taskId: o.task, leader: o.leader, helper: o.helper, timePrecisionSec: o.timePrecision, fetch });
     // Keys, the gateway's challenge and a first batch of tokens, before any report is made.

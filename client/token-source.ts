@@ -53,6 +53,12 @@ export interface TokenSourceOptions {
   concurrency?: number;
   /** If set, challenges must name this issuer (`issuer_name`). */
   issuerName?: string;
+  /**
+   * Tokens the caller expects to need in all (e.g. the number of reports of a run): batches and
+   * background refills never fetch beyond it, so no tokens are left over. A request that finds the
+   * stock empty still gets one (e.g. to resend a report after the leader rotated its key).
+   */
+  budget?: number;
   /** Largest random delay (ms) before a background refill (default 5000; 0 refills at once). */
   refillJitterMs?: number;
   /** Timeout of each issuer request (default 15 s). */
@@ -172,6 +178,7 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
   const timeoutMs = positiveInt("timeoutMs", options.timeoutMs, TOKEN_SOURCE_DEFAULTS.timeoutMs);
   const doFetch = options.fetch ?? defaultFetch();
   const random = options.random ?? Math.random;
+  const budget = options.budget === undefined ? Infinity : positiveInt("budget", options.budget, 1);
 
   const entries = new Map<string, ChallengeEntry>();
   let directory: Directory | undefined;
@@ -272,8 +279,14 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
     }
   }
 
+  /** Tokens a batch may still fetch under the budget (at least `floor`). */
+  function allowed(n: number, floor = 0): number {
+    return Math.max(floor, Math.min(n, budget - counters.issued));
+  }
+
   /** Adds up to `n` tokens to the entry's stock; one batch at a time per entry. */
   function runBatch(entry: ChallengeEntry, n: number): Promise<void> {
+    if (n <= 0) return Promise.resolve();
     entry.filling ??= (async () => {
       let next = 0;
       let firstError: ProtocolError | undefined;
@@ -311,7 +324,7 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
       entry.refillTimer = undefined;
       if (closed || !current(entry) || entry.stock.length > lowWater) return;
       // A background refill's failure is remembered and surfaces only if the stock runs dry.
-      void runBatch(entry, batch - entry.stock.length);
+      void runBatch(entry, allowed(batch - entry.stock.length));
     }, delay);
     (t as unknown as { unref?: () => void }).unref?.();
     entry.refillTimer = t;
@@ -330,14 +343,14 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
         if (entry.filling !== undefined) await entry.filling;
         if (entry.stock.length === 0) {
           entry.lastError = undefined;
-          await runBatch(entry, batch);
+          await runBatch(entry, allowed(batch, 1));
         }
         if (entry.stock.length === 0) {
           throw entry.lastError ?? new ProtocolError("CLIENT_ERR_ISSUER_FAILED", "no token could be obtained");
         }
       }
       const token = entry.stock.shift()!;
-      if (entry.stock.length <= lowWater) scheduleRefill(entry);
+      if (entry.stock.length <= lowWater && allowed(batch) > 0) scheduleRefill(entry);
       return token;
     },
 
@@ -394,7 +407,7 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
       if (entry === undefined) return;
       if (entry.filling !== undefined) await entry.filling;
       if (entry.stock.length >= batch) return;
-      await runBatch(entry, batch - entry.stock.length);
+      await runBatch(entry, allowed(batch - entry.stock.length));
       if (entry.stock.length === 0 && entry.lastError !== undefined) throw entry.lastError;
     },
 

@@ -360,6 +360,23 @@ describe("oblivious fetch: tokens", () => {
     expect(s.tokenRequests.length).toBe(5);
   });
 
+  it("never fetches beyond its budget ahead of need, yet still serves a request that finds the stock empty", async () => {
+    const t = tokens({ batch: 3, lowWater: 1, budget: 4 });
+    const f = ofetch({ tokens: t });
+    await f.prepare(UPLOAD);
+    expect(s.tokenRequests.length).toBe(3);
+    await f(UPLOAD, { method: "PUT", body: "1" });
+    await f(UPLOAD, { method: "PUT", body: "2" });
+    await expect.poll(() => s.tokenRequests.length, { timeout: 5000 }).toBe(4);
+    await f(UPLOAD, { method: "PUT", body: "3" });
+    await f(UPLOAD, { method: "PUT", body: "4" });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.tokenRequests.length).toBe(4);
+    expect(t.stats().stock).toBe(0);
+    expect((await f(UPLOAD, { method: "PUT", body: "5" })).status).toBe(201);
+    expect(s.tokenRequests.length).toBe(5);
+  });
+
   it("sends GETs without a token and never asks the issuer for them", async () => {
     const f = ofetch({ tokens: tokens() });
     expect((await f("https://leader.example/hpke_config")).status).toBe(201);

@@ -4,7 +4,11 @@ type Bench = { run(args: string[]): Promise<void> };
 
 const BENCHES: Record<string, () => Promise<Bench>> = {
   // name: () => import("./name.js"),
+  gateway: () => import("./gateway.js"),
   ohttp: () => import("./ohttp.js"),
+  relay: () => import("./relay.js"),
+  tokens: () => import("./tokens.js"),
+  "tokens-gateway": () => import("./tokens-gateway.js"),
 };
 
 export async function runBench(argv: string[]): Promise<void> {

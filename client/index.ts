@@ -12,3 +12,10 @@ export { KEY_SOURCE_DEFAULTS } from "./key-source.js";
 export type { LoadedKeys } from "./key-source.js";
 export type { FetchLike } from "./options.js";
 export { ProtocolError, isProtocolError, ERRORS, type ErrorCode } from "../core/errors.js";
+
+import { hpkeBackend } from "../core/ohttp/index.js";
+
+/** The HPKE primitives in use: "node:crypto" on Node, "stock hpke-js" (WebCrypto) in browsers. */
+export async function cryptoBackendName(): Promise<string> {
+  return (await hpkeBackend()).name;
+}

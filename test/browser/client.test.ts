@@ -1,0 +1,194 @@
+// The client library in a real browser: an esbuild bundle of client/ (the browser entry, no
+// node: imports, WebCrypto and stock hpke-js), loaded by a page on 127.0.0.1 that builds a DAP-09
+// report with @divviup/dap's own browser bundle and uploads it through the relay and the gateway
+// (tokens required) to the leader double, driven by playwright-core in Debian's chromium.
+//
+// The page's server also forwards the relay, gateway-key and issuer paths to the real servers, so
+// the page talks to one origin (the relay and issuer answer no CORS preflights yet).
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { AddressInfo } from "node:net";
+import { fileURLToPath } from "node:url";
+import { chromium, type BrowserContext } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildBrowserBundle, type BrowserBundle } from "../../client/build-browser.js";
+import { HELPER, LEADER, STACK_CREDENTIAL, startVeilStack, type VeilStack } from "../helpers/veil-stack.js";
+
+const CHROMIUM = "/usr/bin/chromium";
+const HAVE_CHROMIUM = existsSync(CHROMIUM);
+const DAP_BROWSER_BUNDLE = fileURLToPath(new URL("../../node_modules/@divviup/dap/dist/browser.js", import.meta.url));
+
+const PAGE = `<!doctype html>
+<meta charset="utf-8">
+<title>veil browser client</title>
+<script src="/dap.js"></script>
+<script type="module">
+  import { createObliviousFetch, createTokenSource, cryptoBackendName } from "/veil-client.js";
+  window.veilUpload = async (cfg) => {
+    const origin = location.origin;
+    const tokens = createTokenSource({ issuer: origin, credential: cfg.credential, batch: cfg.reports, refillJitterMs: 0 });
+    const f = createObliviousFetch({ relay: origin + "/leader-gateway", keys: origin + "/ohttp-keys", relayKeys: true, tokens });
+    const task = new globalThis.divviup.dap.Task({ type: "count", id: cfg.taskId, leader: cfg.leader, helper: cfg.helper, timePrecisionSeconds: 3600 });
+    task.fetch = f;
+    try {
+      await f.prepare(cfg.leader + "/tasks/" + cfg.taskId + "/reports");
+      const times = [];
+      for (let i = 0; i < cfg.reports; i++) {
+        const t0 = performance.now();
+        await task.sendMeasurement(i % 2 === 0);
+        times.push(performance.now() - t0);
+      }
+      return { ok: true, times, stats: f.stats(), tokens: tokens.stats(), backend: await cryptoBackendName() };
+    } catch (e) {
+      return { ok: false, code: e && e.code, message: String(e && e.message) };
+    } finally {
+      tokens.close();
+    }
+  };
+  window.veilReady = true;
+</script>`;
+
+/** Which real server answers a path of the page's origin. */
+function upstreamFor(stack: VeilStack, path: string): string | undefined {
+  if (path === "/leader-gateway" || path === "/leader-gateway/ohttp-keys") return stack.relay.url;
+  if (path === "/ohttp-keys") return stack.gateway.url;
+  if (path === "/.well-known/private-token-issuer-directory" || path === "/token-request") return stack.issuerUrl;
+  return undefined;
+}
+
+const FORWARDED_REQUEST = ["content-type", "accept", "authorization"];
+const FORWARDED_RESPONSE = ["content-type", "cache-control", "retry-after", "www-authenticate"];
+
+async function proxy(upstream: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const headers: Record<string, string> = {};
+  for (const h of FORWARDED_REQUEST) if (typeof req.headers[h] === "string") headers[h] = req.headers[h];
+  const r = await fetch(upstream + req.url, {
+    method: req.method ?? "GET",
+    headers,
+    ...(chunks.length === 0 ? {} : { body: Buffer.concat(chunks) }),
+  });
+  const out: Record<string, string> = {};
+  for (const h of FORWARDED_RESPONSE) {
+    const v = r.headers.get(h);
+    if (v !== null) out[h] = v;
+  }
+  res.writeHead(r.status, out);
+  res.end(Buffer.from(await r.arrayBuffer()));
+}
+
+let stack: VeilStack;
+let dir: string;
+let bundle: BrowserBundle;
+let server: Server;
+let pageUrl: string;
+let context: BrowserContext;
+
+describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP report through relay and gateway", () => {
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "veil-browser-"));
+    stack = await startVeilStack();
+    bundle = await buildBrowserBundle({ outfile: join(dir, "veil-client.js") });
+    const files: Record<string, { type: string; body: Buffer | string }> = {
+      "/": { type: "text/html; charset=utf-8", body: PAGE },
+      "/veil-client.js": { type: "text/javascript", body: readFileSync(bundle.outfile) },
+      "/veil-client.js.map": { type: "application/json", body: readFileSync(bundle.outfile + ".map") },
+      "/dap.js": { type: "text/javascript", body: readFileSync(DAP_BROWSER_BUNDLE) },
+    };
+    server = createServer((req, res) => {
+      const path = new URL(req.url ?? "/", "http://x").pathname;
+      const file = files[path];
+      if (file !== undefined && req.method === "GET") {
+        res.writeHead(200, { "content-type": file.type, "cache-control": "no-store" });
+        res.end(file.body);
+        return;
+      }
+      const upstream = upstreamFor(stack, path);
+      if (upstream === undefined) {
+        res.writeHead(404).end();
+        return;
+      }
+      proxy(upstream, req, res).catch(() => {
+        if (!res.headersSent) res.writeHead(502);
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    pageUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    context = await chromium.launchPersistentContext(join(dir, "profile"), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+      ],
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await context?.close();
+    await new Promise<void>((r) => (server === undefined ? r() : server.close(() => r())));
+    await stack?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("keeps node-only code out of the bundle", () => {
+    const code = readFileSync(bundle.outfile, "utf8");
+    expect(bundle.inputs.some((i) => /fast-node|verify-node|node:/.test(i))).toBe(false);
+    expect(code).not.toMatch(/from\s*["']node:|require\(["']node:/);
+    expect(bundle.inputs).toContain("client/browser.ts");
+  });
+
+  it("uploads Prio3Count reports from the page; the leader decrypts them", async () => {
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(pageUrl);
+    await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
+    const task = stack.tasks.count.idBase64Url;
+    const before = stack.leader.reports.get(task)?.length ?? 0;
+    const result = (await page.evaluate(
+      (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
+      { credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 3 },
+    )) as { ok: boolean; times?: number[]; backend?: string; message?: string; stats?: { challengeRetries: number } };
+    expect(errors).toEqual([]);
+    expect(result.message).toBeUndefined();
+    expect(result.ok).toBe(true);
+    expect(result.backend).toBe("stock hpke-js");
+    expect(result.stats?.challengeRetries).toBe(0);
+    const stored = stack.leader.reports.get(task) ?? [];
+    expect(stored.length - before).toBe(3);
+    for (const r of stored.slice(before)) expect(r.helperShare).toBeDefined();
+    // For the record (not asserted: no test asserts wall-clock time).
+    console.log(`browser upload latency (ms): ${result.times?.map((t) => t.toFixed(1)).join(", ")}; bundle ${bundle.bytes} bytes`);
+    await page.close();
+  });
+
+  it("reports a refused credential in the page as CLIENT_ERR_CREDENTIAL_REFUSED", async () => {
+    const page = await context.newPage();
+    await page.goto(pageUrl);
+    await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
+    const result = (await page.evaluate(
+      (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
+      { credential: "wrong-credential", taskId: stack.tasks.count.idBase64Url, leader: LEADER, helper: HELPER, reports: 1 },
+    )) as { ok: boolean; code?: string };
+    expect(result).toMatchObject({ ok: false, code: "CLIENT_ERR_CREDENTIAL_REFUSED" });
+    await page.close();
+  });
+});
+
+if (!HAVE_CHROMIUM) {
+  describe("browser", () => {
+    it.skip(`skipped: ${CHROMIUM} is not installed (.ci/run installs Debian's chromium)`, () => {});
+  });
+}

@@ -1,4 +1,4 @@
-import { Writable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseConfig, httpLimitsSchema, type HttpLimits } from "../../../server/config.js";
@@ -55,7 +55,7 @@ describe("server plumbing", () => {
     expect(a.statusCode).toBe(413);
     await a.body.dump();
     async function* chunks() { for (let i = 0; i < 5; i++) yield Buffer.alloc(20, 2); }
-    const b = await request(`${url}/echo`, { method: "POST", body: chunks(), headers: { "content-type": "message/ohttp-req" } });
+    const b = await request(`${url}/echo`, { method: "POST", body: Readable.from(chunks()), headers: { "content-type": "message/ohttp-req" } });
     expect(b.statusCode).toBe(413);
     expect(await b.body.json()).toMatchObject({ code: "HTTP_ERR_TOO_LARGE" });
   });

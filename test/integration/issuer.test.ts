@@ -1,6 +1,10 @@
 // The issuer (RFC 9578) end to end with inject() and over real HTTP: the stock privacypass-ts
 // client gets tokens of both types, and every error path answers as the contract says.
+import { execFileSync } from "node:child_process";
 import { createHash, webcrypto } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Agent, fetch as undiciFetch } from "undici";
 import type { LightMyRequestResponse } from "fastify";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Token as PpToken, TOKEN_TYPES, TokenChallenge as PpTokenChallenge, privateVerif, publicVerif } from "@cloudflare/privacypass-ts";
@@ -323,5 +327,44 @@ describe("over real HTTP", () => {
       : importVoprfPrivateKey(running.keys.published().find((k) => toHex(k.tokenKey) === toHex(tokenKey))!.privateKey.reveal());
     expect(verifyToken(decoded, key)).toBe(true);
     expect(toHex(decoded.challengeDigest)).toBe(createHash("sha256").update(challengeFor(tokenType)).digest("hex"));
+  });
+});
+
+describe("over HTTPS (listen.tls)", () => {
+  it("serves the directory and issues with a certificate from the config", async () => {
+    const ttmp = tempDir();
+    const cert = join(ttmp.dir, "cert.pem");
+    const key = join(ttmp.dir, "key.pem");
+    execFileSync("openssl", [
+      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+      "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
+    ], { stdio: "ignore" });
+    const { stream } = captureLines();
+    const running = await startIssuer(issuerConfig(ttmp.dir, { listen: { host: "127.0.0.1", port: 0, tls: { cert, key } } }), {
+      handleSignals: false,
+      log: createLogger("issuer", { destination: stream }),
+      generateRsaKey: rsaKeyPool(),
+    });
+    const dispatcher = new Agent({ connect: { ca: readFileSync(cert) } });
+    try {
+      expect(running.url.startsWith("https://")).toBe(true);
+      const d = (await (await undiciFetch(`${running.url}${DIRECTORY}`, { dispatcher })).json()) as Directory;
+      const now = Math.floor(Date.now() / 1000);
+      const tokenKey = fromBase64Url(d["token-keys"].find((k) => k["not-before"] <= now)!["token-key"])!;
+      const pending = await createTokenRequest(challengeFor(2), tokenKey);
+      const res = await undiciFetch(`${running.url}/token-request`, {
+        dispatcher,
+        method: "POST",
+        headers: { "content-type": REQ_TYPE, authorization: `Bearer ${CREDENTIAL}` },
+        body: Buffer.from(pending.request),
+      });
+      expect(res.status).toBe(200);
+      const token = await pending.finalize(new Uint8Array(await res.arrayBuffer()));
+      expect(verifyToken(decodeToken(token), importBlindRsaTokenKey(tokenKey))).toBe(true);
+    } finally {
+      await dispatcher.close();
+      await running.stop();
+      ttmp.remove();
+    }
   });
 });

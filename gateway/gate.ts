@@ -115,11 +115,35 @@ function u64(n: number): Uint8Array {
  * plus path and query) and body, each length-prefixed so no two requests share an encoding.
  */
 export function requestDigest(method: string, url: string, body: Uint8Array): Uint8Array {
-  const m = Buffer.from(method, "latin1");
-  const u = Buffer.from(url, "latin1");
-  const h = createHash("sha256").update(DIGEST_LABEL);
-  h.update(u64(m.length)).update(m).update(u64(u.length)).update(u).update(u64(body.length)).update(body);
-  return new Uint8Array(h.digest());
+  const m = Buffer.byteLength(method, "latin1");
+  const u = Buffer.byteLength(url, "latin1");
+  // label || u64 len(method) || method || u64 len(url) || url || u64 len(body), then the body.
+  const head = Buffer.allocUnsafe(DIGEST_LABEL.length + 24 + m + u);
+  head.set(DIGEST_LABEL);
+  let o = head.writeBigUInt64BE(BigInt(m), DIGEST_LABEL.length);
+  o += head.write(method, o, "latin1");
+  o = head.writeBigUInt64BE(BigInt(u), o);
+  o += head.write(url, o, "latin1");
+  head.writeBigUInt64BE(BigInt(body.length), o);
+  return new Uint8Array(createHash("sha256").update(head).update(body).digest());
+}
+
+/** The canonical credentials (what Veil's and privacypass-ts's clients send): parsed without the general parser. */
+const CANONICAL_AUTHORIZATION = /^PrivateToken token="?([A-Za-z0-9_-]+={0,2})"?$/;
+
+/**
+ * The token bytes of `Authorization: PrivateToken token=...`. The canonical form is decoded with
+ * node's base64url decoder after the same checks core/bytes.ts fromBase64Url makes; anything
+ * else goes through the general RFC 9110 parser of core/privacypass (unknown parameters etc.).
+ */
+export function tokenFromAuthorization(value: string): Uint8Array | undefined {
+  const m = CANONICAL_AUTHORIZATION.exec(value);
+  if (m !== null && value.endsWith('"') === value.startsWith('PrivateToken token="')) {
+    const b64 = m[1]!;
+    if (b64.length % 4 === 1 || (b64.includes("=") && b64.length % 4 !== 0)) return undefined;
+    return new Uint8Array(Buffer.from(b64, "base64url"));
+  }
+  return parseAuthorization(value);
 }
 
 export class TokenGate implements Gate {
@@ -197,7 +221,7 @@ export class TokenGate implements Gate {
     const privateTokens = values.filter((v) => /^\s*privatetoken(\s|$)/i.test(v));
     if (privateTokens.length === 0) throw new ProtocolError("PP_ERR_TOKEN_MISSING");
     if (privateTokens.length > 1) throw new ProtocolError("PP_ERR_TOKEN_MALFORMED", "more than one PrivateToken credential");
-    const raw = parseAuthorization(privateTokens[0]);
+    const raw = tokenFromAuthorization(privateTokens[0]!);
     if (raw === undefined) throw new ProtocolError("PP_ERR_TOKEN_MALFORMED", "Authorization: no usable PrivateToken token parameter");
     // 3. exact-length copy, token type, strict decoding
     const bytes = exactCopy(raw);

@@ -161,6 +161,11 @@ export function parseDirectory(body: Uint8Array): ParsedKey[] {
   return out;
 }
 
+/** Hex of a key id (node's native encoder: this is on every upload's path). */
+function hexOf(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+}
+
 /** One trusted issuer's directory, cached. */
 export class IssuerDirectory {
   readonly source: IssuerSource;
@@ -170,6 +175,8 @@ export class IssuerDirectory {
   readonly #voprfKeys: () => readonly VerificationKey[];
   readonly #onEvent: NonNullable<IssuerDirectoryDeps["onEvent"]>;
   #keys: DirectoryKey[] = [];
+  /** The same keys by hex token key id (the hot path: one lookup per upload). */
+  #byId = new Map<string, DirectoryKey>();
   /** First time each key id (hex) was seen, for keys without not-before. */
   readonly #firstSeenMs = new Map<string, number>();
   #etag: string | undefined;
@@ -205,6 +212,14 @@ export class IssuerDirectory {
     const out = this.#keys.filter((k) => k.notBeforeMs <= nowMs && nowMs < k.expiresAtMs);
     for (const k of out) if (k.verification === undefined && k.tokenType === TOKEN_TYPE.VOPRF_P384) k.verification = this.#voprfKey(k.tokenKeyId);
     return out;
+  }
+
+  /** The key with this full token key id (hex), if it is accepted at `nowMs`. */
+  keyById(hexId: string, nowMs = this.#now()): DirectoryKey | undefined {
+    const k = this.#byId.get(hexId);
+    if (k === undefined || k.notBeforeMs > nowMs || nowMs >= k.expiresAtMs) return undefined;
+    if (k.verification === undefined && k.tokenType === TOKEN_TYPE.VOPRF_P384) k.verification = this.#voprfKey(k.tokenKeyId);
+    return k;
   }
 
   #voprfKey(id: Uint8Array): VerificationKey | undefined {
@@ -250,6 +265,7 @@ export class IssuerDirectory {
         this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, this.#o);
       } else if (res.status === 200) {
         this.#keys = this.#importKeys(parseDirectory(res.body), now);
+        this.#byId = new Map(this.#keys.map((k) => [hexOf(k.tokenKeyId), k]));
         this.#etag = res.headers.get("etag") ?? undefined;
         this.#fetched = true;
         this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, this.#o);
@@ -359,12 +375,11 @@ export class TokenKeyDirectory {
 
   #lookup(tokenType: number, keyId: Uint8Array): DirectoryKey | undefined {
     const now = this.#now();
-    const hex = toHex(keyId);
+    const hex = hexOf(keyId);
     for (const d of this.issuers) {
       void d.refreshIfStale();
-      for (const k of d.validKeys(now)) {
-        if (k.tokenType === tokenType && toHex(k.tokenKeyId) === hex) return k;
-      }
+      const k = d.keyById(hex, now);
+      if (k !== undefined && k.tokenType === tokenType) return k;
     }
     return undefined;
   }

@@ -3,8 +3,12 @@
 // rather than forgetting a spent nonce. Semantics: ./types.ts.
 
 import { ProtocolError } from "../../core/errors.js";
-import { toHex } from "../../core/bytes.js";
 import { MIN_ENTRY_TTL_MS, NONCE_STORE_DEFAULTS, type NonceStore, type NonceStoreOptions, type ReserveOutcome } from "./types.js";
+
+/** Node's native hex encoder (this store is Node-only; it is on every upload's path). */
+function hexOf(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+}
 
 interface Entry {
   digest: string;
@@ -61,8 +65,8 @@ export class MemoryNonceStore implements NonceStore {
     this.#check();
     const now = this.#now();
     if (now >= this.#nextPurgeAtMs) this.#purge(now);
-    const key = toHex(nonce);
-    const d = toHex(digest);
+    const key = hexOf(nonce);
+    const d = hexOf(digest);
     const e = this.#live(key, now);
     if (e !== undefined) {
       if (e.digest !== d) return "spent";
@@ -82,15 +86,15 @@ export class MemoryNonceStore implements NonceStore {
 
   async commit(nonce: Uint8Array, digest: Uint8Array): Promise<void> {
     this.#check();
-    const e = this.#live(toHex(nonce), this.#now());
-    if (e !== undefined && e.digest === toHex(digest)) e.committed = true;
+    const e = this.#live(hexOf(nonce), this.#now());
+    if (e !== undefined && e.digest === hexOf(digest)) e.committed = true;
   }
 
   async release(nonce: Uint8Array, digest: Uint8Array): Promise<void> {
     this.#check();
-    const key = toHex(nonce);
+    const key = hexOf(nonce);
     const e = this.#live(key, this.#now());
-    if (e === undefined || e.committed || e.digest !== toHex(digest)) return;
+    if (e === undefined || e.committed || e.digest !== hexOf(digest)) return;
     e.holders--;
     if (e.holders <= 0) this.#entries.delete(key);
   }

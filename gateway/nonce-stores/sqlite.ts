@@ -57,6 +57,7 @@ function isConnectionBroken(e: unknown): boolean {
 interface Statements {
   select: Database.Statement<[Uint8Array], Row>;
   insert: Database.Statement<[Uint8Array, Uint8Array, number]>;
+  insertIfAbsent: Database.Statement<[Uint8Array, Uint8Array, number]>;
   addHolder: Database.Statement<[Uint8Array]>;
   commit: Database.Statement<[Uint8Array, Uint8Array]>;
   release: Database.Statement<[Uint8Array, Uint8Array]>;
@@ -122,6 +123,9 @@ export class SqliteNonceStore implements NonceStore {
         insert: d.prepare<[Uint8Array, Uint8Array, number]>(
           "INSERT OR REPLACE INTO veil_nonces (nonce, digest, committed, holders, expires_at) VALUES (?, ?, 0, 1, ?)",
         ),
+        insertIfAbsent: d.prepare<[Uint8Array, Uint8Array, number]>(
+          "INSERT INTO veil_nonces (nonce, digest, committed, holders, expires_at) VALUES (?, ?, 0, 1, ?) ON CONFLICT (nonce) DO NOTHING",
+        ),
         addHolder: d.prepare<[Uint8Array]>("UPDATE veil_nonces SET holders = holders + 1 WHERE nonce = ? AND committed = 0"),
         commit: d.prepare<[Uint8Array, Uint8Array]>("UPDATE veil_nonces SET committed = 1 WHERE nonce = ? AND digest = ?"),
         release: d.prepare<[Uint8Array, Uint8Array]>(
@@ -146,7 +150,16 @@ export class SqliteNonceStore implements NonceStore {
         return "new";
       });
       this.#db = db;
-      this.#st = { ...st, reserve: (n, g, e, now) => reserveTx.immediate(n, g, e, now) };
+      this.#st = {
+        ...st,
+        reserve: (n, g, e, now) => {
+          // Fast path, the common case (a fresh token): one autocommit INSERT, itself atomic. When
+          // the nonce is there already (a retry, a double spend, an expired entry), the full
+          // check-then-write transaction decides.
+          if (st.insertIfAbsent.run(n, g, Math.max(e, now + MIN_ENTRY_TTL_MS)).changes === 1) return "new";
+          return reserveTx.immediate(n, g, e, now);
+        },
+      };
       return this.#st;
     } catch (e) {
       try {

@@ -1,0 +1,272 @@
+// `npm run bench -- tokens-gateway [--requests N] [--concurrency C] [--rounds R] [--store sqlite|memory|redis|all]`
+//
+// CPU time per TOKENED upload of the Veil gateway (decapsulate, decode, policy, token gate: parse,
+// key lookup, challenge digest, RSA-PSS verify, nonce reservation and commit in the store; forward,
+// encapsulate, log, metrics) against its peer: the bare fastify + undici pass-through proxy of
+// bench/gateway.ts forwarding the same DAP-09 upload in the clear (no token, no OHTTP). For
+// reference, the same gateway without tokens, so the gate's own share is visible. Each server runs
+// in its own child process and reports process.cpuUsage(); neither the load generator, the client
+// side (token signing, sealing) nor the upstream is counted. With Redis, the Redis server's own
+// CPU is not counted either (it is another machine in a deployment). Target (issue 4): <= 3x.
+//
+// Also exported as runTokensGateway(args) so bench/tokens.ts can include it.
+
+import { fork, spawn, type ChildProcess } from "node:child_process";
+import { constants, createHash, generateKeyPairSync, randomBytes, sign } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Pool } from "undici";
+import { decodeResponse, encodeRequest, type Field } from "../core/bhttp/index.js";
+import { fromHex, toBase64Url } from "../core/bytes.js";
+import { decodeKeyConfig, encapsulateRequest, type KeyConfig } from "../core/ohttp/index.js";
+import {
+  encodeAuthenticatorInput,
+  encodeToken,
+  encodeTokenChallenge,
+  formatAuthorization,
+  rsaPssSpkiFromRsaSpki,
+  tokenKeyId,
+} from "../core/privacypass/index.js";
+
+interface Ready {
+  ready: true;
+  port: number;
+  keyConfig?: string;
+}
+
+function arg(args: string[], name: string, dflt: number): number {
+  const i = args.indexOf(`--${name}`);
+  const v = i >= 0 ? Number(args[i + 1]) : dflt;
+  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name}: expected a positive integer`);
+  return v;
+}
+
+function startChild(script: string, argv: string[]): Promise<{ child: ChildProcess; ready: Ready }> {
+  const child = fork(fileURLToPath(new URL(script, import.meta.url)), argv, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  return new Promise((resolve, reject) => {
+    child.once("message", (m) => resolve({ child, ready: m as Ready }));
+    child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)));
+  });
+}
+
+function cpuOf(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    child.once("message", (m) => {
+      const c = (m as { cpu: NodeJS.CpuUsage }).cpu;
+      resolve(c.user + c.system);
+    });
+    child.send("cpu");
+  });
+}
+
+interface Req {
+  method: "POST" | "PUT";
+  path: string;
+  headers: Record<string, string>;
+  body: Uint8Array;
+}
+
+async function drive(pool: Pool, concurrency: number, make: () => Req, n: number, check?: (i: number, body: Uint8Array) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < n) {
+      const i = next++;
+      const r = make();
+      const res = await pool.request({ method: r.method, path: r.path, headers: r.headers, body: Buffer.from(r.body) });
+      const body = new Uint8Array(await res.body.arrayBuffer());
+      if (res.statusCode >= 300) throw new Error(`request ${i}: status ${res.statusCode}`);
+      if (check !== undefined) await check(i, body);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+async function listen(server: Server): Promise<string> {
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+async function startRedisServer(): Promise<{ url: string; stop(): Promise<void> }> {
+  const probe = createServer();
+  const port = Number(new URL(await listen(probe)).port);
+  await new Promise((r) => probe.close(r));
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  await new Promise((r) => setTimeout(r, 300));
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop: async () => {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** One store's measurement: µs CPU per upload of the tokened gateway, the plain gateway and the peer. */
+async function measure(
+  store: string,
+  o: { requests: number; concurrency: number; rounds: number; upstreamUrl: string; directoryUrl: string; mint: () => string },
+): Promise<{ tokened: number; plain: number; peer: number; wallTokened: number }> {
+  const tk = await startChild("./tokens-gateway-child.js", [o.upstreamUrl, o.directoryUrl, store]);
+  const gw = await startChild("./gateway-child.js", ["gateway", o.upstreamUrl]);
+  const px = await startChild("./gateway-child.js", ["proxy", o.upstreamUrl]);
+  const pools = [tk, gw, px].map((c) => new Pool(`http://127.0.0.1:${c.ready.port}`, { connections: o.concurrency }));
+  const [tkPool, gwPool, pxPool] = pools as [Pool, Pool, Pool];
+  const tkConfig: KeyConfig = decodeKeyConfig(fromHex(tk.ready.keyConfig!));
+  const gwConfig: KeyConfig = decodeKeyConfig(fromHex(gw.ready.keyConfig!));
+
+  // A DAP-09 Prio3Count report is 230 bytes; its content does not matter to the gateway.
+  const taskId = toBase64Url(new Uint8Array(randomBytes(32)), false);
+  const report = new Uint8Array(randomBytes(230));
+  const path = `/tasks/${taskId}/reports`;
+  const warm = Math.min(o.requests, 500);
+  const total = o.requests * o.rounds + warm;
+
+  // Client side, not measured: one fresh token and one sealed request per upload.
+  process.stdout.write(`  [${store}] minting and sealing ${total} tokened and ${total} plain requests...\n`);
+  const seal = async (config: KeyConfig, headers: Field[]) => {
+    const inner = encodeRequest({ method: "PUT", scheme: "https", authority: "leader.example", path, headers, body: report, trailers: [] });
+    const { encapsulated, response } = await encapsulateRequest(config, inner);
+    return { body: encapsulated, open: (b: Uint8Array) => response.decapsulateResponse(b) };
+  };
+  const tokened: Awaited<ReturnType<typeof seal>>[] = [];
+  const plain: Awaited<ReturnType<typeof seal>>[] = [];
+  for (let i = 0; i < total; i++) {
+    tokened.push(await seal(tkConfig, [["content-type", "application/dap-report"], ["authorization", o.mint()]]));
+    plain.push(await seal(gwConfig, [["content-type", "application/dap-report"]]));
+  }
+  let tkCursor = 0;
+  let gwCursor = 0;
+  const tkReq = (): Req => ({ method: "POST", path: "/gateway", headers: { "content-type": "message/ohttp-req" }, body: tokened[tkCursor++]!.body });
+  const gwReq = (): Req => ({ method: "POST", path: "/gateway", headers: { "content-type": "message/ohttp-req" }, body: plain[gwCursor++]!.body });
+  const pxReq = (): Req => ({ method: "PUT", path, headers: { "content-type": "application/dap-report" }, body: report });
+  let tkBase = 0;
+  // Every 50th tokened answer is opened: the token must have been accepted (the upstream's 201).
+  const tkCheck = async (i: number, body: Uint8Array): Promise<void> => {
+    if (i % 50 !== 0) return;
+    const res = decodeResponse(await tokened[tkBase + i]!.open(body));
+    if (res.status !== 201) throw new Error(`tokened gateway answered ${res.status} inside`);
+  };
+
+  tkBase = tkCursor;
+  await drive(tkPool, o.concurrency, tkReq, warm, tkCheck);
+  await drive(gwPool, o.concurrency, gwReq, warm);
+  await drive(pxPool, o.concurrency, pxReq, warm);
+
+  let tkCpu = 0;
+  let gwCpu = 0;
+  let pxCpu = 0;
+  let tkWall = 0;
+  for (let r = 0; r < o.rounds; r++) {
+    let c0 = await cpuOf(tk.child);
+    const t0 = performance.now();
+    tkBase = tkCursor;
+    await drive(tkPool, o.concurrency, tkReq, o.requests, tkCheck);
+    tkWall += performance.now() - t0;
+    tkCpu += (await cpuOf(tk.child)) - c0;
+    c0 = await cpuOf(gw.child);
+    await drive(gwPool, o.concurrency, gwReq, o.requests);
+    gwCpu += (await cpuOf(gw.child)) - c0;
+    c0 = await cpuOf(px.child);
+    await drive(pxPool, o.concurrency, pxReq, o.requests);
+    pxCpu += (await cpuOf(px.child)) - c0;
+  }
+  for (const p of pools) await p.close();
+  const exited = (c: ChildProcess) => new Promise((r) => c.once("exit", r));
+  for (const c of [tk, gw, px]) c.child.send("stop");
+  await Promise.all([exited(tk.child), exited(gw.child), exited(px.child)]);
+  const n = o.requests * o.rounds;
+  return { tokened: tkCpu / n, plain: gwCpu / n, peer: pxCpu / n, wallTokened: (n / tkWall) * 1000 };
+}
+
+export async function runTokensGateway(args: string[]): Promise<void> {
+  const requests = arg(args, "requests", 2000);
+  const concurrency = arg(args, "concurrency", 16);
+  const rounds = arg(args, "rounds", 3);
+  const s = args.indexOf("--store");
+  const which = s >= 0 ? args[s + 1] : "sqlite";
+  const kinds = which === "all" ? ["memory", "sqlite", "redis"] : [which ?? "sqlite"];
+  for (const k of kinds) if (k !== "memory" && k !== "sqlite" && k !== "redis") throw new Error("--store: memory, sqlite, redis or all");
+
+  // The upstream: a stand-in DAP leader that accepts every upload (its CPU is not measured).
+  const upstream = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(201, { "content-length": "0" });
+      res.end();
+    });
+  });
+  upstream.keepAliveTimeout = 60_000;
+  const upstreamUrl = await listen(upstream);
+
+  // The issuer: a type 2 key and its directory. Tokens are minted by signing directly (a finalized
+  // blind signature is exactly an RSASSA-PSS signature over AuthenticatorInput, RFC 9578 §6.4).
+  const { publicKey, privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const tokenKey = rsaPssSpkiFromRsaSpki(new Uint8Array(publicKey.export({ format: "der", type: "spki" })));
+  const keyId = tokenKeyId(tokenKey);
+  const directoryBody = JSON.stringify({
+    "issuer-request-uri": "/token-request",
+    "token-keys": [{ "token-type": 2, "token-key": toBase64Url(tokenKey), "not-before": Math.floor(Date.now() / 1000) - 60 }],
+  });
+  const directory = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "application/private-token-issuer-directory", "cache-control": "max-age=3600" });
+    res.end(directoryBody);
+  });
+  const directoryUrl = (await listen(directory)) + "/.well-known/private-token-issuer-directory";
+  const challengeDigest = new Uint8Array(
+    createHash("sha256")
+      .update(encodeTokenChallenge({ tokenType: 2, issuerName: "issuer.example", redemptionContext: new Uint8Array(0), originInfo: ["leader.example"] }))
+      .digest(),
+  );
+  const mint = (): string => {
+    const fields = { tokenType: 2, nonce: new Uint8Array(randomBytes(32)), challengeDigest, tokenKeyId: keyId };
+    const input = encodeAuthenticatorInput(fields);
+    const authenticator = new Uint8Array(sign("sha384", input, { key: privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 }));
+    return formatAuthorization(encodeToken({ ...fields, authenticator }));
+  };
+
+  const dir = mkdtempSync(join(tmpdir(), "veil-bench-tokens-"));
+  const lines: string[] = [];
+  try {
+    for (const kind of kinds) {
+      let store: string;
+      let redis: Awaited<ReturnType<typeof startRedisServer>> | undefined;
+      if (kind === "redis") {
+        redis = await startRedisServer();
+        store = redis.url;
+      } else store = kind === "memory" ? "memory" : `sqlite:${join(dir, "nonces.db")}`;
+      try {
+        const m = await measure(store, { requests, concurrency, rounds, upstreamUrl, directoryUrl, mint });
+        lines.push(
+          `  store ${kind.padEnd(6)}: tokened gateway ${m.tokened.toFixed(1)} µs CPU/upload (${m.wallTokened.toFixed(0)} req/s); ` +
+            `gateway without tokens ${m.plain.toFixed(1)}; gate share ${(m.tokened - m.plain).toFixed(1)} µs; ` +
+            `peer (bare fastify + undici proxy) ${m.peer.toFixed(1)}`,
+          `    ratio tokened gateway / peer: ${(m.tokened / m.peer).toFixed(2)}x (target <= 3x; a straightforward build measured 20.5x)`,
+        );
+      } finally {
+        await redis?.stop();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    upstream.closeAllConnections();
+    await new Promise((r) => upstream.close(r));
+    directory.closeAllConnections();
+    await new Promise((r) => directory.close(r));
+  }
+  process.stdout.write(
+    [
+      `tokens-gateway bench: ${requests * rounds} uploads per server (${rounds} rounds of ${requests}, concurrency ${concurrency}), 230-byte report, type 2 tokens`,
+      ...lines,
+      "",
+    ].join("\n"),
+  );
+}
+
+export async function run(args: string[]): Promise<void> {
+  await runTokensGateway(args);
+}

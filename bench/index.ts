@@ -4,6 +4,7 @@ type Bench = { run(args: string[]): Promise<void> };
 
 const BENCHES: Record<string, () => Promise<Bench>> = {
   // name: () => import("./name.js"),
+  client: () => import("./client.js"),
   gateway: () => import("./gateway.js"),
   ohttp: () => import("./ohttp.js"),
   relay: () => import("./relay.js"),

@@ -5,6 +5,7 @@
 import { Command } from "commander";
 import type { Registry } from "prom-client";
 import { isProtocolError } from "../core/errors.js";
+import { parseWorkers, serveWithWorkers } from "../server/cluster.js";
 import { redactConfig } from "../server/config.js";
 import { runServer, type RunningServer } from "../server/lifecycle.js";
 import { createLogger, safeError, type Logger } from "../server/logging.js";
@@ -69,14 +70,21 @@ export function gatewayCommand(): Command {
     .description("run the Oblivious HTTP gateway in front of the DAP aggregators")
     .option("--config <file>", "JSON configuration file (VEIL_GATEWAY_* environment variables override it)")
     .option("--print-config", "print the effective configuration (secrets redacted) and exit")
-    .action(async (o: { config?: string; printConfig?: boolean }) => {
+    .option("--workers <n>", "processes sharing the port, the key file and the nonce store (node:cluster)", parseWorkers, 1)
+    .action(async (o: { config?: string; printConfig?: boolean; workers: number }) => {
       try {
         const config = loadGatewayConfig(o.config);
         if (o.printConfig === true) {
           process.stdout.write(JSON.stringify(redactConfig(GATEWAY_SCHEMA, config), null, 2) + "\n");
           return;
         }
-        await startGateway(config);
+        await serveWithWorkers({
+          name: "gateway",
+          workers: o.workers,
+          shutdownGraceMs: config.limits.shutdownGraceMs,
+          log: createLogger("gateway", { level: config.logLevel }),
+          start: () => startGateway(config),
+        });
       } catch (e) {
         if (!isProtocolError(e)) throw e;
         process.stderr.write(`veil gateway: ${e.message}\n`);

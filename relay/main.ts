@@ -4,6 +4,7 @@
 import { Command } from "commander";
 import type { FastifyInstance } from "fastify";
 import { isProtocolError } from "../core/errors.js";
+import { parseWorkers, serveWithWorkers } from "../server/cluster.js";
 import { redactConfig } from "../server/config.js";
 import { runServer, type RunningServer } from "../server/lifecycle.js";
 import { createLogger, safeError, type Logger } from "../server/logging.js";
@@ -36,14 +37,21 @@ export function relayCommand(): Command {
     .description("run the Oblivious HTTP relay (RFC 9458) in front of one or more gateways")
     .option("--config <file>", "JSON configuration file (VEIL_RELAY_* environment variables override it)")
     .option("--print-config", "print the effective configuration (secrets redacted) and exit")
-    .action(async (o: { config?: string; printConfig?: boolean }) => {
+    .option("--workers <n>", "processes sharing the port (node:cluster); the relay keeps no shared state but its rate limits", parseWorkers, 1)
+    .action(async (o: { config?: string; printConfig?: boolean; workers: number }) => {
       try {
         const config = loadRelayConfig(o.config);
         if (o.printConfig === true) {
           process.stdout.write(JSON.stringify(redactConfig(RELAY_SCHEMA, config), null, 2) + "\n");
           return;
         }
-        await startRelay(config);
+        await serveWithWorkers({
+          name: "relay",
+          workers: o.workers,
+          shutdownGraceMs: config.limits.shutdownGraceMs,
+          log: createLogger("relay", { level: config.logLevel }),
+          start: () => startRelay(config),
+        });
       } catch (e) {
         // Configuration errors are ours and safe to print; anything else only by name and code.
         process.stderr.write(`veil relay: ${isProtocolError(e) ? e.message : JSON.stringify(safeError(e))}\n`);

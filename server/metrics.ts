@@ -9,8 +9,16 @@ export interface HttpMetrics {
   duration: Histogram<"route">;
 }
 
+/** Where createMetrics gets its registries: server/cluster.ts swaps this in worker processes so
+ *  that /metrics answers with the sum over all workers (prom-client AggregatorRegistry). */
+let makeRegistry: (component: string) => Registry = () => new Registry();
+
+export function setRegistryFactory(factory: (component: string) => Registry): void {
+  makeRegistry = factory;
+}
+
 export function createMetrics(component: string, options: { defaultMetrics?: boolean } = {}): HttpMetrics {
-  const registry = new Registry();
+  const registry = makeRegistry(component);
   registry.setDefaultLabels({ component });
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: "veil_" });
   return {

@@ -166,6 +166,13 @@ export interface DapAggregatorOptions {
   uploadStatus?: number;
   /** Keeps at most this many `received` entries (default 10,000). */
   maxRecorded?: number;
+  /**
+   * Keep every accepted report in `reports` (default true, for tests). The demo (`npm start`)
+   * turns it off and aggregates through `onAccepted` instead, so memory does not grow per report.
+   */
+  keepReports?: boolean;
+  /** Called with each newly accepted report, after it was stored and before the answer is sent. */
+  onAccepted?: (report: AcceptedReport) => void;
 }
 
 export interface DapAggregator {
@@ -471,17 +478,21 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
     }
     seen.add(replayKey);
     // 10. Store and answer 201 Created.
-    let list = reports.get(taskIdText);
-    if (list === undefined) reports.set(taskIdText, (list = []));
-    list.push({
+    const accepted: AcceptedReport = {
       taskId: taskIdText,
       reportId,
       time: Number(report.time),
       publicShare: report.publicShare.slice(),
       leaderShare: leaderShare.slice(),
       helperShare: helperShare?.slice(),
-    });
+    };
+    if (opts.keepReports !== false) {
+      let list = reports.get(taskIdText);
+      if (list === undefined) reports.set(taskIdText, (list = []));
+      list.push(accepted);
+    }
     counts.accepted++;
+    opts.onAccepted?.(accepted);
     send(res, opts.uploadStatus ?? 201, {});
   }
 

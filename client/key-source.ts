@@ -158,6 +158,7 @@ export class KeySource {
         headers: { accept: MEDIA_TYPES.keys },
         cache,
         redirect: "error",
+        credentials: "omit",
         signal: AbortSignal.timeout(this.#opts.timeoutMs),
       });
     } catch (e) {

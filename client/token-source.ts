@@ -167,8 +167,9 @@ function originMatches(originInfo: readonly string[], url: URL): boolean {
 
 export function createTokenSource(options: TokenSourceOptions): TokenSource {
   const issuer = secureUrl("issuer", options.issuer);
-  if (typeof options.credential !== "string" || options.credential.length === 0 || /[\s\x00-\x1f\x7f]/.test(options.credential)) {
-    throw invalid("credential", "must be a non-empty string without whitespace or control characters");
+  // A header value: visible ASCII only (no whitespace or control characters that could split it).
+  if (typeof options.credential !== "string" || !/^[\x21-\x7e]+$/.test(options.credential)) {
+    throw invalid("credential", "must be a non-empty string of visible ASCII characters");
   }
   const credential = new Secret(options.credential);
   const batch = positiveInt("batch", options.batch, TOKEN_SOURCE_DEFAULTS.batch, 1000);
@@ -245,6 +246,8 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
         },
         body: new Uint8Array(pending.request),
         redirect: "error",
+        // No cookies: the credential is the only thing that identifies the client to the issuer.
+        credentials: "omit",
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (e) {

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import Fastify, { type FastifyInstance, type RawServerDefault } from "fastify";
+import Fastify, { LogController, type FastifyInstance, type RawServerDefault } from "fastify";
 import { ProtocolError } from "../core/errors.js";
 import type { HttpLimits, ListenConfig } from "./config.js";
 import { logRequest, safeError, type Logger } from "./logging.js";
@@ -67,7 +67,7 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: options.log,
     // Fastify's request log records client addresses: we write our own line instead.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: limits.maxRequestBytes,
     return503OnClosing: true,
     forceCloseConnections: "idle",

@@ -196,6 +196,7 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
           method: "GET",
           headers: { accept: MEDIA_TYPES.issuerDirectory },
           redirect: "error",
+          credentials: "omit",
           signal: AbortSignal.timeout(timeoutMs),
         });
       } catch (e) {

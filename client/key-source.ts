@@ -144,7 +144,10 @@ export class KeySource {
       // The same bytes for everyone (RFC 9458 §7): a copy that differs means this client may be
       // seeing a key nobody else sees.
       if (!equalBytes(relayCopy.bytes, loaded.bytes)) {
-        throw new ProtocolError("CLIENT_ERR_KEYS_INCONSISTENT", "the relay's copy of the gateway's key configurations differs from the gateway's");
+        throw new ProtocolError(
+          "CLIENT_ERR_KEYS_INCONSISTENT",
+          "the relay's copy of the gateway's key configurations differs from the gateway's (right after a key rotation the relay may still hold the old copy: retry later)",
+        );
       }
     }
     return loaded;

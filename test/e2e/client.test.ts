@@ -7,6 +7,8 @@ import { createObliviousFetch, createTokenSource, type ObliviousFetch, type Toke
 import { createDapTask, uploadUrl, type DapMeasurement, type VdafName } from "../../client/dap.js";
 import { createDapHpkeKey } from "../../demo/dap-aggregator.js";
 import { ProtocolError } from "../../core/errors.js";
+import { writeKeyFile } from "../../gateway/key-file.js";
+import { makeKeyData } from "../helpers/gateway-fixture.js";
 import { HELPER, LEADER, STACK_CREDENTIAL, startVeilStack, type VeilStack } from "../helpers/veil-stack.js";
 
 let stack: VeilStack;
@@ -108,6 +110,25 @@ describe("end to end: client -> relay -> gateway (tokens required) -> DAP-09 lea
     expect(all.length).toBeGreaterThan(0);
     expect(all).not.toContain(STACK_CREDENTIAL);
     expect(all).not.toContain("PrivateToken token=");
+  });
+
+  it("(last: it leaves the relay's cached keys stale) after the gateway drops its key, refetches the key configuration once (ohttp-key problem through the relay) and lands", async () => {
+    const tokens = createTokenSource({ issuer: stack.issuerUrl, credential: STACK_CREDENTIAL, batch: 2, refillJitterMs: 0 });
+    sources.push(tokens);
+    // No relay check here: the relay caches the old keys for their max-age after a rotation.
+    const f = createObliviousFetch({ relay: stack.relayUrl, keys: stack.keysUrl, tokens });
+    const task = stack.tasks.count;
+    const dap = createDapTask({ vdaf: "count", taskId: task.idBase64Url, leader: LEADER, helper: HELPER, timePrecisionSec: 3600, fetch: f });
+    await f.prepare(uploadUrl(LEADER, task.idBase64Url));
+    expect((await f.keys()).config.keyId).toBe(1);
+    writeKeyFile(stack.keyFile, (await makeKeyData([{ keyId: 2 }])).data);
+    await stack.gateway.reloadKeys();
+    const before = stack.leader.acceptedCount();
+    await dap.sendMeasurement(true);
+    expect(stack.leader.acceptedCount()).toBe(before + 1);
+    // The two concurrent HPKE-config GETs are both refused; the keys are refetched for them once.
+    expect(f.stats().keyRefreshes).toBeGreaterThanOrEqual(1);
+    expect((await f.keys()).config.keyId).toBe(2);
   });
 });
 

@@ -34,6 +34,8 @@ export interface VeilStack {
   /** The gateway's own key configurations. */
   keysUrl: string;
   issuerUrl: string;
+  /** The gateway's key file (rewrite it, then `gateway.reloadKeys()`, to rotate). */
+  keyFile: string;
   /** Every log line of the three servers. */
   lines: string[];
   stop(): Promise<void>;
@@ -100,6 +102,7 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
     relayUrl: `${relay.url}/leader-gateway`,
     keysUrl: `${gateway.url}/ohttp-keys`,
     issuerUrl: issuer.url,
+    keyFile,
     lines,
     async stop() {
       await relay.stop();

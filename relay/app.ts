@@ -15,9 +15,7 @@ import { readFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { Server as TlsServer } from "node:tls";
 import type { FastifyInstance } from "fastify";
-import { Redis } from "ioredis";
 import { Counter, Gauge } from "prom-client";
-import { Pool } from "undici";
 import { ProtocolError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
 import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
@@ -26,7 +24,7 @@ import { createMetrics, type HttpMetrics } from "../server/metrics.js";
 import type { RelayConfig, RouteConfig } from "./config.js";
 import { Forwarder, Recorder, REQUEST_MEDIA_TYPE, type RelayRoute } from "./forward.js";
 import { Front } from "./front.js";
-import { KeyCache } from "./key-cache.js";
+import { KeyCache, fetchKeys } from "./key-cache.js";
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit.js";
 import { registerForwardRoute } from "./routes/forward.js";
 import { registerKeysRoute } from "./routes/keys.js";
@@ -79,17 +77,19 @@ function createLimiter(config: RelayConfig, deps: RelayDeps, onStoreError: (e: u
     keySecret = (deps.randomBytes ?? nodeRandomBytes)(32);
     deps.log.warn("rateLimit.keySecret is not set: a random per-process secret is used, so replicas sharing this Redis count each client separately");
   }
-  const redis = new Redis(rl.store, {
-    // Fail fast instead of queueing while Redis is away (the limiter then lets requests through).
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: 500,
-    connectTimeout: 2000,
-    // The URL may carry a password: ioredis errors can quote options, so only codes are logged.
-    lazyConnect: false,
-  });
-  redis.on("error", () => {
-    // Reported per failed command (onStoreError); connection errors alone are retried by ioredis.
+  // ioredis is loaded only when configured: it is a tenth of the relay's memory otherwise.
+  const redis = import("ioredis").then(({ Redis }) => {
+    const client = new Redis(rl.store, {
+      // Fail fast instead of queueing while Redis is away (the limiter then lets requests through).
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      commandTimeout: 500,
+      connectTimeout: 2000,
+    });
+    client.on("error", () => {
+      // Reported per failed command (onStoreError); ioredis reconnects by itself.
+    });
+    return client;
   });
   return new RedisRateLimiter({ ...window, redis, prefix: rl.redisPrefix, keySecret, onError: onStoreError });
 }
@@ -134,7 +134,6 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   });
 
   const routes: RelayRoute[] = [];
-  const keyPools: Pool[] = [];
   config.routes.forEach((r, i) => {
     const at = `routes[${i}]`;
     const tls = tlsMaterial(r, at);
@@ -154,23 +153,18 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
     let keys: KeyCache | undefined;
     if (r.keys !== undefined) {
       const url = new URL(r.keys);
-      const pool = new Pool(url.origin, {
-        connections: 2,
-        connect: { ...tls, rejectUnauthorized: true, timeout: timeouts.connectMs },
-        connectTimeout: timeouts.connectMs,
-        headersTimeout: timeouts.keysFetchMs,
-        bodyTimeout: timeouts.keysFetchMs,
-        keepAliveTimeout: timeouts.keepAliveMs,
-        maxResponseSize: limits.maxKeysBytes,
-      });
-      keyPools.push(pool);
+      const headers = authHeader === undefined ? undefined : { [authHeader.name]: authHeader.value.reveal() };
       keys = new KeyCache({
-        url,
-        dispatcher: pool,
-        ...(authHeader === undefined ? {} : { headers: { [authHeader.name]: authHeader.value.reveal() } }),
+        fetch: () =>
+          fetchKeys({
+            url,
+            ...(headers === undefined ? {} : { headers }),
+            ...(Object.keys(tls).length === 0 ? {} : { tls }),
+            connectMs: timeouts.connectMs,
+            timeoutMs: timeouts.keysFetchMs,
+            maxBytes: limits.maxKeysBytes,
+          }),
         config: config.keyCache,
-        fetchTimeoutMs: timeouts.keysFetchMs,
-        maxBytes: limits.maxKeysBytes,
         ...(deps.now === undefined ? {} : { now: deps.now }),
         onError: (e) => {
           keyFetchFailures.inc({ route: r.path });
@@ -242,7 +236,6 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   app.addHook("onClose", async () => {
     front?.stop();
     for (const r of routes) r.upstream.close();
-    await Promise.allSettled(keyPools.map((p) => p.close()));
     await limiter?.close();
   });
   return app;

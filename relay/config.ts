@@ -226,6 +226,15 @@ function invalid(message: string): never {
   throw new ProtocolError("CFG_ERR_INVALID", message);
 }
 
+/** The pattern lets through strings such as "http://[" that are no URL (found by fuzzing). */
+function parseUrl(value: string, at: string): URL {
+  try {
+    return new URL(value);
+  } catch {
+    return invalid(`${at}: not a valid URL`);
+  }
+}
+
 /** Checks what the schema cannot: cross-field rules. */
 function checkRelayConfig(c: RelayConfig): RelayConfig {
   const seen = new Set<string>();
@@ -235,12 +244,12 @@ function checkRelayConfig(c: RelayConfig): RelayConfig {
     if (RESERVED_PATHS.includes(r.path)) invalid(`${at}.path: ${r.path} is reserved`);
     if (r.path.endsWith("/ohttp-keys")) invalid(`${at}.path: must not end in /ohttp-keys (the keys live at <path>/ohttp-keys)`);
     seen.add(r.path);
-    const gateway = new URL(r.gateway);
+    const gateway = parseUrl(r.gateway, `${at}.gateway`);
     const tls = r.ca !== undefined || r.clientCert !== undefined || r.clientKey !== undefined;
     if (tls && gateway.protocol !== "https:") invalid(`${at}: ca, clientCert and clientKey need an https:// gateway`);
     if ((r.clientCert === undefined) !== (r.clientKey === undefined)) invalid(`${at}: clientCert and clientKey go together`);
     if (gateway.username !== "" || gateway.password !== "") invalid(`${at}.gateway: no credentials in the URL (use authHeader)`);
-    if (r.keys !== undefined) new URL(r.keys);
+    if (r.keys !== undefined) parseUrl(r.keys, `${at}.keys`);
     if (r.authHeader !== undefined && (r.authHeader.name === undefined || r.authHeader.value === undefined)) {
       invalid(`${at}.authHeader: needs both name and value`);
     }

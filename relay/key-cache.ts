@@ -12,7 +12,8 @@
 // stale-if-error), and the fetch is retried at most every retrySec.
 
 import { createHash } from "node:crypto";
-import type { Dispatcher } from "undici";
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { ProtocolError } from "../core/errors.js";
 import type { KeyCacheConfig } from "./config.js";
 import { isMediaType } from "./http1.js";
@@ -28,15 +29,77 @@ export interface KeySnapshot {
   maxAgeSec: number;
 }
 
-export interface KeyCacheOptions {
-  /** The keys URL (its origin is the dispatcher's). */
+export interface FetchedKeys {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+export interface KeyFetchOptions {
   url: URL;
-  dispatcher: Dispatcher;
   /** Extra request headers: only the operator's own auth header. */
   headers?: Readonly<Record<string, string>>;
-  config: KeyCacheConfig;
-  fetchTimeoutMs: number;
+  /** For an https URL: CA(s) instead of the system store, client certificate (mTLS). */
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  connectMs: number;
+  /** Deadline of the whole fetch. */
+  timeoutMs: number;
   maxBytes: number;
+}
+
+/**
+ * One GET of a gateway's key configurations on a fresh connection (a fetch every few minutes does
+ * not need a pool; node:http keeps the relay free of a second HTTP client library in memory).
+ */
+export function fetchKeys(o: KeyFetchOptions): Promise<FetchedKeys> {
+  return new Promise((resolve, reject) => {
+    const isTls = o.url.protocol === "https:";
+    const send = isTls ? httpsRequest : httpRequest;
+    let settled = false;
+    const fail = (e: ProtocolError): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      req.destroy();
+      reject(e);
+    };
+    const req = send(o.url, {
+      method: "GET",
+      agent: false,
+      headers: { accept: KEYS_MEDIA_TYPE, ...o.headers },
+      ...(isTls ? { ...o.tls, rejectUnauthorized: true } : {}),
+    });
+    const deadline = setTimeout(() => fail(unavailable("the gateway did not answer in time")), o.timeoutMs);
+    req.on("socket", (socket) => {
+      const connectTimer = setTimeout(() => fail(unavailable("no connection to the gateway in time")), o.connectMs);
+      socket.once(isTls ? "secureConnect" : "connect", () => clearTimeout(connectTimer));
+      socket.once("close", () => clearTimeout(connectTimer));
+    });
+    req.on("error", (e) => fail(unavailable("the gateway could not be reached", e)));
+    req.on("response", (res: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      let total = 0;
+      res.on("data", (c: Buffer) => {
+        total += c.length;
+        if (total > o.maxBytes) fail(unavailable("the gateway's key configurations exceed limits.maxKeysBytes"));
+        else chunks.push(c);
+      });
+      res.on("error", (e) => fail(unavailable("reading the gateway's key configurations failed", e)));
+      res.on("end", () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(deadline);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks, total) });
+      });
+    });
+    req.end();
+  });
+}
+
+export interface KeyCacheOptions {
+  /** Fetches the gateway's key configurations (fetchKeys in production). */
+  fetch: () => Promise<FetchedKeys>;
+  config: KeyCacheConfig;
   now?: () => number;
   /** Told about each failed fetch (for the log). */
   onError?: (e: ProtocolError) => void;
@@ -145,44 +208,20 @@ export class KeyCache {
   }
 
   async #fetch(): Promise<Entry> {
-    const { url, dispatcher, fetchTimeoutMs, maxBytes, config } = this.#o;
-    let res: Dispatcher.ResponseData;
-    const signal = AbortSignal.timeout(fetchTimeoutMs);
+    const { config } = this.#o;
+    let res: FetchedKeys;
     try {
-      res = await dispatcher.request({
-        origin: url.origin,
-        path: `${url.pathname}${url.search}`,
-        method: "GET",
-        headers: { accept: KEYS_MEDIA_TYPE, ...this.#o.headers },
-        headersTimeout: fetchTimeoutMs,
-        bodyTimeout: fetchTimeoutMs,
-        signal,
-      });
+      res = await this.#o.fetch();
     } catch (e) {
-      throw unavailable("the gateway could not be reached", e);
+      throw e instanceof ProtocolError ? e : unavailable("the gateway could not be reached", e);
     }
-    try {
-      if (res.statusCode !== 200) throw unavailable(`the gateway answered ${res.statusCode}`);
-      const type = res.headers["content-type"];
-      if (!isMediaType(typeof type === "string" ? type : undefined, KEYS_MEDIA_TYPE)) throw unavailable(`the gateway's answer is not ${KEYS_MEDIA_TYPE}`);
-      const chunks: Buffer[] = [];
-      let total = 0;
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        total += chunk.length;
-        if (total > maxBytes) throw unavailable("the gateway's key configurations exceed limits.maxKeysBytes");
-        chunks.push(chunk);
-      }
-      const body = Buffer.concat(chunks, total);
-      if (!checkKeysFraming(body)) throw unavailable("the gateway's key configurations are malformed");
-      const cc = res.headers["cache-control"];
-      const declared = maxAgeOf(Array.isArray(cc) ? cc.join(",") : cc);
-      const maxAgeSec = Math.min(config.maxMaxAgeSec, Math.max(config.minMaxAgeSec, declared ?? config.defaultMaxAgeSec));
-      const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 32)}"`;
-      return { body, etag, expiresAt: this.#now() + maxAgeSec * 1000 };
-    } catch (e) {
-      res.body.destroy();
-      if (e instanceof ProtocolError) throw e;
-      throw unavailable("reading the gateway's key configurations failed", e);
-    }
+    if (res.status !== 200) throw unavailable(`the gateway answered ${res.status}`);
+    const type = res.headers["content-type"];
+    if (!isMediaType(type, KEYS_MEDIA_TYPE)) throw unavailable(`the gateway's answer is not ${KEYS_MEDIA_TYPE}`);
+    if (!checkKeysFraming(res.body)) throw unavailable("the gateway's key configurations are malformed");
+    const declared = maxAgeOf(res.headers["cache-control"]);
+    const maxAgeSec = Math.min(config.maxMaxAgeSec, Math.max(config.minMaxAgeSec, declared ?? config.defaultMaxAgeSec));
+    const etag = `"${createHash("sha256").update(res.body).digest("base64url").slice(0, 32)}"`;
+    return { body: res.body, etag, expiresAt: this.#now() + maxAgeSec * 1000 };
   }
 }

@@ -118,7 +118,8 @@ export class MemoryRateLimiter implements RateLimiter {
 }
 
 export interface RedisRateLimiterOptions extends WindowOptions {
-  redis: Redis;
+  /** The client (a promise while ioredis is being loaded). */
+  redis: Redis | Promise<Redis>;
   prefix: string;
   /** Secret of the keyed hash of addresses: the same on every replica. */
   keySecret: Uint8Array;
@@ -129,10 +130,19 @@ export interface RedisRateLimiterOptions extends WindowOptions {
 export class RedisRateLimiter implements RateLimiter {
   readonly #o: RedisRateLimiterOptions;
   readonly #now: () => number;
+  #redis: Redis | undefined;
 
   constructor(opts: RedisRateLimiterOptions) {
     this.#o = opts;
     this.#now = opts.now ?? Date.now;
+    void Promise.resolve(opts.redis).then(
+      (r) => (this.#redis = r),
+      () => {},
+    );
+  }
+
+  async #client(): Promise<Redis> {
+    return this.#redis ?? (await this.#o.redis);
   }
 
   /** The Redis key of `address` in window `w`: no address, unlinkable across windows. */
@@ -148,7 +158,8 @@ export class RedisRateLimiter implements RateLimiter {
     const key = this.keyFor(address, w);
     try {
       // The key expires shortly after its window ends (the slack covers clock skew between replicas).
-      const res = await this.#o.redis
+      const redis = this.#redis ?? (await this.#client());
+      const res = await redis
         .multi()
         .incr(key)
         .pexpire(key, (w + 1) * windowMs - now + 1000)
@@ -163,10 +174,10 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   async ping(): Promise<void> {
-    await this.#o.redis.ping();
+    await (await this.#client()).ping();
   }
 
   async close(): Promise<void> {
-    this.#o.redis.disconnect();
+    (await this.#client()).disconnect();
   }
 }

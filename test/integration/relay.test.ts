@@ -2,6 +2,7 @@
 // stand-in. Covers the lean path and the node:http/Fastify path the lean path hands over to.
 
 import { connect, type Socket } from "node:net";
+import { Readable } from "node:stream";
 import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import { echoBehaviour, startStandIn, type StandIn } from "../helpers/relay-gateway-stand-in.js";
@@ -114,7 +115,7 @@ describe("relay forwarding", () => {
       yield Buffer.from("part1-");
       yield Buffer.from("part2");
     }
-    const res = await request(`${relay.url}/leader-gateway`, { method: "POST", body: chunks(), headers: { "content-type": OHTTP_REQ } });
+    const res = await request(`${relay.url}/leader-gateway`, { method: "POST", body: Readable.from(chunks()), headers: { "content-type": OHTTP_REQ } });
     expect(res.statusCode).toBe(200);
     expect(await res.body.text()).toBe("res:part1-part2");
     const rec = gw.requests[0]!;
@@ -219,7 +220,7 @@ describe("relay limits", () => {
     async function* chunks() {
       yield Buffer.from("{}");
     }
-    const chunked = await request(`${relay.url}/leader-gateway`, { method: "POST", body: chunks(), headers: { "content-type": "application/json" } });
+    const chunked = await request(`${relay.url}/leader-gateway`, { method: "POST", body: Readable.from(chunks()), headers: { "content-type": "application/json" } });
     expect(chunked.statusCode).toBe(415);
     await chunked.body.dump();
     expect(gw.requests).toHaveLength(0);
@@ -233,7 +234,7 @@ describe("relay limits", () => {
     async function* chunks() {
       for (let i = 0; i < 5; i++) yield Buffer.alloc(20, 2);
     }
-    const chunked = await request(`${relay.url}/leader-gateway`, { method: "POST", body: chunks(), headers: { "content-type": OHTTP_REQ } });
+    const chunked = await request(`${relay.url}/leader-gateway`, { method: "POST", body: Readable.from(chunks()), headers: { "content-type": OHTTP_REQ } });
     expect(chunked.statusCode).toBe(413);
     expect(await chunked.body.json()).toMatchObject({ code: "HTTP_ERR_TOO_LARGE" });
     const exact = await request(`${relay.url}/leader-gateway`, { method: "POST", body: Buffer.alloc(64, 1), headers: { "content-type": OHTTP_REQ } });

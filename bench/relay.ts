@@ -1,0 +1,272 @@
+// `npm run bench -- relay [--duration S] [--rounds N] [--connections C] [--body BYTES] [--idle N] [--compare-slow]`
+//
+// The relay (`veil relay`, one process) against Debian's nginx `proxy_pass` (one worker, keep-alive
+// upstream), both in front of the same upstream (an nginx static answer of message/ohttp-res), loaded
+// by Debian's `wrk` with the same POST, in the same run. Runs alternate (relay, nginx, nginx, relay,
+// ...) so drift from other load on the machine hits both alike. Prints throughput and p99 ratios,
+// and the relay's RSS with N open idle client connections. Everything on loopback, bounded in time.
+// Targets (issue 5): throughput >= 0.7x nginx, p99 <= 2x nginx, RSS <= 150 MB with 1,000 connections.
+
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+interface Options {
+  durationSec: number;
+  rounds: number;
+  connections: number;
+  bodyBytes: number;
+  idle: number;
+  compareSlow: boolean;
+}
+
+function parseArgs(args: string[]): Options {
+  const o: Options = { durationSec: 10, rounds: 2, connections: 64, bodyBytes: 1024, idle: 1000, compareSlow: false };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const v = Number(args[i + 1]);
+    if (a === "--duration") (o.durationSec = v), i++;
+    else if (a === "--rounds") (o.rounds = v), i++;
+    else if (a === "--connections") (o.connections = v), i++;
+    else if (a === "--body") (o.bodyBytes = v), i++;
+    else if (a === "--idle") (o.idle = v), i++;
+    else if (a === "--compare-slow") o.compareSlow = true;
+    else throw new Error(`unknown argument ${a}`);
+  }
+  return o;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A one-worker nginx config with its own pid and temp paths; `http` is extra http-level config. */
+function nginxConf(dir: string, name: string, port: number, location: string, opts: { http?: string; accessLog?: boolean } = {}): string {
+  const file = join(dir, `${name}.conf`);
+  const t = (s: string) => join(dir, `${name}-${s}`);
+  writeFileSync(
+    file,
+    `worker_processes 1;
+pid ${t("nginx.pid")};
+error_log ${t("error.log")} warn;
+events { worker_connections 8192; }
+http {
+  ${opts.accessLog === true ? `access_log ${t("access.log")};` : "access_log off;"}
+  client_body_temp_path ${t("body")};
+  proxy_temp_path ${t("proxy")};
+  fastcgi_temp_path ${t("fastcgi")};
+  uwsgi_temp_path ${t("uwsgi")};
+  scgi_temp_path ${t("scgi")};
+  keepalive_requests 1000000;
+  ${opts.http ?? ""}
+  server {
+    listen 127.0.0.1:${port};
+    ${location}
+  }
+}
+`,
+  );
+  return file;
+}
+
+async function waitFor(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const res = await fetch(url);
+      await res.arrayBuffer();
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+interface WrkResult {
+  rps: number;
+  p99Ms: number;
+  p50Ms: number;
+  errors: string;
+}
+
+function toMs(v: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(v.trim());
+  if (m === null) return NaN;
+  const n = Number(m[1]);
+  return m[2] === "us" ? n / 1000 : m[2] === "ms" ? n : m[2] === "s" ? n * 1000 : n * 60_000;
+}
+
+function wrk(url: string, script: string, connections: number, durationSec: number): WrkResult {
+  const r = spawnSync("wrk", ["-t1", `-c${connections}`, `-d${durationSec}s`, "--latency", "-s", script, url], {
+    encoding: "utf8",
+    timeout: (durationSec + 30) * 1000,
+  });
+  const out = r.stdout ?? "";
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const p99Ms = toMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? "");
+  const p50Ms = toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? "");
+  const errs = [/Non-2xx or 3xx responses: \d+/.exec(out)?.[0], /Socket errors: .*/.exec(out)?.[0]].filter(Boolean).join("; ");
+  return { rps, p99Ms, p50Ms, errors: errs };
+}
+
+function rssMb(pid: number, field: "VmRSS" | "VmHWM" = "VmRSS"): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
+  return kb / 1024;
+}
+
+/** Opens `n` client connections, sends one POST on each, keeps them open (idle). */
+async function openIdle(port: number, n: number, request: Buffer): Promise<Socket[]> {
+  const sockets: Socket[] = [];
+  const batch = 100;
+  for (let i = 0; i < n; i += batch) {
+    await Promise.all(
+      Array.from({ length: Math.min(batch, n - i) }, () => {
+        return new Promise<void>((resolve, reject) => {
+          const s = connect(port, "127.0.0.1");
+          s.on("error", reject);
+          s.once("data", () => resolve());
+          s.write(request);
+          sockets.push(s);
+        });
+      }),
+    );
+  }
+  return sockets;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function fmt(n: number, digits = 0): string {
+  return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+export async function run(args: string[]): Promise<void> {
+  const o = parseArgs(args);
+  for (const tool of ["nginx", "wrk"]) {
+    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) {
+      console.error(`bench relay: needs Debian's ${tool} (apt-get install ${tool})`);
+      process.exitCode = 2;
+      return;
+    }
+  }
+  const dir = mkdtempSync(join(tmpdir(), "veil-bench-relay-"));
+  const children: ChildProcess[] = [];
+  const stopAll = (): void => {
+    for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+  };
+  try {
+    const [upPort, nginxPort, relayPort, slowPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const answer = "x".repeat(96);
+    const upConf = nginxConf(dir, "upstream", upPort, `location /gateway { default_type message/ohttp-res; return 200 "${answer}"; }`);
+    // The peer forwards like the relay: only the body and its type and length, nothing from the client.
+    const pxConf = nginxConf(
+      dir,
+      "proxy",
+      nginxPort,
+      `location = /leader-gateway {
+      proxy_pass http://gateway/gateway;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass_request_headers off;
+      proxy_set_header Content-Type $content_type;
+      client_max_body_size 64k;
+    }`,
+      // One access log line per request, like the relay's request log.
+      { http: `upstream gateway { server 127.0.0.1:${upPort}; keepalive 64; }`, accessLog: true },
+    );
+    for (const conf of [upConf, pxConf]) {
+      children.push(spawn("nginx", ["-p", dir, "-c", conf, "-g", "daemon off;"], { stdio: "ignore" }));
+    }
+    const veil = fileURLToPath(new URL("../../bin/veil.js", import.meta.url));
+    const startRelay = (port: number, fastPath: boolean, name: string): ChildProcess => {
+      const config = {
+        listen: { host: "127.0.0.1", port },
+        routes: [{ path: "/leader-gateway", gateway: `http://127.0.0.1:${upPort}/gateway` }],
+        // The limiter runs on every request, with a limit wrk never reaches.
+        rateLimit: { perClientPerWindow: 1_000_000_000 },
+        limits: { maxConcurrentRequests: 4096 },
+        fastPath,
+      };
+      const file = join(dir, `${name}.json`);
+      writeFileSync(file, JSON.stringify(config));
+      // One log line per request, like nginx's access log.
+      const log = join(dir, `${name}.log`);
+      const child = spawn("sh", ["-c", `exec node "${veil}" relay --config "${file}" >> "${log}" 2>&1`], { stdio: "ignore" });
+      children.push(child);
+      return child;
+    };
+    const relay = startRelay(relayPort, true, "relay");
+    const slow = o.compareSlow ? startRelay(slowPort, false, "relay-slow") : undefined;
+    await waitFor(`http://127.0.0.1:${upPort}/gateway`, 10_000);
+    await waitFor(`http://127.0.0.1:${relayPort}/healthz`, 20_000);
+    if (slow !== undefined) await waitFor(`http://127.0.0.1:${slowPort}/healthz`, 20_000);
+
+    const script = join(dir, "post.lua");
+    writeFileSync(script, `wrk.method = "POST"\nwrk.body = string.rep("e", ${o.bodyBytes})\nwrk.headers["Content-Type"] = "message/ohttp-req"\n`);
+    const targets: Record<string, string> = {
+      relay: `http://127.0.0.1:${relayPort}/leader-gateway`,
+      nginx: `http://127.0.0.1:${nginxPort}/leader-gateway`,
+    };
+    if (slow !== undefined) targets["relay (node:http + Fastify only)"] = `http://127.0.0.1:${slowPort}/leader-gateway`;
+
+    console.log(`relay vs nginx proxy_pass: ${o.rounds} x ${o.durationSec} s per target, wrk -t1 -c${o.connections}, ${o.bodyBytes}-byte POST`);
+    for (const url of Object.values(targets)) wrk(url, script, o.connections, 3); // warm-up (JIT, pools)
+    const results: Record<string, WrkResult[]> = {};
+    for (let r = 0; r < o.rounds; r++) {
+      const names = Object.keys(targets);
+      if (r % 2 === 1) names.reverse();
+      for (const name of names) {
+        const res = wrk(targets[name]!, script, o.connections, o.durationSec);
+        (results[name] ??= []).push(res);
+        console.log(`  round ${r + 1} ${name.padEnd(34)} ${fmt(res.rps).padStart(8)} req/s  p50 ${fmt(res.p50Ms, 2)} ms  p99 ${fmt(res.p99Ms, 2)} ms${res.errors === "" ? "" : `  (${res.errors})`}`);
+      }
+    }
+    const summary = (name: string) => ({ rps: median(results[name]!.map((x) => x.rps)), p99: median(results[name]!.map((x) => x.p99Ms)) });
+    const rl = summary("relay");
+    const ng = summary("nginx");
+
+    // RSS with open idle client connections (each served one request first).
+    const body = "e".repeat(o.bodyBytes);
+    const req = Buffer.from(`POST /leader-gateway HTTP/1.1\r\nHost: relay\r\nContent-Type: message/ohttp-req\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    const rssBefore = rssMb(relay.pid!);
+    const sockets = await openIdle(relayPort, o.idle, req);
+    await new Promise((r) => setTimeout(r, 200));
+    const rssIdle = rssMb(relay.pid!);
+    for (const s of sockets) s.destroy();
+    // Peak RSS under load with as many active connections.
+    const loaded = wrk(targets.relay!, script, o.idle, Math.min(5, o.durationSec));
+    const rssPeak = rssMb(relay.pid!, "VmHWM");
+
+    console.log("");
+    console.log(`  relay: median ${fmt(rl.rps)} req/s, p99 ${fmt(rl.p99, 2)} ms`);
+    console.log(`  nginx: median ${fmt(ng.rps)} req/s, p99 ${fmt(ng.p99, 2)} ms`);
+    if (slow !== undefined) {
+      const sl = summary("relay (node:http + Fastify only)");
+      console.log(`  relay without the lean path: median ${fmt(sl.rps)} req/s (${fmt(sl.rps / ng.rps, 2)}x nginx), p99 ${fmt(sl.p99, 2)} ms`);
+    }
+    console.log(`  throughput ratio relay/nginx: ${fmt(rl.rps / ng.rps, 2)}x   (target >= 0.70x)`);
+    console.log(`  p99 ratio relay/nginx:        ${fmt(rl.p99 / ng.p99, 2)}x   (target <= 2.00x)`);
+    console.log(`  relay RSS: ${fmt(rssBefore, 1)} MB idle, ${fmt(rssIdle, 1)} MB with ${o.idle} open client connections (target <= 150 MB)`);
+    console.log(`  relay peak RSS incl. wrk -c${o.idle} (${fmt(loaded.rps)} req/s${loaded.errors === "" ? "" : `, ${loaded.errors}`}): ${fmt(rssPeak, 1)} MB`);
+  } finally {
+    stopAll();
+    await new Promise((r) => setTimeout(r, 300));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -26,6 +26,7 @@ import { createMetrics } from "../server/metrics.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { runTokensGateway } from "./tokens-gateway.js";
 
 // ---- measurement -----------------------------------------------------------------------------
 
@@ -256,6 +257,13 @@ export async function run(args: string[]): Promise<void> {
   const oursUs = await timeN(10, () => signTokenRequest(vsigner, req1));
   const stockUs = await timeN(stockRuns, () => stockV.issue(stockReq1));
   console.log(`\n(type 1 issuance, BlindEvaluate + DLEQ proof: veil ${fmt(oursUs)}, stock privacypass-ts ${fmt(stockUs)})`);
+
+  // 5. The gateway's CPU per tokened upload vs a bare proxy (bench/tokens-gateway.ts; alone:
+  //    `npm run bench -- tokens-gateway --store all`). --no-gateway skips it.
+  if (!args.includes("--no-gateway")) {
+    console.log("\n5. gateway CPU per tokened upload (SQLite store) vs a bare proxy");
+    await runTokensGateway([]);
+  }
 }
 
 /** The hasher returns p384.Point instances, typed as its narrower H2CPoint. */

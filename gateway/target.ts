@@ -8,6 +8,7 @@
 // handshake refused); anything later is "maybe reached" (RFC 9458 §6.5: a broken connection is no
 // proof that nothing was processed).
 
+import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { Pool } from "undici";
 import { ProtocolError, type ErrorCode } from "../core/errors.js";
@@ -183,11 +184,13 @@ export class Targets {
     if (pool === undefined) {
       return { ok: false, reached: false, error: new ProtocolError("INTERNAL_ERR", "no pool for target") };
     }
-    const abort = new AbortController();
+    // The deadline of the whole exchange. An EventEmitter is a valid undici `signal` and costs far
+    // less per request than an AbortController (measured in bench/gateway.ts).
+    const abort = new EventEmitter();
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      abort.abort();
+      abort.emit("abort");
     }, this.#config.totalTimeoutMs);
     try {
       const res = await pool.request({
@@ -195,7 +198,7 @@ export class Targets {
         path: req.path,
         headers: req.headers,
         body: req.body === undefined ? null : Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength),
-        signal: abort.signal,
+        signal: abort,
       });
       const max = this.#config.maxResponseBytes;
       const declared = Number(res.headers["content-length"]);
@@ -203,17 +206,9 @@ export class Targets {
         res.body.destroy();
         throw new ProtocolError("GATEWAY_ERR_UPSTREAM_TOO_LARGE", `target answer exceeds ${max} bytes`);
       }
-      const chunks: Buffer[] = [];
-      let n = 0;
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        n += chunk.length;
-        if (n > max) {
-          res.body.destroy();
-          throw new ProtocolError("GATEWAY_ERR_UPSTREAM_TOO_LARGE", `target answer exceeds ${max} bytes`);
-        }
-        chunks.push(chunk);
-      }
-      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n);
+      // The Pool's maxResponseSize cuts off a longer (e.g. chunked) body with
+      // UND_ERR_RES_EXCEEDED_MAX_SIZE, classified as GATEWAY_ERR_UPSTREAM_TOO_LARGE.
+      const body = new Uint8Array(await res.body.arrayBuffer());
       return {
         ok: true,
         reached: true,
@@ -221,7 +216,7 @@ export class Targets {
           informational: [],
           status: res.statusCode,
           headers: responseFields(res.headers),
-          body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength),
+          body,
           trailers: [],
         },
       };

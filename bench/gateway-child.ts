@@ -1,0 +1,113 @@
+// Child process of bench/gateway.ts: runs ONE server (the Veil gateway, or the peer: a bare
+// fastify + undici pass-through proxy) so that its CPU time can be measured alone. Talks to the
+// parent over IPC: {ready, port, keyConfig?} once listening; {cpu} on request; exits on "stop".
+
+import { destination } from "pino";
+import Fastify from "fastify";
+import { Pool } from "undici";
+import { encodeKeyConfig, generateGatewayKey } from "../core/ohttp/index.js";
+import { Secret } from "../core/secret.js";
+import { buildGateway } from "../gateway/app.js";
+import { parseGatewayConfig } from "../gateway/config.js";
+import { KEY_FILE_VERSION } from "../gateway/key-file.js";
+import { KeyStore } from "../gateway/key-store.js";
+import { createLogger } from "../server/logging.js";
+import { createMetrics } from "../server/metrics.js";
+import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
+import { compileTargets } from "../gateway/policy.js";
+import { Targets } from "../gateway/target.js";
+import { toHex } from "../core/bytes.js";
+
+type Msg = "cpu" | "stop";
+
+async function startGateway(upstream: string): Promise<{ port: number; keyConfig: string }> {
+  const config = parseGatewayConfig({
+    listen: { host: "127.0.0.1", port: 0 },
+    targets: { "https://leader.example": upstream },
+    tokens: { required: false },
+    logLevel: "info",
+  });
+  const { key, privateKey } = await generateGatewayKey(1);
+  const keys = await KeyStore.fromData(
+    {
+      version: KEY_FILE_VERSION,
+      keys: [
+        {
+          keyId: 1,
+          kemId: key.config.kemId,
+          symmetric: [...key.config.symmetric],
+          state: "active",
+          createdAt: new Date().toISOString(),
+          publicKey: key.config.publicKey,
+          privateKey: new Secret(privateKey),
+        },
+      ],
+    },
+    { retiredGraceSec: config.retiredKeyGraceSec },
+  );
+  // A production-like logger: one JSON line per request, written to /dev/null.
+  // The gateway's own logger (one redacted JSON line per request) into a 4 KiB write buffer on
+  // /dev/null: what a production deployment should use (one write per line costs a syscall each).
+  const log = createLogger("gateway", { destination: destination({ dest: "/dev/null", minLength: 4096, sync: false }) });
+  const app = buildGateway(config, { keys, log, metrics: createMetrics("gateway", { defaultMetrics: false }) });
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  const addr = app.server.address();
+  return { port: typeof addr === "object" && addr !== null ? addr.port : 0, keyConfig: toHex(encodeKeyConfig(key.config)) };
+}
+
+/** The peer: what a careful engineer would write for a plain forwarding proxy, nothing more. */
+async function startProxy(upstream: string): Promise<{ port: number }> {
+  const pool = new Pool(upstream, { connections: 32, connectTimeout: 5000, headersTimeout: 15000, bodyTimeout: 15000 });
+  const app = Fastify({ logger: false });
+  app.addContentTypeParser("application/dap-report", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+  app.put("/tasks/:id/reports", async (request, reply) => {
+    const res = await pool.request({
+      method: "PUT",
+      path: request.url,
+      headers: { "content-type": "application/dap-report" },
+      body: request.body as Buffer,
+    });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    return reply.code(res.statusCode).send(body);
+  });
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  const addr = app.server.address();
+  return { port: typeof addr === "object" && addr !== null ? addr.port : 0 };
+}
+
+/**
+ * The gateway's plumbing without Oblivious HTTP: Veil's server app (limits, hooks, one log line and
+ * metrics per request) and gateway/target.ts forwarding the plain upload. The difference to the
+ * gateway is what OHTTP + Binary HTTP + policy cost; the difference to the peer is the plumbing.
+ */
+async function startPlumbing(upstream: string): Promise<{ port: number }> {
+  const config = parseGatewayConfig({ listen: { host: "127.0.0.1", port: 0 }, targets: { "https://leader.example": upstream }, tokens: { required: false } });
+  const log = createLogger("gateway", { destination: destination({ dest: "/dev/null", minLength: 4096, sync: false }) });
+  const app = createServerApp({ listen: config.listen, limits: config.limits, log, metrics: createMetrics("gateway", { defaultMetrics: false }) });
+  app.removeAllContentTypeParsers();
+  acceptBinaryBody(app, "application/dap-report");
+  const targets = new Targets(compileTargets(config.targets), config.upstream);
+  const origin = new URL(upstream).origin;
+  app.put("/tasks/:id/reports", async (request, reply) => {
+    const body = request.body as Buffer;
+    const out = await targets.forward({ origin, method: "PUT", path: request.url, headers: { "content-type": "application/dap-report" }, body });
+    if (!out.ok) throw out.error;
+    request.veilOutcome = "forwarded";
+    return reply.code(out.response.status).send(Buffer.from(out.response.body));
+  });
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  const addr = app.server.address();
+  return { port: typeof addr === "object" && addr !== null ? addr.port : 0 };
+}
+
+const [mode, upstream] = process.argv.slice(2);
+if (upstream === undefined || (mode !== "gateway" && mode !== "proxy" && mode !== "plumbing")) {
+  console.error("usage: gateway-child.js gateway|proxy|plumbing UPSTREAM_URL");
+  process.exit(2);
+}
+const started = mode === "gateway" ? await startGateway(upstream) : mode === "proxy" ? await startProxy(upstream) : await startPlumbing(upstream);
+process.on("message", (m: Msg) => {
+  if (m === "cpu") process.send?.({ cpu: process.cpuUsage() });
+  if (m === "stop") process.exit(0);
+});
+process.send?.({ ready: true, ...started });

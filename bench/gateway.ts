@@ -1,0 +1,198 @@
+// `npm run bench -- gateway [--requests N] [--concurrency C] [--rounds R]`
+//
+// CPU time per oblivious request of the Veil gateway (decapsulate, decode, policy, forward with
+// undici, encode, encapsulate, log, metrics) against its peer: a bare fastify + undici pass-through
+// proxy forwarding the same DAP-09 upload in the clear to the same upstream. Each server runs in
+// its own child process and reports process.cpuUsage() (user + system), so neither the load
+// generator, the client-side sealing nor the upstream is counted. Both run in the same session,
+// interleaved over several rounds. Target (issue 3): ratio <= 2.5.
+
+import { fork, type ChildProcess } from "node:child_process";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { fileURLToPath } from "node:url";
+import { Pool } from "undici";
+import { decodeResponse, encodeRequest } from "../core/bhttp/index.js";
+import { fromHex, toBase64Url } from "../core/bytes.js";
+import { decodeKeyConfig, encapsulateRequest, type KeyConfig } from "../core/ohttp/index.js";
+
+interface Ready {
+  ready: true;
+  port: number;
+  keyConfig?: string;
+}
+
+function arg(args: string[], name: string, dflt: number): number {
+  const i = args.indexOf(`--${name}`);
+  const v = i >= 0 ? Number(args[i + 1]) : dflt;
+  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name}: expected a positive integer`);
+  return v;
+}
+
+function startChild(mode: "gateway" | "proxy" | "plumbing", upstream: string, profileDir?: string): Promise<{ child: ChildProcess; ready: Ready }> {
+  const script = fileURLToPath(new URL("./gateway-child.js", import.meta.url));
+  const execArgv = profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`];
+  const child = fork(script, [mode, upstream], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv });
+  return new Promise((resolve, reject) => {
+    child.once("message", (m) => resolve({ child, ready: m as Ready }));
+    child.once("exit", (code) => reject(new Error(`${mode} child exited with ${code}`)));
+  });
+}
+
+function cpuOf(child: ChildProcess): Promise<NodeJS.CpuUsage> {
+  return new Promise((resolve) => {
+    child.once("message", (m) => {
+      resolve((m as { cpu: NodeJS.CpuUsage }).cpu);
+    });
+    child.send("cpu");
+  });
+}
+
+/** Runs `bodies.length` requests with `concurrency` in flight; returns the statuses seen. */
+async function drive(
+  pool: Pool,
+  concurrency: number,
+  make: (i: number) => { method: "POST" | "PUT"; path: string; headers: Record<string, string>; body: Uint8Array },
+  n: number,
+  check?: (i: number, body: Uint8Array) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < n) {
+      const i = next++;
+      const r = make(i);
+      const res = await pool.request({ method: r.method, path: r.path, headers: r.headers, body: Buffer.from(r.body) });
+      const body = new Uint8Array(await res.body.arrayBuffer());
+      if (res.statusCode >= 300) throw new Error(`request ${i}: status ${res.statusCode}`);
+      if (check !== undefined) await check(i, body);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+export async function run(args: string[]): Promise<void> {
+  const requests = arg(args, "requests", 2000);
+  const concurrency = arg(args, "concurrency", 16);
+  const rounds = arg(args, "rounds", 3);
+  // --profile DIR: V8 CPU profiles of both servers (node --cpu-prof) for finding hot spots.
+  const p = args.indexOf("--profile");
+  const profileDir = p >= 0 ? args[p + 1] : undefined;
+
+  // The upstream: a stand-in DAP leader that accepts every upload (its CPU is not measured).
+  const upstream = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(201, { "content-length": "0" });
+      res.end();
+    });
+  });
+  upstream.keepAliveTimeout = 60_000;
+  await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
+  const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+
+  const gw = await startChild("gateway", upstreamUrl, profileDir);
+  const px = await startChild("proxy", upstreamUrl, profileDir);
+  const pl = await startChild("plumbing", upstreamUrl, profileDir);
+  const keyConfig: KeyConfig = decodeKeyConfig(fromHex(gw.ready.keyConfig!));
+  const gwPool = new Pool(`http://127.0.0.1:${gw.ready.port}`, { connections: concurrency });
+  const pxPool = new Pool(`http://127.0.0.1:${px.ready.port}`, { connections: concurrency });
+  const plPool = new Pool(`http://127.0.0.1:${pl.ready.port}`, { connections: concurrency });
+
+  // A DAP-09 Prio3Count report is 230 bytes (notes §1.3); its content does not matter here.
+  const taskId = toBase64Url(crypto.getRandomValues(new Uint8Array(32)), false);
+  const report = crypto.getRandomValues(new Uint8Array(230));
+  const path = `/tasks/${taskId}/reports`;
+
+  // Client side, not measured: one sealed request per upload (HPKE contexts are single use).
+  const total = requests * rounds + Math.min(requests, 500);
+  process.stdout.write(`sealing ${total} requests...\n`);
+  const sealed: { body: Uint8Array; open(b: Uint8Array): Promise<Uint8Array> }[] = [];
+  const inner = encodeRequest({
+    method: "PUT",
+    scheme: "https",
+    authority: "leader.example",
+    path,
+    headers: [["content-type", "application/dap-report"]],
+    body: report,
+    trailers: [],
+  });
+  for (let i = 0; i < total; i++) {
+    const { encapsulated, response } = await encapsulateRequest(keyConfig, inner);
+    sealed.push({ body: encapsulated, open: (b) => response.decapsulateResponse(b) });
+  }
+  let cursor = 0;
+  const gwRequest = () => {
+    const s = sealed[cursor++]!;
+    return { method: "POST" as const, path: "/gateway", headers: { "content-type": "message/ohttp-req" }, body: s.body };
+  };
+  const pxRequest = () => ({ method: "PUT" as const, path, headers: { "content-type": "application/dap-report" }, body: report });
+  let gwBase = 0;
+  // Every 50th gateway answer is opened: it must be the upstream's 201.
+  const gwCheck = async (i: number, body: Uint8Array): Promise<void> => {
+    if (i % 50 !== 0) return;
+    const res = decodeResponse(await sealed[gwBase + i]!.open(body));
+    if (res.status !== 201) throw new Error(`gateway answered ${res.status} inside`);
+  };
+
+  // Warm-up (JIT, pools, connections).
+  const warm = Math.min(requests, 500);
+  gwBase = cursor;
+  await drive(gwPool, concurrency, gwRequest, warm, gwCheck);
+  await drive(pxPool, concurrency, pxRequest, warm);
+  await drive(plPool, concurrency, pxRequest, warm);
+
+  const gwCpu = { user: 0, system: 0 };
+  const pxCpu = { user: 0, system: 0 };
+  const plCpu = { user: 0, system: 0 };
+  const add = (acc: NodeJS.CpuUsage, a: NodeJS.CpuUsage, b: NodeJS.CpuUsage): void => {
+    acc.user += b.user - a.user;
+    acc.system += b.system - a.system;
+  };
+  let gwWall = 0;
+  let pxWall = 0;
+  for (let r = 0; r < rounds; r++) {
+    let c0 = await cpuOf(gw.child);
+    let t0 = performance.now();
+    gwBase = cursor;
+    await drive(gwPool, concurrency, gwRequest, requests, gwCheck);
+    gwWall += performance.now() - t0;
+    add(gwCpu, c0, await cpuOf(gw.child));
+
+    c0 = await cpuOf(px.child);
+    t0 = performance.now();
+    await drive(pxPool, concurrency, pxRequest, requests);
+    pxWall += performance.now() - t0;
+    add(pxCpu, c0, await cpuOf(px.child));
+
+    c0 = await cpuOf(pl.child);
+    await drive(plPool, concurrency, pxRequest, requests);
+    add(plCpu, c0, await cpuOf(pl.child));
+  }
+
+  const n = requests * rounds;
+  const gwPer = (gwCpu.user + gwCpu.system) / n;
+  const pxPer = (pxCpu.user + pxCpu.system) / n;
+  const plPer = (plCpu.user + plCpu.system) / n;
+  const split = (c: NodeJS.CpuUsage): string => `(user ${(c.user / n).toFixed(1)}, system ${(c.system / n).toFixed(1)})`;
+  process.stdout.write(
+    [
+      `gateway bench: ${n} uploads per server (${rounds} rounds of ${requests}, concurrency ${concurrency}), ${report.length}-byte DAP report`,
+      `  veil gateway (OHTTP X25519/HKDF-SHA256/AES-128-GCM): ${gwPer.toFixed(1)} µs CPU/request ${split(gwCpu)}, ${((n / gwWall) * 1000).toFixed(0)} req/s`,
+      `  peer: bare fastify + undici proxy:                  ${pxPer.toFixed(1)} µs CPU/request ${split(pxCpu)}, ${((n / pxWall) * 1000).toFixed(0)} req/s`,
+      `  (for reference) veil plumbing, no OHTTP:            ${plPer.toFixed(1)} µs CPU/request ${split(plCpu)}`,
+      `  ratio gateway/peer: ${(gwPer / pxPer).toFixed(2)}x (target <= 2.5x)`,
+      "",
+    ].join("\n"),
+  );
+
+  await gwPool.close();
+  await pxPool.close();
+  await plPool.close();
+  const exited = (c: ChildProcess) => new Promise((r) => c.once("exit", r));
+  gw.child.send("stop");
+  px.child.send("stop");
+  pl.child.send("stop");
+  await Promise.all([exited(gw.child), exited(px.child), exited(pl.child)]);
+  upstream.closeAllConnections();
+  await new Promise((r) => upstream.close(r));
+}

@@ -257,9 +257,6 @@ function checkRelayConfig(c: RelayConfig): RelayConfig {
       invalid(`${at}.authHeader.name: ${r.authHeader.name} is written by the relay itself`);
     }
   });
-  for (const p of seen) {
-    if (seen.has(`${p}/ohttp-keys`)) invalid(`routes: ${p}/ohttp-keys collides with the keys of ${p}`);
-  }
   if (c.keyCache.minMaxAgeSec > c.keyCache.maxMaxAgeSec) invalid("keyCache.minMaxAgeSec: must not exceed keyCache.maxMaxAgeSec");
   return c;
 }

@@ -39,6 +39,9 @@ function fail(path: string, message: string): never {
 }
 
 function describeValue(v: unknown): string {
+  // Only scalars are quoted: a list or an object may hold a secret further down (issue 8 fuzzing).
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object" && v !== null) return "an object";
   const s = JSON.stringify(v);
   return s === undefined ? String(v) : s.length > 60 ? s.slice(0, 57) + "..." : s;
 }
@@ -77,6 +80,8 @@ function join(path: string, key: string): string {
 }
 
 function validateField(spec: FieldSpec, value: unknown, path: string): unknown {
+  // A secret field's value is never quoted, whatever is wrong with it.
+  const shown = (v: unknown): string => (spec.secret === true ? REDACTED : describeValue(v));
   if (value === undefined) {
     if ("default" in spec && spec.default !== undefined) return validateField(spec, structuredClone(spec.default), path);
     if (spec.kind === "object") {
@@ -88,19 +93,19 @@ function validateField(spec: FieldSpec, value: unknown, path: string): unknown {
   }
   switch (spec.kind) {
     case "string": {
-      if (typeof value !== "string") fail(path, `expected ${expectation(spec)}, got ${describeValue(value)}`);
+      if (typeof value !== "string") fail(path, `expected ${expectation(spec)}, got ${shown(value)}`);
       if (spec.oneOf !== undefined && !spec.oneOf.includes(value)) {
-        fail(path, `expected one of ${spec.oneOf.map((v) => JSON.stringify(v)).join(", ")}, got ${describeValue(value)}`);
+        fail(path, `expected one of ${spec.oneOf.map((v) => JSON.stringify(v)).join(", ")}, got ${shown(value)}`);
       }
       if (spec.pattern !== undefined && !spec.pattern.test(value)) {
-        fail(path, `expected ${expectation(spec)}, got ${spec.secret === true ? REDACTED : describeValue(value)}`);
+        fail(path, `expected ${expectation(spec)}, got ${shown(value)}`);
       }
       return value;
     }
     case "int":
     case "number": {
       if (typeof value !== "number" || !Number.isFinite(value) || (spec.kind === "int" && !Number.isInteger(value))) {
-        fail(path, `expected ${expectation(spec)}, got ${describeValue(value)}`);
+        fail(path, `expected ${expectation(spec)}, got ${shown(value)}`);
       }
       if ((spec.min !== undefined && value < spec.min) || (spec.max !== undefined && value > spec.max)) {
         fail(path, `expected ${expectation(spec)}, got ${value}`);
@@ -108,13 +113,13 @@ function validateField(spec: FieldSpec, value: unknown, path: string): unknown {
       return value;
     }
     case "boolean":
-      if (typeof value !== "boolean") fail(path, `expected true or false, got ${describeValue(value)}`);
+      if (typeof value !== "boolean") fail(path, `expected true or false, got ${shown(value)}`);
       return value;
     case "object":
-      if (!isPlainObject(value)) fail(path, `expected an object, got ${describeValue(value)}`);
+      if (!isPlainObject(value)) fail(path, `expected an object, got ${shown(value)}`);
       return validateObject(spec.fields, value, path, false);
     case "map": {
-      if (!isPlainObject(value)) fail(path, `expected an object (${expectation(spec)}), got ${describeValue(value)}`);
+      if (!isPlainObject(value)) fail(path, `expected an object (${expectation(spec)}), got ${shown(value)}`);
       const out: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(value)) {
         if (spec.keyPattern !== undefined && !spec.keyPattern.test(k)) {
@@ -125,7 +130,7 @@ function validateField(spec: FieldSpec, value: unknown, path: string): unknown {
       return out;
     }
     case "list": {
-      if (!Array.isArray(value)) fail(path, `expected a list, got ${describeValue(value)}`);
+      if (!Array.isArray(value)) fail(path, `expected a list, got ${shown(value)}`);
       if (spec.minItems !== undefined && value.length < spec.minItems) {
         fail(path, `expected at least ${spec.minItems} item(s), got ${value.length}`);
       }
@@ -240,7 +245,9 @@ export function readConfigFile(file: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch (e) {
-    throw new ProtocolError("CFG_ERR_INVALID", `config file ${file} is not valid JSON: ${(e as Error).message}`, { cause: e });
+    // V8's message quotes the text around the error, which may be a secret: only the position goes out.
+    const where = /at position \d+(?: \(line \d+ column \d+\))?/.exec((e as Error).message)?.[0];
+    throw new ProtocolError("CFG_ERR_INVALID", `config file ${file} is not valid JSON${where === undefined ? "" : ` (${where})`}`);
   }
 }
 

@@ -1,0 +1,31 @@
+// Shared settings of the fast-check properties: fixed seeds, and the number of runs from
+// VEIL_FUZZ_RUNS (200 in `npm test`, 100,000 in `npm run fuzz`).
+
+import type fc from "fast-check";
+import { expect } from "vitest";
+import { ProtocolError } from "../../core/errors.js";
+
+export const numRuns = Number(process.env.VEIL_FUZZ_RUNS ?? 200);
+
+/** A fixed seed and the configured number of runs. */
+export function fuzzParams(seed: number, runs = numRuns): fc.Parameters<unknown> {
+  return { seed, numRuns: runs };
+}
+
+/** Runs `f`; anything thrown must be a ProtocolError whose code is one of `codes` (any if empty). */
+export function returnsOrProtocolError<T>(f: () => T, codes: readonly string[] = []): T | ProtocolError {
+  try {
+    return f();
+  } catch (e) {
+    if (!(e instanceof ProtocolError)) throw new Error(`threw something other than a ProtocolError: ${String(e)}`, { cause: e });
+    if (codes.length > 0) expect(codes).toContain(e.code);
+    return e;
+  }
+}
+
+/** True when `v` and everything reachable from it is frozen. */
+export function isDeepFrozen(v: unknown): boolean {
+  if (typeof v !== "object" || v === null) return true;
+  if (!Object.isFrozen(v)) return false;
+  return Object.values(v).every(isDeepFrozen);
+}

@@ -5,6 +5,8 @@ import { keysCommand } from "../gateway/keys-command.js";
 import { issuerCommand } from "../issuer/main.js";
 import { relayCommand } from "../relay/main.js";
 import { clientCommand } from "../client/main.js";
+import { startCommand } from "../demo/start.js";
+import { demoCommand } from "../demo/demo-command.js";
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command("veil")
@@ -17,5 +19,7 @@ export async function main(argv: string[]): Promise<void> {
   program.addCommand(issuerCommand());
   program.addCommand(relayCommand());
   program.addCommand(clientCommand());
+  program.addCommand(startCommand());
+  program.addCommand(demoCommand());
   await program.parseAsync(argv);
 }

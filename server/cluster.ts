@@ -332,6 +332,11 @@ export interface ServeOptions {
   /** Starts the server(s) of one process (in a worker, or here when workers is 1). */
   start: () => Promise<Stoppable>;
   scheduling?: Scheduling;
+  /**
+   * In a worker, stop `start`'s servers on SIGTERM/SIGINT here (for a `start` that runs several
+   * servers with their own signal handling off). Default false: the servers handle signals.
+   */
+  workerHandlesSignals?: boolean;
 }
 
 /** True in a process forked by runPrimary. */
@@ -360,10 +365,15 @@ export async function serveWithWorkers(o: ServeOptions): Promise<void> {
   }
   installWorkerMetrics();
   const running = await o.start();
-  // The primary is gone (killed): nobody will stop or replace this worker, so it stops itself.
-  process.once("disconnect", () => {
+  const stopAndExit = (): void => {
     void running.stop().then(() => process.exit(0));
-  });
+  };
+  // The primary is gone (killed): nobody will stop or replace this worker, so it stops itself.
+  process.once("disconnect", stopAndExit);
+  if (o.workerHandlesSignals === true) {
+    process.once("SIGTERM", stopAndExit);
+    process.once("SIGINT", stopAndExit);
+  }
   const ready: ReadyMessage = { type: "veil:ready" };
   process.send?.(ready);
 }

@@ -4,7 +4,7 @@
 // Keys (and the clock) are injected: see issuer/key-store.ts.
 
 import type { FastifyInstance } from "fastify";
-import { Counter } from "prom-client";
+import { Counter, Gauge } from "prom-client";
 import { MEDIA_TYPES } from "../core/privacypass/issuance.js";
 import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
 import type { Logger } from "../server/logging.js";
@@ -41,6 +41,21 @@ export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInst
     help: "Token requests refused, by reason (the error code)",
     labelNames: ["reason"],
     registers: [metrics.registry],
+  });
+
+  new Gauge({
+    name: "veil_issuer_keys",
+    help: "Token keys in the directory by token type, truncated key id and state (1 = in the directory)",
+    labelNames: ["token_type", "key_id", "state"],
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      const now = keys.nowSec();
+      for (const k of keys.published()) {
+        const state = k.notBefore > now ? "next" : "valid";
+        this.set({ token_type: TOKEN_TYPE_LABEL[k.tokenType] ?? String(k.tokenType), key_id: String(k.tokenKeyId[31]), state }, 1);
+      }
+    },
   });
 
   const app = createServerApp({

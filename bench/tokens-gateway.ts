@@ -12,7 +12,7 @@
 // Also exported as runTokensGateway(args) so bench/tokens.ts can include it.
 
 import { fork, spawn, type ChildProcess } from "node:child_process";
-import { constants, createHash, generateKeyPairSync, randomBytes, sign } from "node:crypto";
+import { constants, createHash, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -23,6 +23,12 @@ import { Pool } from "undici";
 import { decodeResponse, encodeRequest, type Field } from "../core/bhttp/index.js";
 import { fromHex, toBase64Url } from "../core/bytes.js";
 import { decodeKeyConfig, encapsulateRequest, type KeyConfig } from "../core/ohttp/index.js";
+import type { BhttpRequest } from "../core/bhttp/index.js";
+import type { NonceStore } from "../core/privacypass/nonce-store.js";
+import { TokenGate } from "../gateway/gate.js";
+import { TokenKeyDirectory } from "../gateway/issuer-directory.js";
+import { openNonceStore } from "../gateway/nonce-stores/index.js";
+import { checkPolicy, compileTargets, resolveTarget } from "../gateway/policy.js";
 import {
   encodeAuthenticatorInput,
   encodeToken,
@@ -104,6 +110,51 @@ async function startRedisServer(): Promise<{ url: string; stop(): Promise<void> 
       await exited;
     },
   };
+}
+
+/**
+ * The gate alone, in this process: CPU per admit + settle(reached) of a fresh token (parse, key
+ * lookup, challenge digest, RSA-PSS verify, reserve, commit), against its floor: one node:crypto
+ * RSA-PSS verify plus one SHA-256 of the request.
+ */
+async function measureGateAlone(
+  store: NonceStore,
+  o: { directoryUrl: string; mint: () => string; publicKey: KeyObject; signed: { msg: Uint8Array; sig: Uint8Array }; n: number },
+): Promise<{ gate: number; floor: number }> {
+  const directory = new TokenKeyDirectory([{ name: "issuer.example", directory: o.directoryUrl, keyLifetimeSec: 86_400 }]);
+  await directory.start();
+  const gate = new TokenGate({}, { directory, store });
+  const table = compileTargets({ "https://leader.example": "http://127.0.0.1:1" });
+  const taskId = toBase64Url(new Uint8Array(randomBytes(32)), false);
+  const body = new Uint8Array(randomBytes(230));
+  const inputs = Array.from({ length: o.n + 200 }, () => {
+    const request: BhttpRequest = {
+      method: "PUT",
+      scheme: "https",
+      authority: "leader.example",
+      path: `/tasks/${taskId}/reports`,
+      headers: [["content-type", "application/dap-report"], ["authorization", o.mint()]],
+      body,
+      trailers: [],
+    };
+    const target = resolveTarget(table, request);
+    return { request, target, route: checkPolicy("dap", "PUT", target), taskId };
+  });
+  const { msg, sig } = o.signed;
+  const once = async (i: number): Promise<void> => (await gate.admit(inputs[i]!)).settle(true);
+  for (let i = 0; i < 200; i++) await once(i);
+  let c0 = process.cpuUsage();
+  for (let i = 200; i < o.n + 200; i++) await once(i);
+  let c = process.cpuUsage(c0);
+  const gateUs = (c.user + c.system) / o.n;
+  c0 = process.cpuUsage();
+  for (let i = 0; i < o.n; i++) {
+    verify("sha384", msg, { key: o.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 }, sig);
+    createHash("sha256").update(body).digest();
+  }
+  c = process.cpuUsage(c0);
+  await gate.close();
+  return { gate: gateUs, floor: (c.user + c.system) / o.n };
 }
 
 /** One store's measurement: µs CPU per upload of the tokened gateway, the plain gateway and the peer. */
@@ -229,6 +280,8 @@ export async function runTokensGateway(args: string[]): Promise<void> {
     return formatAuthorization(encodeToken({ ...fields, authenticator }));
   };
 
+  const floorMsg = new Uint8Array(randomBytes(98));
+  const signed = { msg: floorMsg, sig: new Uint8Array(sign("sha384", floorMsg, { key: privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 })) };
   const dir = mkdtempSync(join(tmpdir(), "veil-bench-tokens-"));
   const lines: string[] = [];
   try {
@@ -240,12 +293,14 @@ export async function runTokensGateway(args: string[]): Promise<void> {
         store = redis.url;
       } else store = kind === "memory" ? "memory" : `sqlite:${join(dir, "nonces.db")}`;
       try {
+        const alone = await measureGateAlone(openNonceStore(store), { directoryUrl, mint, publicKey, signed, n: Math.min(2000, requests) });
         const m = await measure(store, { requests, concurrency, rounds, upstreamUrl, directoryUrl, mint });
         lines.push(
           `  store ${kind.padEnd(6)}: tokened gateway ${m.tokened.toFixed(1)} µs CPU/upload (${m.wallTokened.toFixed(0)} req/s); ` +
             `gateway without tokens ${m.plain.toFixed(1)}; gate share ${(m.tokened - m.plain).toFixed(1)} µs; ` +
             `peer (bare fastify + undici proxy) ${m.peer.toFixed(1)}`,
           `    ratio tokened gateway / peer: ${(m.tokened / m.peer).toFixed(2)}x (target <= 3x; a straightforward build measured 20.5x)`,
+          `    the gate alone, in process: ${alone.gate.toFixed(1)} µs CPU per admit + commit; floor (RSA-PSS verify + SHA-256 of the request) ${alone.floor.toFixed(1)} µs: ${(alone.gate / alone.floor).toFixed(2)}x`,
         );
       } finally {
         await redis?.stop();

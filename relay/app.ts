@@ -189,7 +189,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   app.removeAllContentTypeParsers();
   acceptBinaryBody(app, REQUEST_MEDIA_TYPE);
   for (const route of routes) {
-    registerForwardRoute(app, route, { forwarder, recorder });
+    registerForwardRoute(app, route, { forwarder });
     if (route.keys !== undefined) registerKeysRoute(app, route.path, route.keys, { forwarder });
   }
 

@@ -7,11 +7,11 @@
 import type { FastifyInstance } from "fastify";
 import { ProtocolError } from "../../core/errors.js";
 import { methodNotAllowed, sendProblem } from "../../server/problem-handler.js";
-import { REQUEST_MEDIA_TYPE, type Forwarder, type Recorder, type RelayRoute } from "../forward.js";
+import { REQUEST_MEDIA_TYPE, type Forwarder, type RelayRoute } from "../forward.js";
 import { isMediaType } from "../http1.js";
 import type { UpstreamAnswer } from "../upstream.js";
 
-export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, deps: { forwarder: Forwarder; recorder: Recorder }): void {
+export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, deps: { forwarder: Forwarder }): void {
   app.post(route.path, async (request, reply) => {
     if (!isMediaType(request.headers["content-type"], REQUEST_MEDIA_TYPE)) {
       return sendProblem(reply, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${REQUEST_MEDIA_TYPE}`));
@@ -30,12 +30,13 @@ export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, de
     // Only the status, Content-Type and Content-Length of the gateway's answer: written directly,
     // because Fastify would add a Content-Type of its own to an answer that has none.
     const answer = result.answer!;
+    // The log line and metrics come from the shared onResponse hook (it runs for hijacked replies).
+    request.veilOutcome = "forwarded";
     reply.hijack();
     const headers: Record<string, string | number> = { "content-length": answer.body.length };
     if (answer.contentType !== undefined) headers["content-type"] = answer.contentType;
     reply.raw.writeHead(answer.status, headers);
     reply.raw.end(answer.body);
-    deps.recorder.record(route.path, "POST", answer.status, "forwarded", reply.elapsedTime);
     return reply;
   });
   methodNotAllowed(app, route.path, ["POST"]);

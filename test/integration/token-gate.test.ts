@@ -211,6 +211,43 @@ describe("the gate in the request path", () => {
   });
 });
 
+describe("an aggregator that cuts the connection after reading the upload", () => {
+  it("spends the token (the report may have been processed), yet accepts the same report again", async () => {
+    const { createServer } = await import("node:http");
+    let bodies = 0;
+    const cutter = createServer((req) => {
+      req.resume();
+      req.on("end", () => {
+        bodies++;
+        req.socket.destroy();
+      });
+    });
+    await new Promise<void>((ok) => cutter.listen(0, "127.0.0.1", () => ok()));
+    const port = (cutter.address() as { port: number }).port;
+    const config = parseGatewayConfig({
+      ...JSON.parse(JSON.stringify(gatewayConfig("memory"))),
+      targets: { "https://leader.example": `http://127.0.0.1:${port}` },
+    });
+    const r = await start(config);
+    try {
+      const token = newToken();
+      const report = nextReport();
+      const cut = await sealedUpload(r.gw.url, r.keyConfig, { path: uploadPath(task), body: report, authorization: token });
+      expect(cut.status).toBe(502);
+      expect(bodies).toBe(1);
+      const other = await sealedUpload(r.gw.url, r.keyConfig, { path: uploadPath(task), body: nextReport(), authorization: token });
+      expectChallenge(other, "PP_ERR_TOKEN_REPLAYED", problem(other));
+      const retry = await sealedUpload(r.gw.url, r.keyConfig, { path: uploadPath(task), body: report, authorization: token });
+      expect(retry.status).toBe(502); // let through again as a retry: the aggregator cut it again
+      expect(bodies).toBe(2);
+    } finally {
+      await r.gw.stop();
+      cutter.closeAllConnections();
+      await new Promise((ok) => cutter.close(ok));
+    }
+  });
+});
+
 describe("failing closed", () => {
   it("answers a sealed 503 while Redis is down, and works again once it is back", async () => {
     const own = await startRedis();

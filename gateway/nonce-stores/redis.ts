@@ -67,6 +67,8 @@ export class RedisNonceStore implements NonceStore {
       // Why not ioredis's defaults (queue commands while disconnected, retry each 20 times): an
       // upload must get an answer promptly; failing closed with 503 is the answer when Redis is down.
       enableOfflineQueue: false,
+      // Commands issued in the same tick (concurrent uploads) go out in one write.
+      enableAutoPipelining: true,
       maxRetriesPerRequest: 0,
       commandTimeout: options.commandTimeoutMs ?? NONCE_STORE_DEFAULTS.redisCommandTimeoutMs,
       connectTimeout: options.connectTimeoutMs ?? NONCE_STORE_DEFAULTS.redisConnectTimeoutMs,

@@ -64,6 +64,15 @@ interface Statements {
   deleteIfFree: Database.Statement<[Uint8Array]>;
   purge: Database.Statement<[number]>;
   reserve: (nonce: Uint8Array, digest: Uint8Array, expiresAtMs: number, now: number) => ReserveOutcome;
+  /** One write transaction for a batch of commits. */
+  commitMany: (batch: readonly PendingCommit[]) => void;
+  /** Release as one write transaction (one holder less; delete when none is left). */
+  releaseOne: (nonce: Uint8Array, digest: Uint8Array) => void;
+}
+
+interface PendingCommit {
+  nonce: Buffer;
+  digest: Buffer;
 }
 
 export class SqliteNonceStore implements NonceStore {
@@ -76,6 +85,8 @@ export class SqliteNonceStore implements NonceStore {
   #st: Statements | undefined;
   #nextPurgeAtMs: number;
   #closed = false;
+  readonly #pendingCommits = new Map<string, PendingCommit>();
+  #flushScheduled = false;
 
   constructor(path: string, options: SqliteNonceStoreOptions = {}) {
     if (path === "") throw new ProtocolError("CFG_ERR_INVALID", "sqlite nonce store: empty path");
@@ -149,9 +160,17 @@ export class SqliteNonceStore implements NonceStore {
         st.insert.run(nonce, digest, Math.max(expiresAtMs, now + MIN_ENTRY_TTL_MS));
         return "new";
       });
+      const commitTx = d.transaction((batch: readonly PendingCommit[]) => {
+        for (const c of batch) st.commit.run(c.nonce, c.digest);
+      });
+      const releaseTx = d.transaction((nonce: Uint8Array, digest: Uint8Array) => {
+        if (st.release.run(nonce, digest).changes > 0) st.deleteIfFree.run(nonce);
+      });
       this.#db = db;
       this.#st = {
         ...st,
+        commitMany: (batch) => commitTx.immediate(batch),
+        releaseOne: (n, g) => releaseTx.immediate(n, g),
         reserve: (n, g, e, now) => {
           // Fast path, the common case (a fresh token): one autocommit INSERT, itself atomic. When
           // the nonce is there already (a retry, a double spend, an expired entry), the full
@@ -210,20 +229,42 @@ export class SqliteNonceStore implements NonceStore {
     }
   }
 
+  /**
+   * Commits are written in batches, one write transaction per event-loop turn, not one each: a
+   * commit only has to make sure the entry is never released, and an entry whose holder does not
+   * release it is never deleted anyway (see ./types.ts), so a commit still pending when the process
+   * dies leaves the token bound to its request, exactly as a committed one. Within this process,
+   * release() treats a pending commit as written.
+   */
   async commit(nonce: Uint8Array, digest: Uint8Array): Promise<void> {
-    const st = this.#statements();
+    this.#statements();
+    const key = hexOf(nonce);
+    this.#pendingCommits.set(key, { nonce: Buffer.from(nonce), digest: Buffer.from(digest) });
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flushCommits());
+    }
+  }
+
+  #flushCommits(): void {
+    this.#flushScheduled = false;
+    if (this.#pendingCommits.size === 0) return;
+    const batch = [...this.#pendingCommits.values()];
+    this.#pendingCommits.clear();
     try {
-      st.commit.run(asBuffer(nonce), asBuffer(digest));
+      this.#statements().commitMany(batch);
     } catch (e) {
-      this.#fail(e, "commit");
+      // The entries stay reserved: still bound to their requests (fail safe, nothing to undo).
+      if (isConnectionBroken(e)) this.#drop();
     }
   }
 
   async release(nonce: Uint8Array, digest: Uint8Array): Promise<void> {
     const st = this.#statements();
+    const pending = this.#pendingCommits.get(hexOf(nonce));
+    if (pending !== undefined && equalBytes(pending.digest, digest)) return; // committed
     try {
-      const n = asBuffer(nonce);
-      if (st.release.run(n, asBuffer(digest)).changes > 0) st.deleteIfFree.run(n);
+      st.releaseOne(asBuffer(nonce), asBuffer(digest));
     } catch (e) {
       this.#fail(e, "release");
     }
@@ -239,9 +280,16 @@ export class SqliteNonceStore implements NonceStore {
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
+    if (!this.#closed) {
+      this.#flushCommits();
+      this.#closed = true;
+    }
     this.#drop();
   }
+}
+
+function hexOf(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
 }
 
 /** A Buffer view of exactly the bytes of `b` (no copy), as better-sqlite3 binds Buffers as BLOBs. */

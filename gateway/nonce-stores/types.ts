@@ -15,7 +15,10 @@
 //   Atomic across every process sharing the store: of 25 concurrent reserves of one nonce with 25
 //   digests, exactly one is "new".
 // - commit(nonce, digest): the request reached the aggregator: the entry becomes committed and
-//   stays bound to `digest` until it expires, whatever happens next.
+//   stays bound to `digest` until it expires, whatever happens next. (The holder the committing
+//   request took at reserve time is never given back, so the entry can never be deleted by
+//   releases: that is what makes it spent. The committed flag records it; a backend may write it
+//   lazily, e.g. SQLite batches commits, without weakening anything.)
 // - release(nonce, digest): nothing of this request reached the aggregator: one holder less; when
 //   no holder is left and nothing committed it, the entry is deleted and the token is as good as
 //   new. Why holders rather than a plain delete: a retry of the identical request may be in flight

@@ -245,6 +245,22 @@ describe("sqlite store", () => {
     await b.close();
   });
 
+  it("keeps a token bound to its request even when its commit was never written (a crash right after)", async () => {
+    const path = join(dir, "pending.db");
+    const a = new SqliteNonceStore(path);
+    const b = new SqliteNonceStore(path);
+    const n = nonce();
+    const d = digest();
+    expect(await a.reserve(n, d, Date.now() + HOUR)).toBe("new");
+    await a.commit(n, d); // batched: not written before the next event-loop turn
+    expect(await b.reserve(n, digest(), Date.now() + HOUR)).toBe("spent");
+    expect(await b.reserve(n, d, Date.now() + HOUR)).toBe("retry");
+    await b.release(n, d); // the retry could not connect: the first holder still holds it
+    expect(await b.reserve(n, digest(), Date.now() + HOUR)).toBe("spent");
+    await a.close();
+    await b.close();
+  });
+
   it("shares state between two connections to one file", async () => {
     const path = join(dir, "shared.db");
     const a = new SqliteNonceStore(path);

@@ -2,7 +2,9 @@
 // privacy-safe log line and metrics per request, a cap on concurrent requests, /healthz, /readyz,
 // /metrics, and graceful shutdown (stop accepting, finish in-flight requests, close stores).
 
+import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
+import { Server as NetServer } from "node:net";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import Fastify, { LogController, type FastifyInstance, type RawServerDefault } from "fastify";
@@ -61,6 +63,31 @@ function createNodeServer(listen: ListenConfig, limits: HttpLimits, handler: Han
   return createHttpServer(common, handler);
 }
 
+/** Servers that are draining: their answers carry Connection: close. */
+const DRAINING = new WeakSet<object>();
+
+/**
+ * In a cluster worker (`--workers N`), stopping must not fail a single request, because the other
+ * workers take over the port: stop accepting connections but keep serving the open ones, each
+ * answer closing its connection; idle keep-alive connections end by their keep-alive timeout
+ * (clients use a shorter one, so neither side races the other). node's server.close() instead
+ * closes idle connections at once, which races a client that is just sending a request on one.
+ * Resolves when no connection is left, or after `graceMs`.
+ */
+async function drain(server: Server, graceMs: number): Promise<void> {
+  DRAINING.add(server);
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, graceMs);
+    timer.unref();
+    // net.Server#close: stop accepting and call back once every connection has ended, without
+    // http.Server#close's closeIdleConnections().
+    NetServer.prototype.close.call(server, () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
 /** A Fastify app with Veil's shared plumbing installed; components add their routes. */
 export function createServerApp(options: ServerAppOptions): FastifyInstance {
   const { limits, metrics } = options;
@@ -69,7 +96,9 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
     // Fastify's request log records client addresses: we write our own line instead.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: limits.maxRequestBytes,
-    return503OnClosing: true,
+    // While stopping, a request that arrives on an open connection is still served (with
+    // Connection: close) rather than refused: a refused request is a failed upload.
+    return503OnClosing: false,
     forceCloseConnections: "idle",
     // Never trust X-Forwarded-For: a relay's clients must not be able to spoof their rate-limit key.
     trustProxy: false,
@@ -81,6 +110,9 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
 
   let inFlight = 0;
   app.addHook("onRequest", (request, reply, done) => {
+    // Draining (see drain() below): this answer closes its connection, so the client's next
+    // request opens a new one, which another worker accepts.
+    if (DRAINING.has(request.server.server)) reply.header("connection", "close");
     if (inFlight >= limits.maxConcurrentRequests) {
       sendProblem(reply, new ProtocolError("HTTP_ERR_OVERLOADED", undefined, { headers: { "retry-after": "1" } }));
       return;
@@ -164,6 +196,7 @@ export async function runServer(
       }, options.shutdownGraceMs);
       timer.unref();
       try {
+        if (cluster.isWorker) await drain(app.server, options.shutdownGraceMs);
         await app.close();
         await options.onClose?.();
       } catch (e) {

@@ -153,6 +153,7 @@ export class TokenGate implements Gate {
   readonly #now: () => number;
   readonly #random: (n: number) => Uint8Array;
   readonly #digests = new Map<string, Uint8Array>();
+  readonly #epochContexts = new Map<number, Uint8Array>();
   readonly #redeemed: Counter<"type" | "outcome">;
   readonly #refused: Counter<"reason">;
   readonly #settled: Counter<"result">;
@@ -294,10 +295,16 @@ export class TokenGate implements Gate {
 
   /** F(epoch): HMAC-SHA256(secret, label || epoch), or SHA-256(label || epoch) without a secret. */
   epochContext(epoch: number): Uint8Array {
-    const data = Buffer.concat([EPOCH_LABEL, u64(epoch)]);
-    const secret = this.options.epochSecret;
-    const h = secret === undefined ? createHash("sha256").update(data) : createHmac("sha256", secret).update(data);
-    return new Uint8Array(h.digest());
+    let c = this.#epochContexts.get(epoch);
+    if (c === undefined) {
+      const data = Buffer.concat([EPOCH_LABEL, u64(epoch)]);
+      const secret = this.options.epochSecret;
+      const h = secret === undefined ? createHash("sha256").update(data) : createHmac("sha256", secret).update(data);
+      c = new Uint8Array(h.digest());
+      if (this.#epochContexts.size >= 16) this.#epochContexts.clear();
+      this.#epochContexts.set(epoch, c);
+    }
+    return c;
   }
 
   #challenge(key: DirectoryKey, context: Uint8Array, origin: string[]): TokenChallenge {

@@ -94,6 +94,7 @@ async function waitFor(url: string, timeoutMs: number): Promise<void> {
 }
 
 interface WrkResult {
+  requests: number;
   rps: number;
   p99Ms: number;
   p50Ms: number;
@@ -114,10 +115,23 @@ function wrk(url: string, script: string, connections: number, durationSec: numb
   });
   const out = r.stdout ?? "";
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
   const p99Ms = toMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? "");
   const p50Ms = toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? "");
   const errs = [/Non-2xx or 3xx responses: \d+/.exec(out)?.[0], /Socket errors: .*/.exec(out)?.[0]].filter(Boolean).join("; ");
-  return { rps, p99Ms, p50Ms, errors: errs };
+  return { requests, rps, p99Ms, p50Ms, errors: errs };
+}
+
+/** CPU time (user + system) a process has used, in µs (/proc/PID/stat, clock ticks of 10 ms). */
+function cpuUs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/** nginx's single worker process (the child of the master we started). */
+function nginxWorker(masterPid: number): number {
+  const children = readFileSync(`/proc/${masterPid}/task/${masterPid}/children`, "utf8").trim().split(/\s+/);
+  return Number(children[0]);
 }
 
 function rssMb(pid: number, field: "VmRSS" | "VmHWM" = "VmRSS"): number {
@@ -190,9 +204,8 @@ export async function run(args: string[]): Promise<void> {
       // One access log line per request, like the relay's request log.
       { http: `upstream gateway { server 127.0.0.1:${upPort}; keepalive 64; }`, accessLog: true },
     );
-    for (const conf of [upConf, pxConf]) {
-      children.push(spawn("nginx", ["-p", dir, "-c", conf, "-g", "daemon off;"], { stdio: "ignore" }));
-    }
+    const nginxProcs = [upConf, pxConf].map((conf) => spawn("nginx", ["-p", dir, "-c", conf, "-g", "daemon off;"], { stdio: "ignore" }));
+    children.push(...nginxProcs);
     const veil = fileURLToPath(new URL("../../bin/veil.js", import.meta.url));
     const startRelay = (port: number, fastPath: boolean, name: string): ChildProcess => {
       const config = {
@@ -227,17 +240,31 @@ export async function run(args: string[]): Promise<void> {
 
     console.log(`relay vs nginx proxy_pass: ${o.rounds} x ${o.durationSec} s per target, wrk -t1 -c${o.connections}, ${o.bodyBytes}-byte POST`);
     for (const url of Object.values(targets)) wrk(url, script, o.connections, 3); // warm-up (JIT, pools)
+    // Per-request CPU time of the process under test: less sensitive than throughput to other load
+    // on a shared machine (it still includes kernel time spent on the process's own sockets).
+    const pids: Record<string, number> = { relay: relay.pid!, nginx: nginxWorker(nginxProcs[1]!.pid!) };
+    if (slow !== undefined) pids["relay (node:http + Fastify only)"] = slow.pid!;
+    const cpu: Record<string, number[]> = {};
     const results: Record<string, WrkResult[]> = {};
     for (let r = 0; r < o.rounds; r++) {
       const names = Object.keys(targets);
       if (r % 2 === 1) names.reverse();
       for (const name of names) {
+        const before = cpuUs(pids[name]!);
         const res = wrk(targets[name]!, script, o.connections, o.durationSec);
+        const perRequest = (cpuUs(pids[name]!) - before) / res.requests;
         (results[name] ??= []).push(res);
-        console.log(`  round ${r + 1} ${name.padEnd(34)} ${fmt(res.rps).padStart(8)} req/s  p50 ${fmt(res.p50Ms, 2)} ms  p99 ${fmt(res.p99Ms, 2)} ms${res.errors === "" ? "" : `  (${res.errors})`}`);
+        (cpu[name] ??= []).push(perRequest);
+        console.log(
+          `  round ${r + 1} ${name.padEnd(34)} ${fmt(res.rps).padStart(8)} req/s  p50 ${fmt(res.p50Ms, 2)} ms  p99 ${fmt(res.p99Ms, 2)} ms  CPU ${fmt(perRequest, 1)} µs/req${res.errors === "" ? "" : `  (${res.errors})`}`,
+        );
       }
     }
-    const summary = (name: string) => ({ rps: median(results[name]!.map((x) => x.rps)), p99: median(results[name]!.map((x) => x.p99Ms)) });
+    const summary = (name: string) => ({
+      rps: median(results[name]!.map((x) => x.rps)),
+      p99: median(results[name]!.map((x) => x.p99Ms)),
+      cpu: median(cpu[name]!),
+    });
     const rl = summary("relay");
     const ng = summary("nginx");
 
@@ -254,14 +281,15 @@ export async function run(args: string[]): Promise<void> {
     const rssPeak = rssMb(relay.pid!, "VmHWM");
 
     console.log("");
-    console.log(`  relay: median ${fmt(rl.rps)} req/s, p99 ${fmt(rl.p99, 2)} ms`);
-    console.log(`  nginx: median ${fmt(ng.rps)} req/s, p99 ${fmt(ng.p99, 2)} ms`);
+    console.log(`  relay: median ${fmt(rl.rps)} req/s, p99 ${fmt(rl.p99, 2)} ms, ${fmt(rl.cpu, 1)} µs CPU/req`);
+    console.log(`  nginx: median ${fmt(ng.rps)} req/s, p99 ${fmt(ng.p99, 2)} ms, ${fmt(ng.cpu, 1)} µs CPU/req`);
     if (slow !== undefined) {
       const sl = summary("relay (node:http + Fastify only)");
-      console.log(`  relay without the lean path: median ${fmt(sl.rps)} req/s (${fmt(sl.rps / ng.rps, 2)}x nginx), p99 ${fmt(sl.p99, 2)} ms`);
+      console.log(`  relay without the lean path: median ${fmt(sl.rps)} req/s (${fmt(sl.rps / ng.rps, 2)}x nginx), p99 ${fmt(sl.p99, 2)} ms, ${fmt(sl.cpu, 1)} µs CPU/req`);
     }
     console.log(`  throughput ratio relay/nginx: ${fmt(rl.rps / ng.rps, 2)}x   (target >= 0.70x)`);
     console.log(`  p99 ratio relay/nginx:        ${fmt(rl.p99 / ng.p99, 2)}x   (target <= 2.00x)`);
+    console.log(`  CPU per request relay/nginx:  ${fmt(rl.cpu / ng.cpu, 2)}x   (nginx's efficiency / the relay's: ${fmt(ng.cpu / rl.cpu, 2)})`);
     console.log(`  relay RSS: ${fmt(rssBefore, 1)} MB idle, ${fmt(rssIdle, 1)} MB with ${o.idle} open client connections (target <= 150 MB)`);
     console.log(`  relay peak RSS incl. wrk -c${o.idle} (${fmt(loaded.rps)} req/s${loaded.errors === "" ? "" : `, ${loaded.errors}`}): ${fmt(rssPeak, 1)} MB`);
   } finally {

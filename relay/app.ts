@@ -234,6 +234,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
     }
   });
   app.addHook("onClose", async () => {
+    recorder.flush();
     front?.stop();
     for (const r of routes) r.upstream.close();
     await limiter?.close();

@@ -43,7 +43,7 @@ const enum State {
   Head,
   /** Head parsed, reading the body. */
   Body,
-  /** Waiting for the gateway's answer (reading paused). */
+  /** Waiting for the gateway's answer (further bytes are buffered, reading pauses if they pile up). */
   Busy,
   /** Answered with Connection: close; unread client bytes are drained until the client closes. */
   Lingering,
@@ -74,6 +74,8 @@ interface Conn {
   /** Removes the lean path's listeners (before a handoff). */
   detach: (() => void) | undefined;
 }
+
+const CRLFCRLF = Buffer.from("\r\n\r\n", "latin1");
 
 /** Lingering close: how long unread client bytes are drained before the connection is cut. */
 const LINGER_MS = 2000;
@@ -157,7 +159,13 @@ export class Front {
   #onData(c: Conn, chunk: Buffer): void {
     if (c.state === State.Lingering || c.state === State.Gone) return;
     c.buf = c.buf === undefined ? chunk : Buffer.concat([c.buf, chunk]);
-    if (c.state !== State.Busy) this.#process(c);
+    if (c.state !== State.Busy) {
+      this.#process(c);
+    } else if (c.buf.length > this.#o.limits.maxHeaderBytes + this.#o.limits.maxRequestBytes) {
+      // A client pipelining ahead while its request is with the gateway: stop reading (not paused
+      // per request, which costs a tick per request on the common path).
+      c.socket.pause();
+    }
   }
 
   #onEnd(c: Conn): void {
@@ -173,7 +181,7 @@ export class Front {
     if (c.state === State.Idle || c.state === State.Head) {
       const buf = c.buf;
       if (buf === undefined) return;
-      const end = buf.indexOf("\r\n\r\n", Math.max(0, c.scanned - 3), "latin1");
+      const end = buf.indexOf(CRLFCRLF, Math.max(0, c.scanned - 3));
       if (end < 0) {
         // Larger heads are node:http's to refuse (431).
         if (buf.length > limits.maxHeaderBytes) return this.#handoff(c);
@@ -211,7 +219,6 @@ export class Front {
       const body = buf.subarray(c.bodyStart, bodyEnd);
       c.buf = buf.length > bodyEnd ? buf.subarray(bodyEnd) : undefined;
       c.state = State.Busy;
-      c.socket.pause();
       this.#dispatch(c, body);
     }
   }
@@ -250,8 +257,11 @@ export class Front {
     }
     const close = forceClose || c.closeAfter || c.ended || this.#o.forwarder.closing;
     const head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n${fields}content-length: ${body.length}\r\n${close ? "connection: close\r\n" : ""}\r\n`;
-    const headBytes = Buffer.byteLength(head, "latin1");
-    c.socket.write(Buffer.concat([Buffer.from(head, "latin1"), body], headBytes + body.length));
+    // One buffer, one write: head (latin1: the gateway's Content-Type bytes as received) then body.
+    const out = Buffer.allocUnsafe(head.length + body.length);
+    out.write(head, 0, "latin1");
+    body.copy(out, head.length);
+    c.socket.write(out);
     this.#o.recorder.record(route, "POST", status, outcome, durationMs);
     c.route = undefined;
     c.label = UNMATCHED;
@@ -272,7 +282,7 @@ export class Front {
     }
     c.state = State.Idle;
     c.deadline = this.#now() + this.#o.limits.keepAliveTimeoutMs;
-    c.socket.resume();
+    if (c.socket.isPaused()) c.socket.resume();
     // Pipelined requests: continue on a fresh stack.
     if (c.buf !== undefined) queueMicrotask(() => this.#process(c));
   }

@@ -113,8 +113,8 @@ const enum State {
   Done,
 }
 
-/** Status codes 100-599 (RFC 9110 §15: the classes a client understands). */
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9]{2})(?: [\t\x20-\x7e\x80-\xff]*)?$/;
+/** Status line (codes 100-599: the classes a client understands, RFC 9110 §15) and field lines. */
+const RESPONSE_HEAD = /^HTTP\/1\.([01]) ([1-5][0-9]{2})(?: [\t\x20-\x7e\x80-\xff]*)?((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*)*)$/;
 const FIELD_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\t\x20-\x7e\x80-\xff]*)$/;
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[\t ]*(;[\t\x20-\x7e\x80-\xff]*)?$/;
 const KEEP_ALIVE_TIMEOUT = /(?:^|,)\s*timeout\s*=\s*(\d{1,9})\s*(?:,|$)/i;
@@ -284,47 +284,56 @@ export class ResponseParser {
   }
 
   #parseHead(head: string): void {
-    const lines = head.split("\r\n");
-    const m = STATUS_LINE.exec(lines[0]!);
-    if (m === null) throw invalid("bad status line");
+    // One pass validates the whole head (status line and field lines, no obs-fold, no bare CR/LF),
+    // then the few fields that matter are picked out.
+    const m = RESPONSE_HEAD.exec(head);
+    if (m === null) throw invalid("bad status line or header field");
     const status = Number(m[2]);
+    const fields = m[3]!;
     let contentLength = -1;
     let chunked = false;
     let contentType: string | undefined;
     let keepAlive = m[1] === "1";
     let keepAliveTimeoutMs: number | undefined;
-    for (let i = 1; i < lines.length; i++) {
-      const f = FIELD_LINE.exec(lines[i]!);
-      if (f === null) throw invalid("bad header field");
-      const name = f[1]!.toLowerCase();
-      const value = trimOws(f[2]!);
-      switch (name) {
-        case "content-length": {
-          if (!DIGITS.test(value)) throw invalid("bad content-length");
-          const n = Number(value);
-          if (contentLength !== -1 && contentLength !== n) throw invalid("conflicting content-length");
-          contentLength = n;
-          break;
-        }
-        case "transfer-encoding": {
-          // RFC 9112 §6.1: chunked must be the final coding; the relay asks for no other coding.
-          if (value.toLowerCase() !== "chunked" || chunked) throw invalid("unsupported transfer-encoding");
-          chunked = true;
-          break;
-        }
-        case "content-type":
-          contentType ??= value;
-          break;
-        case "connection":
-          if (hasToken(value, "close")) keepAlive = false;
-          else if (hasToken(value, "keep-alive")) keepAlive = true;
-          break;
-        case "keep-alive": {
-          const t = KEEP_ALIVE_TIMEOUT.exec(value);
-          if (t !== null) keepAliveTimeoutMs = Number(t[1]) * 1000;
-          break;
+    let at = 2; // fields starts with "\r\n"
+    while (at < fields.length) {
+      let end = fields.indexOf("\r\n", at);
+      if (end < 0) end = fields.length;
+      const colon = fields.indexOf(":", at);
+      const nameLength = colon - at;
+      // Only names of these lengths matter: skip the rest without lowercasing them.
+      if (nameLength === 10 || nameLength === 12 || nameLength === 14 || nameLength === 17) {
+        const name = fields.slice(at, colon).toLowerCase();
+        const value = trimOws(fields.slice(colon + 1, end));
+        switch (name) {
+          case "content-length": {
+            if (!DIGITS.test(value)) throw invalid("bad content-length");
+            const n = Number(value);
+            if (contentLength !== -1 && contentLength !== n) throw invalid("conflicting content-length");
+            contentLength = n;
+            break;
+          }
+          case "transfer-encoding": {
+            // RFC 9112 §6.1: chunked must be the final coding; the relay asks for no other coding.
+            if (value.toLowerCase() !== "chunked" || chunked) throw invalid("unsupported transfer-encoding");
+            chunked = true;
+            break;
+          }
+          case "content-type":
+            contentType ??= value;
+            break;
+          case "connection":
+            if (hasToken(value, "close")) keepAlive = false;
+            else if (hasToken(value, "keep-alive")) keepAlive = true;
+            break;
+          case "keep-alive": {
+            const t = KEEP_ALIVE_TIMEOUT.exec(value);
+            if (t !== null) keepAliveTimeoutMs = Number(t[1]) * 1000;
+            break;
+          }
         }
       }
+      at = end + 2;
     }
     if (status < 200) {
       // RFC 9110 §15.2: interim responses carry no content; 101 would switch protocols: refused.

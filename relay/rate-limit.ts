@@ -30,6 +30,7 @@ export interface RateLimiter {
  * first `ipv6PrefixBits` bits of an IPv6 address (one host can use a whole /64 at will).
  */
 export function clientKey(address: string, ipv6PrefixBits: number): string {
+  if (!address.includes(":")) return address; // IPv4 (or unknown)
   if (address.startsWith("::ffff:") && isIPv4(address.slice(7))) return address.slice(7);
   if (!isIPv6(address) || ipv6PrefixBits >= 128) return address;
   const groups = expandIPv6(address);

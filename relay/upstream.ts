@@ -189,9 +189,15 @@ export class Upstream {
     p.phase = Phase.Headers;
     p.deadline = this.#now() + this.#opts.headersMs;
     p.parser = new ResponseParser({ maxHeaderBytes: this.#opts.maxHeaderBytes, maxBodyBytes: this.#opts.maxResponseBytes });
-    const length = Buffer.from(`${p.body.length}\r\n\r\n`, "latin1");
+    const length = `${p.body.length}\r\n\r\n`;
     if (p.body.length <= 16 * 1024) {
-      conn.socket.write(Buffer.concat([this.#prefix, length, p.body], this.#prefix.length + length.length + p.body.length));
+      // One buffer, one write.
+      const prefix = this.#prefix;
+      const out = Buffer.allocUnsafe(prefix.length + length.length + p.body.length);
+      prefix.copy(out, 0);
+      out.write(length, prefix.length, "latin1");
+      p.body.copy(out, prefix.length + length.length);
+      conn.socket.write(out);
     } else {
       conn.socket.cork();
       conn.socket.write(this.#prefix);

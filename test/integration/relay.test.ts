@@ -178,6 +178,46 @@ describe("relay forwarding", () => {
     expect(text.indexOf("res:two")).toBeLessThan(text.indexOf('"status":"ok"'));
   });
 
+  it("answers Expect: 100-continue and HTTP/1.0 requests through node:http", async () => {
+    const { gw, relay } = await setup();
+    const expect100 = await rawExchange(
+      relay.port,
+      `POST /leader-gateway HTTP/1.1\r\nHost: r\r\nContent-Type: ${OHTTP_REQ}\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc`,
+      (t) => t.includes("res:abc"),
+    );
+    expect(expect100).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK/);
+    const http10 = await rawExchange(relay.port, `POST /leader-gateway HTTP/1.0\r\nContent-Type: ${OHTTP_REQ}\r\nContent-Length: 3\r\n\r\nold`);
+    expect(http10).toMatch(/^HTTP\/1\.1 200 OK/);
+    expect(http10).toContain("res:old");
+    expect(gw.requests.map((r) => r.body.toString())).toEqual(["abc", "old"]);
+  });
+
+  it("closes idle keep-alive connections after keepAliveTimeoutMs", async () => {
+    const { relay } = await setup({ limits: { keepAliveTimeoutMs: 100 } });
+    const one = `POST /leader-gateway HTTP/1.1\r\nHost: r\r\nContent-Type: ${OHTTP_REQ}\r\nContent-Length: 1\r\n\r\nx`;
+    const started = Date.now();
+    const text = await rawExchange(relay.port, one, undefined, 5000);
+    expect(text).toContain("res:x");
+    // Closed by the relay, long before the 5 s this client would wait.
+    expect(Date.now() - started).toBeLessThan(4000);
+  });
+
+  it("finishes in-flight requests on shutdown and closes their connections", async () => {
+    const { gw, relay } = await setup();
+    let release: () => void = () => {};
+    gw.behaviour = (req, res) => (release = () => echoBehaviour(req, res));
+    const pending = rawExchange(relay.port, `POST /leader-gateway HTTP/1.1\r\nHost: r\r\nContent-Type: ${OHTTP_REQ}\r\nContent-Length: 4\r\n\r\nlast`);
+    while (gw.requests.length === 0) await new Promise((r) => setTimeout(r, 10));
+    const stopped = relay.stop();
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    const text = await pending;
+    expect(text).toMatch(/^HTTP\/1\.1 200 OK/);
+    expect(text.toLowerCase()).toContain("connection: close");
+    expect(text).toContain("res:last");
+    await stopped;
+  });
+
   it("works the same with the lean path turned off", async () => {
     const { gw, relay } = await setup({ fastPath: false });
     const res = await request(`${relay.url}/leader-gateway`, { method: "POST", body: "slow", headers: { "content-type": OHTTP_REQ, cookie: "c=1" } });

@@ -129,6 +129,8 @@ describe("Recorder", () => {
     const recorder = new Recorder(createLogger("relay", { destination: a.stream }), metrics);
     const log = createLogger("relay", { destination: b.stream });
     recorder.record("/leader-gateway", "POST", 502, "RELAY_ERR_UPSTREAM_FAILED", 12.3456);
+    expect(a.lines).toHaveLength(0); // batched
+    recorder.flush();
     logRequest(log, { route: "/leader-gateway", method: "POST", status: 502, outcome: "RELAY_ERR_UPSTREAM_FAILED", durationMs: 12.3456 });
     const strip = (l: string) => l.replace(/"time":\d+/, '"time":0');
     expect(a.lines).toHaveLength(1);
@@ -139,6 +141,16 @@ describe("Recorder", () => {
     const a = captureLines();
     const recorder = new Recorder(createLogger("relay", { destination: a.stream, level: "warn" }), createMetrics("relay", { defaultMetrics: false }));
     recorder.record("/x", "POST", 200, "forwarded", 1);
+    recorder.flush();
     expect(a.lines).toHaveLength(0);
+  });
+
+  it("writes a batch every 64 lines and otherwise within 100 ms", async () => {
+    const a = captureLines();
+    const recorder = new Recorder(createLogger("relay", { destination: a.stream }), createMetrics("relay", { defaultMetrics: false }));
+    for (let i = 0; i < 65; i++) recorder.record("/x", "POST", 200, "forwarded", 1);
+    expect(a.lines).toHaveLength(64);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(a.lines).toHaveLength(65);
   });
 });

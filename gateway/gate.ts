@@ -110,6 +110,11 @@ function u64(n: number): Uint8Array {
   return b;
 }
 
+function writeU64(b: Buffer, n: number, offset: number): number {
+  b.writeUInt32BE(Math.floor(n / 2 ** 32), offset);
+  return b.writeUInt32BE(n >>> 0, offset + 4);
+}
+
 /**
  * SHA-256 over the request a token pays for: method, target URL (the origin the client addressed
  * plus path and query) and body, each length-prefixed so no two requests share an encoding.
@@ -120,11 +125,12 @@ export function requestDigest(method: string, url: string, body: Uint8Array): Ui
   // label || u64 len(method) || method || u64 len(url) || url || u64 len(body), then the body.
   const head = Buffer.allocUnsafe(DIGEST_LABEL.length + 24 + m + u);
   head.set(DIGEST_LABEL);
-  let o = head.writeBigUInt64BE(BigInt(m), DIGEST_LABEL.length);
+  // u64 lengths as two u32 halves (no BigInt on the hot path; lengths are far below 2^32).
+  let o = writeU64(head, m, DIGEST_LABEL.length);
   o += head.write(method, o, "latin1");
-  o = head.writeBigUInt64BE(BigInt(u), o);
+  o = writeU64(head, u, o);
   o += head.write(url, o, "latin1");
-  head.writeBigUInt64BE(BigInt(body.length), o);
+  writeU64(head, body.length, o);
   return new Uint8Array(createHash("sha256").update(head).update(body).digest());
 }
 

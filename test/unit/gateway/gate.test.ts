@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -177,6 +178,20 @@ describe("token gate: admission", () => {
     expect(await refusedWith(gate.admit(input(other, { authorization: a })))).toBe("PP_ERR_TOKEN_REPLAYED");
     expect(requestDigest("PUT", UPLOAD_URL, new Uint8Array([1]))).not.toEqual(requestDigest("POST", UPLOAD_URL, new Uint8Array([1])));
     expect(requestDigest("PUT", "ab", new Uint8Array([1]))).not.toEqual(requestDigest("PUT", "a", new Uint8Array([98, 1])));
+  });
+
+  it("digests the request as label, then method, URL and body each with a u64 length", () => {
+    const u64 = (n: number): Buffer => {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64BE(BigInt(n));
+      return b;
+    };
+    const url = "https://leader.example/tasks/x/reports";
+    const body = new Uint8Array([1, 2, 3, 4]);
+    const expected = createHash("sha256")
+      .update(Buffer.concat([Buffer.from("veil request digest v1"), u64(3), Buffer.from("PUT"), u64(url.length), Buffer.from(url), u64(4), body]))
+      .digest();
+    expect(Buffer.from(requestDigest("PUT", url, body)).toString("hex")).toBe(expected.toString("hex"));
   });
 
   it("makes the token as good as new when nothing reached the aggregator", async () => {

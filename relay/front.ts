@@ -77,6 +77,12 @@ interface Conn {
 
 const CRLFCRLF = Buffer.from("\r\n\r\n", "latin1");
 
+const STATUS_LINES: string[] = [];
+/** "HTTP/1.1 200 OK\r\n" (100 <= status <= 599, as ResponseParser and the catalogue ensure). */
+function statusLine(status: number): string {
+  return (STATUS_LINES[status] ??= `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n`);
+}
+
 /** Lingering close: how long unread client bytes are drained before the connection is cut. */
 const LINGER_MS = 2000;
 const UNMATCHED = "(unmatched)";
@@ -256,7 +262,7 @@ export class Front {
       return;
     }
     const close = forceClose || c.closeAfter || c.ended || this.#o.forwarder.closing;
-    const head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n${fields}content-length: ${body.length}\r\n${close ? "connection: close\r\n" : ""}\r\n`;
+    const head = `${statusLine(status)}${fields}content-length: ${body.length}\r\n${close ? "connection: close\r\n" : ""}\r\n`;
     // One buffer, one write: head (latin1: the gateway's Content-Type bytes as received) then body.
     const out = Buffer.allocUnsafe(head.length + body.length);
     out.write(head, 0, "latin1");

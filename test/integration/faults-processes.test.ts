@@ -31,7 +31,7 @@ import { fetchKeyConfig } from "../helpers/oblivious-fetch.js";
 import { startTestRelay } from "../helpers/relay-harness.js";
 import { makeDapReports, problem, sealedUpload, startDirectoryServer, uploadPath, type DirectoryServer } from "../helpers/token-gateway.js";
 import { makeBlindRsaIssuerKey, makeToken } from "../helpers/tokens.js";
-import { killAllVeilChildren, spawnVeil, type VeilChild } from "../helpers/veil-child.js";
+import { killAllVeilChildren, spawnVeil } from "../helpers/veil-child.js";
 
 const ISSUER = "issuer.example";
 const key = makeBlindRsaIssuerKey({ reuse: 0 });

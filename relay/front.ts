@@ -6,9 +6,10 @@
 // which serve everything else (keys, health, metrics, 404, 405, chunked bodies, Expect, HTTP/1.0,
 // malformed requests) and also relay non-canonical POSTs with the same checks (relay/routes/).
 //
-// Why: node:http + Fastify alone reached 0.36-0.46x nginx's throughput as a relay; node:http
-// without Fastify about 0.5x. Reading the few bytes of a canonical request directly and answering
-// with one write is what brings the relay near nginx (bench/relay.ts).
+// Why (bench/relay.ts, against nginx proxy_pass on the same shared 2-core machine): relaying
+// through node:http + Fastify reached 0.41-0.48x nginx's throughput at about 4x its CPU per
+// request, and node:http alone measured about 0.5x; reading the few bytes of a canonical request
+// directly and answering with one write brings the relay to 0.62-0.78x at 1.5-2x nginx's CPU.
 //
 // Limits kept here as in node:http: request head size (maxHeaderBytes: larger heads go to node:http,
 // which answers 431), body size (413 by Content-Length, before reading the body), headers timeout

@@ -40,7 +40,8 @@ export async function startRelay(
  */
 function createRelayLogger(level: string): Logger {
   if (process.stdout.isTTY) return createLogger("relay", { level });
-  const destination = pinoDestination({ dest: 1, sync: false, minLength: 4096 });
+  // Bounded: if stdout stalls, lines beyond 16 MiB are dropped rather than filling the memory.
+  const destination = pinoDestination({ dest: 1, sync: false, minLength: 4096, maxLength: 16 * 1024 * 1024 });
   setInterval(() => destination.flush(), 1000).unref();
   return createLogger("relay", { level, destination });
 }

@@ -5,11 +5,13 @@ type Bench = { run(args: string[]): Promise<void> };
 const BENCHES: Record<string, () => Promise<Bench>> = {
   // name: () => import("./name.js"),
   client: () => import("./client.js"),
+  faults: () => import("./faults.js"),
   gateway: () => import("./gateway.js"),
   ohttp: () => import("./ohttp.js"),
   relay: () => import("./relay.js"),
   tokens: () => import("./tokens.js"),
   "tokens-gateway": () => import("./tokens-gateway.js"),
+  workers: () => import("./workers.js"),
 };
 
 export async function runBench(argv: string[]): Promise<void> {

@@ -8,6 +8,7 @@
 // there cannot hide a bug here.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { AeadId, CipherSuite, KdfId, KemId } from "hpke-js";
 import { ByteReader, ByteWriter, fromBase64Url, toBase64Url, toHex } from "../core/bytes.js";
@@ -171,6 +172,8 @@ export interface DapAggregatorOptions {
    * turns it off and aggregates through `onAccepted` instead, so memory does not grow per report.
    */
   keepReports?: boolean;
+  /** Serve HTTPS with this certificate chain and key (PEM). */
+  tls?: { cert: string | Buffer; key: string | Buffer };
   /** Called with each newly accepted report, after it was stored and before the answer is sent. */
   onAccepted?: (report: AcceptedReport) => void;
 }
@@ -534,9 +537,11 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
     }
   }
 
-  const server: Server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     void handle(req, res);
-  });
+  };
+  const server: Server =
+    opts.tls === undefined ? createServer(onRequest) : (createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) as unknown as Server);
   // Explicit limits instead of node's defaults.
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
@@ -550,7 +555,7 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
 
   return {
     role,
-    url: `http://${host}:${addr.port}/`,
+    url: `${opts.tls === undefined ? "http" : "https"}://${host}:${addr.port}/`,
     port: addr.port,
     reports,
     duplicates,

@@ -1,0 +1,209 @@
+// `npm run bench -- workers [--seconds S] [--rounds R] [--connections C]`
+//
+// `veil gateway --workers 2` against `veil gateway` (one process): CPU time per request of the
+// whole gateway process group (primary and workers, read from /proc), and throughput beside it.
+// Both run the real command line on the same config (DAP policy, tokens off, a trivial upstream in
+// this process that answers 201) under the same load from `wrk` (keep-alive, a fixed encapsulated
+// upload: the gateway decapsulates, forwards and seals every one). Interleaved over several rounds;
+// the ratio is the median of the per-round ratios. Target (issue 7): CPU per request with 2
+// workers at most 1.15x that of 1 process (no coordination cost).
+//
+// This machine has 2 cores shared with wrk and the upstream, so throughput with 2 workers cannot
+// double here: the CPU ratio is the number that carries over.
+
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { decodeResponse, encodeRequest } from "../core/bhttp/index.js";
+import { KEM, decodeKeyConfigs, encapsulateRequest, generateGatewayKey } from "../core/ohttp/index.js";
+import { Secret } from "../core/secret.js";
+import { KEY_FILE_VERSION, writeKeyFile } from "../gateway/key-file.js";
+
+const VEIL = fileURLToPath(new URL("../../bin/veil.js", import.meta.url));
+const CLK_TCK = 100;
+
+function arg(args: string[], name: string, dflt: number): number {
+  const i = args.indexOf(`--${name}`);
+  const v = i >= 0 ? Number(args[i + 1]) : dflt;
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number`);
+  return v;
+}
+
+/** user + system CPU seconds of `pid` (from /proc/PID/stat). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields after the command: state is index 0, utime is field 14 overall (index 11 here), stime 15.
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+interface Group {
+  child: ChildProcess;
+  url: string;
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+async function startGateway(config: string, workers: number): Promise<Group> {
+  const args = [VEIL, "gateway", "--config", config, ...(workers > 1 ? ["--workers", String(workers)] : [])];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  const deadline = Date.now() + 60_000;
+  const done = (): boolean => (workers > 1 ? out.includes('"all workers ready"') : true) && out.includes('"gateway listening"');
+  while (!done()) {
+    if (child.exitCode !== null) throw new Error(`gateway exited: ${out}`);
+    if (Date.now() > deadline) throw new Error(`gateway did not start: ${out}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const lines = out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const url = lines.find((l) => l.msg === "gateway listening")!.url as string;
+  const pids = workers > 1 ? [child.pid!, ...(lines.find((l) => l.msg === "all workers ready")!.pids as number[])] : [child.pid!];
+  return {
+    child,
+    url,
+    pids,
+    stop: async () => {
+      const exited = new Promise<void>((r) => child.once("exit", () => r()));
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+function wrk(url: string, bodyFile: string, seconds: number, connections: number, script: string): { requests: number; non2xx: number; errors: number } {
+  const r = spawnSync("wrk", ["-t1", `-c${connections}`, `-d${seconds}s`, "-s", script, `${url}/gateway`], {
+    env: { ...process.env, VEIL_BODY: bodyFile },
+    encoding: "utf8",
+  });
+  if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
+  const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? NaN);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
+  const m = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
+  const errors = m === null ? 0 : Number(m[1]) + Number(m[2]) + Number(m[3]) + Number(m[4]);
+  return { requests, non2xx, errors };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+export async function run(args: string[]): Promise<void> {
+  const seconds = arg(args, "seconds", 5);
+  const rounds = arg(args, "rounds", 3);
+  const connections = arg(args, "connections", 32);
+  if (spawnSync("wrk", ["--version"]).error !== undefined) throw new Error("wrk is not installed (apt-get install wrk)");
+
+  const dir = mkdtempSync(join(tmpdir(), "veil-bench-workers-"));
+  // The upstream: answers every upload 201 at once (its CPU is not counted).
+  const upstream = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(201, { "content-length": "0" });
+      res.end();
+    });
+  });
+  upstream.keepAliveTimeout = 30_000;
+  await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+  const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/`;
+
+  try {
+    const keyFile = join(dir, "keys.json");
+    const { key, privateKey } = await generateGatewayKey(1, KEM.X25519);
+    const at = new Date().toISOString();
+    writeKeyFile(keyFile, {
+      version: KEY_FILE_VERSION,
+      keys: [{ keyId: 1, kemId: key.config.kemId, symmetric: key.config.symmetric, state: "active", createdAt: at, activatedAt: at, publicKey: key.config.publicKey, privateKey: new Secret(privateKey) }],
+    });
+    const config = join(dir, "gateway.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        listen: { host: "127.0.0.1", port: 0 },
+        keys: keyFile,
+        targets: { "https://leader.example": upstreamUrl },
+        tokens: { required: false },
+        logLevel: "warn",
+        limits: { shutdownGraceMs: 3000 },
+      }),
+    );
+    // One encapsulated DAP upload, sent again and again (the gateway keeps no replay state for
+    // OHTTP requests; each one is decapsulated, forwarded and sealed anew).
+    const taskId = "A".repeat(43);
+    const inner = encodeRequest({
+      method: "PUT",
+      scheme: "https",
+      authority: "leader.example",
+      path: `/tasks/${taskId}/reports`,
+      headers: [["content-type", "application/dap-report"]],
+      body: new Uint8Array(600).fill(7),
+      trailers: [],
+    });
+    const { encapsulated, response } = await encapsulateRequest(key.config, inner);
+    const bodyFile = join(dir, "body.bin");
+    writeFileSync(bodyFile, encapsulated);
+    const script = join(dir, "post.lua");
+    writeFileSync(
+      script,
+      [
+        'wrk.method = "POST"',
+        'wrk.headers["Content-Type"] = "message/ohttp-req"',
+        'local f = io.open(os.getenv("VEIL_BODY"), "rb")',
+        'wrk.body = f:read("*all")',
+        "f:close()",
+      ].join("\n"),
+    );
+
+    const results: Record<number, { cpuPerReq: number[]; rps: number[] }> = { 1: { cpuPerReq: [], rps: [] }, 2: { cpuPerReq: [], rps: [] } };
+    const ratios: number[] = [];
+    let checked = false;
+    console.log(`gateway, 1 process vs --workers 2; wrk ${connections} connections, ${seconds} s per run, ${rounds} rounds`);
+    for (let round = 0; round < rounds; round++) {
+      const perRound: Record<number, number> = {};
+      for (const workers of round % 2 === 0 ? [1, 2] : [2, 1]) {
+        const g = await startGateway(config, workers);
+        try {
+          if (!checked) {
+            // The fixed request really goes through: the sealed inner answer is a 201.
+            const res = await fetch(`${g.url}/gateway`, { method: "POST", headers: { "content-type": "message/ohttp-req" }, body: new Uint8Array(encapsulated) });
+            const answer = decodeResponse(await response.decapsulateResponse(new Uint8Array(await res.arrayBuffer())));
+            if (answer.status !== 201) throw new Error(`the gateway answered the upload with ${answer.status}`);
+            checked = true;
+          }
+          wrk(g.url, bodyFile, 1, connections, script); // warm-up
+          const before = g.pids.map(cpuSeconds).reduce((a, b) => a + b, 0);
+          const r = wrk(g.url, bodyFile, seconds, connections, script);
+          const after = g.pids.map(cpuSeconds).reduce((a, b) => a + b, 0);
+          if (r.non2xx > 0 || r.errors > 0) console.log(`  warning: ${r.non2xx} non-2xx answers, ${r.errors} socket errors`);
+          const cpuPerReq = ((after - before) / r.requests) * 1e6;
+          const rps = r.requests / seconds;
+          results[workers]!.cpuPerReq.push(cpuPerReq);
+          results[workers]!.rps.push(rps);
+          perRound[workers] = cpuPerReq;
+          console.log(`  round ${round + 1}, ${workers === 1 ? "1 process " : "2 workers "}: ${cpuPerReq.toFixed(0)} µs CPU/request, ${rps.toFixed(0)} requests/s`);
+        } finally {
+          await g.stop();
+        }
+      }
+      ratios.push(perRound[2]! / perRound[1]!);
+    }
+    const one = results[1]!;
+    const two = results[2]!;
+    console.log("");
+    console.log(`CPU per request: 1 process ${median(one.cpuPerReq).toFixed(0)} µs, 2 workers ${median(two.cpuPerReq).toFixed(0)} µs`);
+    console.log(`ratio (2 workers / 1 process, median of per-round ratios): ${median(ratios).toFixed(3)}x   target <= 1.15x`);
+    console.log(`throughput: 1 process ${median(one.rps).toFixed(0)} requests/s, 2 workers ${median(two.rps).toFixed(0)} requests/s (${(median(two.rps) / median(one.rps)).toFixed(2)}x)`);
+  } finally {
+    upstream.close();
+    upstream.closeAllConnections();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

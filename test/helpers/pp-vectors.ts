@@ -1,9 +1,9 @@
-// Loads the Privacy Pass vectors in ../shared/vectors/privacypass (see its README) with field
+// Loads the Privacy Pass vectors copied from shared/vectors/privacypass into test/vectors/privacypass (see its README) with field
 // names normalised (the Rust files use snake_case).
 import { readFileSync } from "node:fs";
 import { fromHex } from "../../core/bytes.js";
 
-export const PP_VECTOR_DIR = process.env.VEIL_VECTORS ?? "/work/shared/vectors/privacypass";
+export const PP_VECTOR_DIR = process.env.VEIL_VECTORS ?? new URL("../vectors/privacypass", import.meta.url).pathname;
 
 export interface IssuanceVector {
   file: string;

@@ -18,7 +18,7 @@ import {
 import { keysCommand } from "../../../gateway/keys-command.js";
 import { makeKeyData } from "../../helpers/gateway-fixture.js";
 
-const RFC9458 = JSON.parse(readFileSync(new URL("../../../../shared/vectors/ohttp-rfc9458.json", import.meta.url), "utf8")) as {
+const RFC9458 = JSON.parse(readFileSync(new URL("../../vectors/ohttp-rfc9458.json", import.meta.url), "utf8")) as {
   rfc9458_appendix_a: { gateway_key: { private_key: string }; key_config: string };
 };
 

@@ -25,16 +25,25 @@ interface Options {
 
 function parseArgs(args: string[]): Options {
   const o: Options = { durationSec: 10, rounds: 2, connections: 64, bodyBytes: 1024, idle: 1000, compareSlow: false };
+  const numeric: Record<string, keyof Omit<Options, "compareSlow">> = {
+    "--duration": "durationSec",
+    "--rounds": "rounds",
+    "--connections": "connections",
+    "--body": "bodyBytes",
+    "--idle": "idle",
+  };
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const v = Number(args[i + 1]);
-    if (a === "--duration") (o.durationSec = v), i++;
-    else if (a === "--rounds") (o.rounds = v), i++;
-    else if (a === "--connections") (o.connections = v), i++;
-    else if (a === "--body") (o.bodyBytes = v), i++;
-    else if (a === "--idle") (o.idle = v), i++;
-    else if (a === "--compare-slow") o.compareSlow = true;
-    else throw new Error(`unknown argument ${a}`);
+    const a = args[i]!;
+    const key = numeric[a];
+    if (key !== undefined) {
+      const v = Number(args[++i]);
+      if (!Number.isInteger(v) || v <= 0) throw new Error(`${a}: expected a positive integer`);
+      o[key] = v;
+    } else if (a === "--compare-slow") {
+      o.compareSlow = true;
+    } else {
+      throw new Error(`unknown argument ${a} (known: ${[...Object.keys(numeric), "--compare-slow"].join(", ")})`);
+    }
   }
   return o;
 }

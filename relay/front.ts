@@ -58,8 +58,10 @@ interface Conn {
   address: string;
   state: State;
   deadline: number;
-  /** Bytes read and not yet consumed. */
+  /** Bytes read and not yet consumed (a view into a socket chunk or into `store`). */
   buf: Buffer | undefined;
+  /** Growable buffer the bytes are gathered in when they arrive in several chunks. */
+  store: Buffer | undefined;
   /** Where the search for the end of the head resumes. */
   scanned: number;
   /** The client ended its side: answer the current request, then close. */
@@ -87,6 +89,33 @@ function statusLine(status: number): string {
 /** Lingering close: how long unread client bytes are drained before the connection is cut. */
 const LINGER_MS = 2000;
 const UNMATCHED = "(unmatched)";
+
+/**
+ * Adds a chunk to the unread bytes: zero-copy for the first, amortised O(1) copying after it (a
+ * request trickled in byte by byte must not cost a copy of everything before each byte).
+ */
+function append(c: Conn, chunk: Buffer): void {
+  const buf = c.buf;
+  if (buf === undefined) {
+    c.buf = chunk;
+    return;
+  }
+  const need = buf.length + chunk.length;
+  const store = c.store;
+  if (store !== undefined && buf.buffer === store.buffer) {
+    const start = buf.byteOffset - store.byteOffset;
+    if (start >= 0 && start + need <= store.length) {
+      chunk.copy(store, start + buf.length);
+      c.buf = store.subarray(start, start + need);
+      return;
+    }
+  }
+  const grown = Buffer.allocUnsafe(Math.max(2 * need, 4096));
+  buf.copy(grown, 0);
+  chunk.copy(grown, buf.length);
+  c.store = grown;
+  c.buf = grown.subarray(0, need);
+}
 
 export class Front {
   readonly #o: FrontOptions;
@@ -117,6 +146,7 @@ export class Front {
       state: State.Idle,
       deadline: this.#now() + this.#o.limits.headersTimeoutMs,
       buf: undefined,
+      store: undefined,
       scanned: 0,
       ended: false,
       route: undefined,
@@ -165,10 +195,10 @@ export class Front {
 
   #onData(c: Conn, chunk: Buffer): void {
     if (c.state === State.Lingering || c.state === State.Gone) return;
-    c.buf = c.buf === undefined ? chunk : Buffer.concat([c.buf, chunk]);
+    append(c, chunk);
     if (c.state !== State.Busy) {
       this.#process(c);
-    } else if (c.buf.length > this.#o.limits.maxHeaderBytes + this.#o.limits.maxRequestBytes) {
+    } else if ((c.buf?.length ?? 0) > this.#o.limits.maxHeaderBytes + this.#o.limits.maxRequestBytes) {
       // A client pipelining ahead while its request is with the gateway: stop reading (not paused
       // per request, which costs a tick per request on the common path).
       c.socket.pause();

@@ -165,6 +165,23 @@ describe("relay forwarding", () => {
     expect(text.indexOf("res:second")).toBeLessThan(text.indexOf("res:third"));
   });
 
+  it("reads a request trickled in many small pieces", async () => {
+    const { gw, relay } = await setup();
+    const body = Buffer.alloc(3000, 7).toString("latin1");
+    const bytes = Buffer.from(`POST /leader-gateway HTTP/1.1\r\nHost: r\r\nContent-Type: ${OHTTP_REQ}\r\nContent-Length: ${body.length}\r\n\r\n${body}`, "latin1");
+    const socket = connect(relay.port, "127.0.0.1");
+    socket.setNoDelay(true);
+    let text = "";
+    socket.on("data", (c: Buffer) => (text += c.toString("latin1")));
+    for (let i = 0; i < bytes.length; i += 97) {
+      socket.write(bytes.subarray(i, i + 97));
+      if (i % 970 === 0) await new Promise((r) => setTimeout(r, 2));
+    }
+    while (!text.includes("res:")) await new Promise((r) => setTimeout(r, 10));
+    socket.destroy();
+    expect(gw.requests[0]!.body.toString("latin1")).toBe(body);
+  });
+
   it("hands a connection to node:http mid-way (a chunked request after a canonical one) and keeps serving it", async () => {
     const { relay } = await setup();
     const canonical = `POST /leader-gateway HTTP/1.1\r\nHost: r\r\nContent-Type: ${OHTTP_REQ}\r\nContent-Length: 3\r\n\r\none`;

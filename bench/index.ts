@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   gateway: () => import("./gateway.js"),
   ohttp: () => import("./ohttp.js"),
   relay: () => import("./relay.js"),
+  soak: () => import("./soak.js"),
   tokens: () => import("./tokens.js"),
   "tokens-gateway": () => import("./tokens-gateway.js"),
   workers: () => import("./workers.js"),

@@ -48,42 +48,75 @@ interface Group {
   stop(): Promise<void>;
 }
 
-async function startGateway(config: string, workers: number): Promise<Group> {
-  const args = [VEIL, "gateway", "--config", config, ...(workers > 1 ? ["--workers", String(workers)] : [])];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
-  let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  const deadline = Date.now() + 60_000;
-  const done = (): boolean => (workers > 1 ? out.includes('"all workers ready"') : true) && out.includes('"gateway listening"');
-  while (!done()) {
-    if (child.exitCode !== null) throw new Error(`gateway exited: ${out}`);
-    if (Date.now() > deadline) throw new Error(`gateway did not start: ${out}`);
-    await new Promise((r) => setTimeout(r, 50));
+/** Child process ids of `pid` (the cluster workers of a primary). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
   }
-  const lines = out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
-  const url = lines.find((l) => l.msg === "gateway listening")!.url as string;
-  const pids = workers > 1 ? [child.pid!, ...(lines.find((l) => l.msg === "all workers ready")!.pids as number[])] : [child.pid!];
-  return {
-    child,
-    url,
-    pids,
-    stop: async () => {
-      const exited = new Promise<void>((r) => child.once("exit", () => r()));
-      child.kill("SIGTERM");
-      const t = setTimeout(() => child.kill("SIGKILL"), 15_000);
-      await exited;
-      clearTimeout(t);
-    },
-  };
 }
 
-function wrk(url: string, bodyFile: string, seconds: number, connections: number, script: string): { requests: number; non2xx: number; errors: number } {
-  const r = spawnSync("wrk", ["-t1", `-c${connections}`, `-d${seconds}s`, "-s", script, `${url}/gateway`], {
-    env: { ...process.env, VEIL_BODY: bodyFile },
-    encoding: "utf8",
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+/** Starts `veil gateway` on `port` and waits until /healthz answers (the logs are at warn level). */
+async function startGateway(config: string, port: number, workers: number, scheduling: "none" | "rr"): Promise<Group> {
+  const args = [VEIL, "gateway", "--config", config, ...(workers > 1 ? ["--workers", String(workers)] : [])];
+  const child = spawn(process.execPath, args, {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, VEIL_GATEWAY_LISTEN_PORT: String(port), NODE_CLUSTER_SCHED_POLICY: scheduling },
   });
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill("SIGTERM");
+    const t = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    await exited;
+    clearTimeout(t);
+  };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}`);
+    try {
+      const res = await fetch(`${url}/healthz`);
+      await res.arrayBuffer();
+      // Every worker must be up: the primary has forked them all by the time one answers.
+      if (res.status === 200 && (workers === 1 || childrenOf(child.pid!).length >= workers)) break;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error("gateway did not start");
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (workers > 1) await new Promise((r) => setTimeout(r, 1000)); // the last worker may still be loading
+  return { child, url, pids: [child.pid!, ...childrenOf(child.pid!)], stop };
+}
+
+/** Runs wrk (asynchronously: the upstream lives in this process and must keep answering). */
+async function wrk(url: string, bodyFile: string, seconds: number, connections: number, script: string): Promise<{ requests: number; non2xx: number; errors: number }> {
+  const child = spawn("wrk", ["-t1", `-c${connections}`, `-d${seconds}s`, "-s", script, `${url}/gateway`], {
+    env: { ...process.env, VEIL_BODY: bodyFile },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const status = await new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const r = { status, stdout, stderr };
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
   const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? NaN);
+  if (!(requests > 0)) throw new Error(`wrk made no requests:\n${r.stdout}\n${r.stderr}`);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
   const m = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
   const errors = m === null ? 0 : Number(m[1]) + Number(m[2]) + Number(m[3]) + Number(m[4]);
@@ -162,14 +195,22 @@ export async function run(args: string[]): Promise<void> {
       ].join("\n"),
     );
 
-    const results: Record<number, { cpuPerReq: number[]; rps: number[] }> = { 1: { cpuPerReq: [], rps: [] }, 2: { cpuPerReq: [], rps: [] } };
-    const ratios: number[] = [];
+    // "2 workers" is the default (workers accept on the shared socket); "2 workers rr" is node's
+    // round-robin through the primary, measured beside it.
+    const MODES = [
+      { name: "1 process", workers: 1, scheduling: "none" as const },
+      { name: "2 workers", workers: 2, scheduling: "none" as const },
+      { name: "2 workers rr", workers: 2, scheduling: "rr" as const },
+    ];
+    const results = new Map(MODES.map((m) => [m.name, { cpuPerReq: [] as number[], rps: [] as number[], ratios: [] as number[] }]));
     let checked = false;
-    console.log(`gateway, 1 process vs --workers 2; wrk ${connections} connections, ${seconds} s per run, ${rounds} rounds`);
+    console.log(`gateway: 1 process vs --workers 2; wrk ${connections} keep-alive connections, ${seconds} s per run, ${rounds} rounds`);
     for (let round = 0; round < rounds; round++) {
-      const perRound: Record<number, number> = {};
-      for (const workers of round % 2 === 0 ? [1, 2] : [2, 1]) {
-        const g = await startGateway(config, workers);
+      const perRound = new Map<string, number>();
+      // Rotate the order each round, so drift on a shared machine does not favour one mode.
+      const order = MODES.map((_, i) => MODES[(i + round) % MODES.length]!);
+      for (const mode of order) {
+        const g = await startGateway(config, await freePort(), mode.workers, mode.scheduling);
         try {
           if (!checked) {
             // The fixed request really goes through: the sealed inner answer is a 201.
@@ -178,29 +219,33 @@ export async function run(args: string[]): Promise<void> {
             if (answer.status !== 201) throw new Error(`the gateway answered the upload with ${answer.status}`);
             checked = true;
           }
-          wrk(g.url, bodyFile, 1, connections, script); // warm-up
+          await wrk(g.url, bodyFile, 1, connections, script); // warm-up
           const before = g.pids.map(cpuSeconds).reduce((a, b) => a + b, 0);
-          const r = wrk(g.url, bodyFile, seconds, connections, script);
+          const r = await wrk(g.url, bodyFile, seconds, connections, script);
           const after = g.pids.map(cpuSeconds).reduce((a, b) => a + b, 0);
           if (r.non2xx > 0 || r.errors > 0) console.log(`  warning: ${r.non2xx} non-2xx answers, ${r.errors} socket errors`);
           const cpuPerReq = ((after - before) / r.requests) * 1e6;
           const rps = r.requests / seconds;
-          results[workers]!.cpuPerReq.push(cpuPerReq);
-          results[workers]!.rps.push(rps);
-          perRound[workers] = cpuPerReq;
-          console.log(`  round ${round + 1}, ${workers === 1 ? "1 process " : "2 workers "}: ${cpuPerReq.toFixed(0)} µs CPU/request, ${rps.toFixed(0)} requests/s`);
+          results.get(mode.name)!.cpuPerReq.push(cpuPerReq);
+          results.get(mode.name)!.rps.push(rps);
+          perRound.set(mode.name, cpuPerReq);
+          console.log(`  round ${round + 1}, ${mode.name.padEnd(12)}: ${cpuPerReq.toFixed(0).padStart(5)} µs CPU/request, ${rps.toFixed(0).padStart(5)} requests/s`);
         } finally {
           await g.stop();
         }
       }
-      ratios.push(perRound[2]! / perRound[1]!);
+      for (const m of MODES) results.get(m.name)!.ratios.push(perRound.get(m.name)! / perRound.get("1 process")!);
     }
-    const one = results[1]!;
-    const two = results[2]!;
     console.log("");
-    console.log(`CPU per request: 1 process ${median(one.cpuPerReq).toFixed(0)} µs, 2 workers ${median(two.cpuPerReq).toFixed(0)} µs`);
-    console.log(`ratio (2 workers / 1 process, median of per-round ratios): ${median(ratios).toFixed(3)}x   target <= 1.15x`);
-    console.log(`throughput: 1 process ${median(one.rps).toFixed(0)} requests/s, 2 workers ${median(two.rps).toFixed(0)} requests/s (${(median(two.rps) / median(one.rps)).toFixed(2)}x)`);
+    const base = results.get("1 process")!;
+    for (const m of MODES) {
+      const r = results.get(m.name)!;
+      console.log(
+        `${m.name.padEnd(12)}: ${median(r.cpuPerReq).toFixed(0).padStart(5)} µs CPU/request (x${median(r.ratios).toFixed(3)} of 1 process, median of per-round ratios), ` +
+          `${median(r.rps).toFixed(0).padStart(5)} requests/s (x${(median(r.rps) / median(base.rps)).toFixed(2)})`,
+      );
+    }
+    console.log("target: CPU per request with 2 workers <= 1.15x that of 1 process");
   } finally {
     upstream.close();
     upstream.closeAllConnections();

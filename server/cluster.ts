@@ -178,7 +178,10 @@ export interface Primary {
 
 /** Forks the workers and keeps them running; resolves once every first worker reported ready. */
 export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
-  cluster.schedulingPolicy = o.scheduling === "rr" ? cluster.SCHED_RR : cluster.SCHED_NONE;
+  // node's own NODE_CLUSTER_SCHED_POLICY ("rr" or "none") wins when set (the workers bench uses it).
+  if (o.scheduling !== undefined || process.env.NODE_CLUSTER_SCHED_POLICY === undefined) {
+    cluster.schedulingPolicy = o.scheduling === "rr" ? cluster.SCHED_RR : cluster.SCHED_NONE;
+  }
   // "advanced" keeps numbers such as Infinity intact in the metrics JSON.
   cluster.setupPrimary({ serialization: "advanced" });
 

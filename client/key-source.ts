@@ -56,7 +56,8 @@ function parseKeys(bytes: Uint8Array, what: string): { configs: KeyConfig[]; con
   try {
     configs = decodeKeyConfigs(bytes);
   } catch (e) {
-    throw wrapError(e, "CLIENT_ERR_KEYS_UNAVAILABLE", `${what} is not a valid application/ohttp-keys value`);
+    // A new error, not wrapError: that would pass core's OHTTP_ERR_* code through (found by fuzzing).
+    throw new ProtocolError("CLIENT_ERR_KEYS_UNAVAILABLE", `${what} is not a valid application/ohttp-keys value`, { cause: e });
   }
   const config = chooseConfig(configs);
   if (config === undefined) throw new ProtocolError("CLIENT_ERR_KEYS_UNAVAILABLE", `${what} offers no key this client supports`);

@@ -279,7 +279,8 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
     try {
       return await pending.finalize(body);
     } catch (e) {
-      throw wrapError(e, "CLIENT_ERR_ISSUER_FAILED", "the issuer's token response does not verify");
+      // A new error, not wrapError: that would pass core's PP_ERR_* code through (found by fuzzing).
+      throw new ProtocolError("CLIENT_ERR_ISSUER_FAILED", "the issuer's token response does not verify", { cause: e });
     }
   }
 

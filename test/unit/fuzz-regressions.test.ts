@@ -9,6 +9,9 @@ import { ProtocolError } from "../../core/errors.js";
 import { parseIssuerConfig } from "../../issuer/config.js";
 import { parseRelayConfig } from "../../relay/config.js";
 import { readConfigFile } from "../../server/config.js";
+import { createObliviousFetch, createTokenSource, type FetchLike } from "../../client/index.js";
+import { encodeTokenChallenge, formatWwwAuthenticate } from "../../core/privacypass/index.js";
+import { directoryDocument, makeBlindRsaIssuerKey } from "../helpers/tokens.js";
 
 function refusal(f: () => unknown): ProtocolError {
   try {
@@ -64,5 +67,39 @@ describe("configuration (test/prop/config.prop.test.ts)", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("client library (test/prop/client.prop.test.ts)", () => {
+  const rejection = async (p: Promise<unknown>): Promise<ProtocolError> => {
+    const e = await p.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(e).toBeInstanceOf(ProtocolError);
+    return e as ProtocolError;
+  };
+
+  it("reports an undecodable /ohttp-keys answer as CLIENT_ERR_KEYS_UNAVAILABLE, not core's OHTTP_ERR_KEY_CONFIG", async () => {
+    // Counterexample: an empty 200 application/ohttp-keys body.
+    const fetch: FetchLike = async () => new Response(new Uint8Array(0), { headers: { "content-type": "application/ohttp-keys" } });
+    const f = createObliviousFetch({ relay: "https://relay.example/gw", keys: "https://gateway.example/ohttp-keys", fetch, retries: 0 });
+    expect((await rejection(f.keys())).code).toBe("CLIENT_ERR_KEYS_UNAVAILABLE");
+  });
+
+  it("reports an undecodable token response as CLIENT_ERR_ISSUER_FAILED, not core's PP_ERR_TRUNCATED", async () => {
+    // Counterexample: an empty 200 application/private-token-response body.
+    const key = makeBlindRsaIssuerKey({ reuse: 0 });
+    const directory = directoryDocument([{ key, notBeforeSec: 1 }], "https://issuer.example/token-request");
+    const fetch: FetchLike = async (url) =>
+      String(url).endsWith("/token-request")
+        ? new Response(new Uint8Array(0), { headers: { "content-type": "application/private-token-response" } })
+        : new Response(new Uint8Array(directory), { headers: { "content-type": "application/private-token-issuer-directory" } });
+    const tokens = createTokenSource({ issuer: "https://issuer.example", credential: "c", fetch, batch: 1, refillJitterMs: 0 });
+    const upload = new URL("https://leader.example/tasks/AAAA/reports");
+    const challenge = encodeTokenChallenge({ tokenType: 2, issuerName: "issuer.example", redemptionContext: new Uint8Array(0), originInfo: ["leader.example"] });
+    await tokens.learn(upload, formatWwwAuthenticate([{ challenge, tokenKey: key.tokenKey }]));
+    expect((await rejection(tokens.take(upload))).code).toBe("CLIENT_ERR_ISSUER_FAILED");
+    tokens.close();
   });
 });

@@ -1,25 +1,25 @@
 // The `veil` command line. Each component contributes its subcommand; this file only assembles them.
+// A subcommand's module is loaded only when it runs (all of them for --help), so a relay process
+// does not carry the gateway's, issuer's and client's code in memory.
 import { Command } from "commander";
-import { gatewayCommand } from "../gateway/main.js";
-import { keysCommand } from "../gateway/keys-command.js";
-import { issuerCommand } from "../issuer/main.js";
-import { relayCommand } from "../relay/main.js";
-import { clientCommand } from "../client/main.js";
-import { startCommand } from "../demo/start.js";
-import { demoCommand } from "../demo/demo-command.js";
+
+const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  gateway: async () => (await import("../gateway/main.js")).gatewayCommand(),
+  keys: async () => (await import("../gateway/keys-command.js")).keysCommand(),
+  issuer: async () => (await import("../issuer/main.js")).issuerCommand(),
+  relay: async () => (await import("../relay/main.js")).relayCommand(),
+  client: async () => (await import("../client/main.js")).clientCommand(),
+  start: async () => (await import("../demo/start.js")).startCommand(),
+  demo: async () => (await import("../demo/demo-command.js")).demoCommand(),
+};
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command("veil")
     .description("Oblivious HTTP relay, gateway and Privacy Pass issuer for private DAP uploads")
     .showHelpAfterError()
     .enablePositionalOptions();
-  // Subcommands (one line each):
-  program.addCommand(gatewayCommand());
-  program.addCommand(keysCommand());
-  program.addCommand(issuerCommand());
-  program.addCommand(relayCommand());
-  program.addCommand(clientCommand());
-  program.addCommand(startCommand());
-  program.addCommand(demoCommand());
+  const name = argv[2];
+  const wanted = name !== undefined && Object.hasOwn(COMMANDS, name) ? [name] : Object.keys(COMMANDS);
+  for (const command of await Promise.all(wanted.map((n) => COMMANDS[n]!()))) program.addCommand(command);
   await program.parseAsync(argv);
 }

@@ -116,7 +116,7 @@ describe("server plumbing", () => {
   it("logs one line per request without the client address", async () => {
     const { url, lines } = await start();
     // The client connects from 127.0.0.2: that address must appear nowhere.
-    const dispatcher = new Agent({ connect: { localAddress: "127.0.0.2" } });
+    const dispatcher = new Agent({ localAddress: "127.0.0.2" });
     await (await request(`${url}/healthz`, { dispatcher })).body.dump();
     await (await request(`${url}/nope?x=1`, { dispatcher })).body.dump();
     await dispatcher.close();

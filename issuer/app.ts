@@ -9,7 +9,7 @@ import { MEDIA_TYPES } from "../core/privacypass/issuance.js";
 import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
 import type { Logger } from "../server/logging.js";
 import { createMetrics, type HttpMetrics } from "../server/metrics.js";
-import { Attester } from "./attester.js";
+import { Attester, type QuotaAttester } from "./attester.js";
 import type { IssuerConfig } from "./config.js";
 import type { IssuerKeyStore } from "./key-store.js";
 import { registerDirectoryRoute } from "./routes/directory.js";
@@ -21,6 +21,8 @@ export interface IssuerDeps {
   metrics?: HttpMetrics;
   /** Clock in milliseconds for the attester's quota windows (the key store has its own). */
   now?: () => number;
+  /** The attester (default: one in this process, from config.attester; workers share the primary's). */
+  attester?: QuotaAttester;
 }
 
 const TOKEN_TYPE_LABEL: Readonly<Record<number, string>> = { 1: "voprf_p384", 2: "blind_rsa_2048" };
@@ -28,7 +30,7 @@ const TOKEN_TYPE_LABEL: Readonly<Record<number, string>> = { 1: "voprf_p384", 2:
 export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInstance {
   const metrics = deps.metrics ?? createMetrics("issuer");
   const { keys } = deps;
-  const attester = new Attester(config.attester, deps.now);
+  const attester = deps.attester ?? new Attester(config.attester, deps.now);
 
   const issued = new Counter({
     name: "veil_issuer_tokens_issued_total",

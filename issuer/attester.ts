@@ -25,6 +25,15 @@ export interface QuotaReservation {
   release(): void;
 }
 
+/**
+ * What the token-request route needs: the Attester below, or (in `veil issuer --workers N`) one
+ * that asks the primary process, which holds the quota of every worker (issuer/cluster.ts).
+ */
+export interface QuotaAttester {
+  authenticate(authorization: string | undefined): number;
+  reserve(credential: number): QuotaReservation | Promise<QuotaReservation>;
+}
+
 function digest(s: string): Buffer {
   return createHash("sha256").update(s, "utf8").digest();
 }

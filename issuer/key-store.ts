@@ -54,7 +54,16 @@ export interface IssuerKeyStoreOptions {
   generateRsaKey?: () => Promise<KeyObject>;
   /** 32-byte seeds for type 1 DeriveKeyPair. */
   randomSeed?: () => Uint8Array;
+  /**
+   * Another process creates and rotates the file (the primary of `veil issuer --workers N`): this
+   * store never generates or writes keys, it re-reads the file when it changed (checked at most
+   * once a second), so every worker publishes the same directory.
+   */
+  follower?: boolean;
 }
+
+/** A follower checks the key file for changes at most this often. */
+const FOLLOWER_RECHECK_MS = 1_000;
 
 function fail(file: string, detail: string, cause?: unknown): never {
   throw new ProtocolError("CFG_ERR_KEY_FILE", `${file}: ${detail}`, cause === undefined ? {} : { cause });
@@ -181,6 +190,9 @@ export class IssuerKeyStore {
   #keys: IssuerKey[] = [];
   #nextChangeSec = 0;
   #refreshing: Promise<void> | undefined;
+  readonly #follower: boolean;
+  #fileMtimeMs = -1;
+  #checkedAtMs = 0;
 
   private constructor(options: IssuerKeyStoreOptions) {
     this.file = options.file;
@@ -193,6 +205,26 @@ export class IssuerKeyStore {
     this.#now = options.now ?? Date.now;
     this.#generateRsa = options.generateRsaKey ?? generateRsa2048;
     this.#randomSeed = options.randomSeed ?? (() => new Uint8Array(randomBytes(32)));
+    this.#follower = options.follower === true;
+  }
+
+  /** Follower: re-reads the file if its modification time changed (keeps the old keys on errors). */
+  #follow(force: boolean): void {
+    const nowMs = this.#now();
+    if (!force && nowMs - this.#checkedAtMs < FOLLOWER_RECHECK_MS) return;
+    this.#checkedAtMs = nowMs;
+    try {
+      const mtimeMs = statSync(this.file).mtimeMs;
+      if (force || mtimeMs !== this.#fileMtimeMs) {
+        checkKeyFileMode(this.file);
+        this.#keys = this.#parse(readFileSync(this.file, "utf8"));
+        this.#fileMtimeMs = mtimeMs;
+      }
+    } catch (e) {
+      if (force) throw e;
+      // A half-written file is impossible (atomic rename); anything else: keep the last good keys.
+    }
+    this.#nextChangeSec = this.#computeNextChange(this.nowSec());
   }
 
   /**
@@ -201,6 +233,15 @@ export class IssuerKeyStore {
    */
   static async open(options: IssuerKeyStoreOptions): Promise<IssuerKeyStore> {
     const store = new IssuerKeyStore(options);
+    if (store.#follower) {
+      try {
+        store.#follow(true);
+      } catch (e) {
+        if (e instanceof ProtocolError) throw e;
+        fail(options.file, `cannot read key file (${(e as NodeJS.ErrnoException).code ?? "error"})`, e);
+      }
+      return store;
+    }
     let text: string | undefined;
     try {
       checkKeyFileMode(options.file);
@@ -235,6 +276,10 @@ export class IssuerKeyStore {
 
   /** Rotation step: a no-op (no await) unless a key is due to expire, activate or be created. */
   refresh(options: { persist?: boolean } = {}): Promise<void> {
+    if (this.#follower) {
+      this.#follow(false);
+      return Promise.resolve();
+    }
     if (options.persist !== true && this.nowSec() < this.#nextChangeSec) return Promise.resolve();
     this.#refreshing ??= this.#rotate(options.persist === true).finally(() => {
       this.#refreshing = undefined;

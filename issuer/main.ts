@@ -6,6 +6,7 @@
 import type { KeyObject } from "node:crypto";
 import { Command } from "commander";
 import { isProtocolError } from "../core/errors.js";
+import { isClusterWorker, parseWorkers, serveWithWorkers } from "../server/cluster.js";
 import { redactConfig } from "../server/config.js";
 import { runServer, type RunningServer } from "../server/lifecycle.js";
 import { createLogger, safeError, type Logger } from "../server/logging.js";
@@ -13,6 +14,8 @@ import { createMetrics } from "../server/metrics.js";
 import { buildIssuer } from "./app.js";
 import { ISSUER_SCHEMA, loadIssuerConfig, type IssuerConfig } from "./config.js";
 import { IssuerKeyStore } from "./key-store.js";
+import type { QuotaAttester } from "./attester.js";
+import { RemoteAttester, startIssuerPrimary } from "./cluster.js";
 
 export interface StartedIssuer extends RunningServer {
   keys: IssuerKeyStore;
@@ -21,7 +24,16 @@ export interface StartedIssuer extends RunningServer {
 /** Starts an issuer from a validated config (used by the command, the demo and tests). */
 export async function startIssuer(
   config: IssuerConfig,
-  options: { log?: Logger; handleSignals?: boolean; now?: () => number; generateRsaKey?: () => Promise<KeyObject> } = {},
+  options: {
+    log?: Logger;
+    handleSignals?: boolean;
+    now?: () => number;
+    generateRsaKey?: () => Promise<KeyObject>;
+    /** Workers of `--workers N`: the primary rotates the key file, this process only re-reads it. */
+    followKeyFile?: boolean;
+    /** Workers of `--workers N`: the quota is held by the primary (issuer/cluster.ts). */
+    attester?: QuotaAttester;
+  } = {},
 ): Promise<StartedIssuer> {
   const log = options.log ?? createLogger("issuer", { level: config.logLevel });
   const keys = await IssuerKeyStore.open({
@@ -30,8 +42,15 @@ export async function startIssuer(
     keyLifetimeSec: config.keyLifetimeSec,
     ...(options.now === undefined ? {} : { now: options.now }),
     ...(options.generateRsaKey === undefined ? {} : { generateRsaKey: options.generateRsaKey }),
+    ...(options.followKeyFile === true ? { follower: true } : {}),
   });
-  const app = buildIssuer(config, { keys, log, metrics: createMetrics("issuer"), ...(options.now === undefined ? {} : { now: options.now }) });
+  const app = buildIssuer(config, {
+    keys,
+    log,
+    metrics: createMetrics("issuer"),
+    ...(options.now === undefined ? {} : { now: options.now }),
+    ...(options.attester === undefined ? {} : { attester: options.attester }),
+  });
   // Rotation ahead of requests, so no request waits for an RSA key generation.
   const everyMs = Math.min(60_000, Math.max(1000, (config.keyLifetimeSec * 1000) / 8));
   const timer = setInterval(() => {
@@ -57,14 +76,24 @@ export function issuerCommand(): Command {
     .description("run the Privacy Pass token issuer (RFC 9578) with its built-in attester")
     .option("--config <file>", "JSON configuration file (VEIL_ISSUER_* environment variables override it)")
     .option("--print-config", "print the effective configuration (secrets redacted) and exit")
-    .action(async (o: { config?: string; printConfig?: boolean }) => {
+    .option("--workers <n>", "processes sharing the port, the key file and the quota (node:cluster)", parseWorkers, 1)
+    .action(async (o: { config?: string; printConfig?: boolean; workers: number }) => {
       try {
         const config = loadIssuerConfig(o.config);
         if (o.printConfig === true) {
           process.stdout.write(JSON.stringify(redactConfig(ISSUER_SCHEMA, config), null, 2) + "\n");
           return;
         }
-        await startIssuer(config);
+        const log = createLogger("issuer", { level: config.logLevel });
+        await serveWithWorkers({
+          name: "issuer",
+          workers: o.workers,
+          shutdownGraceMs: config.limits.shutdownGraceMs,
+          log,
+          // Workers: keys and quota are the primary's (issuer/cluster.ts).
+          start: () => startIssuer(config, isClusterWorker() ? { followKeyFile: true, attester: new RemoteAttester(config.attester) } : {}),
+          primaryStart: () => startIssuerPrimary(config, log),
+        });
       } catch (e) {
         if (!isProtocolError(e)) throw e;
         process.stderr.write(`veil issuer: ${e.message}\n`);

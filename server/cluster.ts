@@ -334,6 +334,8 @@ export interface ServeOptions {
   log: Logger;
   /** Starts the server(s) of one process (in a worker, or here when workers is 1). */
   start: () => Promise<Stoppable>;
+  /** With workers: what the primary runs beside them (started before the fork, stopped after the workers). */
+  primaryStart?: () => Promise<Stoppable>;
   scheduling?: Scheduling;
   /**
    * In a worker, stop `start`'s servers on SIGTERM/SIGINT here (for a `start` that runs several
@@ -357,13 +359,20 @@ export async function serveWithWorkers(o: ServeOptions): Promise<void> {
     return;
   }
   if (cluster.isPrimary) {
-    await runPrimary({
-      name: o.name,
-      workers: o.workers,
-      log: o.log,
-      shutdownGraceMs: o.shutdownGraceMs,
-      ...(o.scheduling === undefined ? {} : { scheduling: o.scheduling }),
-    });
+    const beside = await o.primaryStart?.();
+    try {
+      await runPrimary({
+        name: o.name,
+        workers: o.workers,
+        log: o.log,
+        shutdownGraceMs: o.shutdownGraceMs,
+        ...(o.scheduling === undefined ? {} : { scheduling: o.scheduling }),
+        ...(beside === undefined ? {} : { onStopped: () => beside.stop() }),
+      });
+    } catch (e) {
+      await beside?.stop();
+      throw e;
+    }
     return;
   }
   installWorkerMetrics();

@@ -10,7 +10,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { ProtocolError, isProtocolError } from "../../core/errors.js";
 import { MEDIA_TYPES, decodeTokenRequest, peekTokenRequestType } from "../../core/privacypass/issuance.js";
 import { methodNotAllowed } from "../../server/problem-handler.js";
-import type { Attester } from "../attester.js";
+import type { QuotaAttester } from "../attester.js";
 import type { IssuerKeyStore } from "../key-store.js";
 import { signTokenRequest } from "../signer.js";
 
@@ -18,7 +18,7 @@ export const TOKEN_REQUEST_PATH = "/token-request";
 
 export interface TokenRequestRouteOptions {
   keys: IssuerKeyStore;
-  attester: Attester;
+  attester: QuotaAttester;
   onIssued(tokenType: number): void;
 }
 
@@ -52,7 +52,7 @@ export function registerTokenRequestRoute(app: FastifyInstance, options: TokenRe
     }
     const key = keys.find(tokenRequest.tokenType, tokenRequest.truncatedTokenKeyId);
     if (key === undefined) throw new ProtocolError("ISSUER_ERR_KEY_UNKNOWN", "no current key has this truncated key id");
-    const reservation = attester.reserve(credential);
+    const reservation = await attester.reserve(credential);
     let response: Uint8Array;
     try {
       response = signTokenRequest(key.signer, tokenRequest);

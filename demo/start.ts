@@ -322,9 +322,9 @@ export async function startLocalSystem(o: StartOptions, workers?: { count: numbe
     };
     writeDemoState(p.dir, state);
 
-    // The aggregate, printed when it changed.
-    let shown = -1;
-    const ticker = setInterval(() => {
+    // The aggregate, printed when it changed (and once more on stop).
+    let shown = 0;
+    const show = (): void => {
       const seen = aggregation.valid + aggregation.invalid;
       if (seen === shown) return;
       shown = seen;
@@ -332,9 +332,14 @@ export async function startLocalSystem(o: StartOptions, workers?: { count: numbe
         `leader: ${leader.counts.accepted} reports decrypted, ${aggregation.valid} verified` +
           `${aggregation.invalid > 0 ? `, ${aggregation.invalid} invalid` : ""}: ${describeResult(p.demo.vdaf, aggregation.result())}`,
       );
-    }, START_DEFAULTS.summaryEveryMs);
+    };
+    const ticker = setInterval(show, START_DEFAULTS.summaryEveryMs);
     ticker.unref();
-    stops.push(async () => clearInterval(ticker));
+    stops.push(async () => {
+      clearInterval(ticker);
+      await pending;
+      show();
+    });
 
     const urls: Record<ServerName, string> = { relay: relayUrl, gateway: gatewayUrl, issuer: issuer.url, leader: leaderUrl, helper: helperUrl };
     const col = (s: string, n: number): string => s.padEnd(n);

@@ -77,3 +77,17 @@ describe("veil start and veil demo", () => {
     expect(r.stderr).toContain("npm start");
   }, 60_000);
 });
+
+describe("veil start --workers 2", () => {
+  it("runs the gateway and the relay in worker processes; reports land and everything stops on SIGTERM", async () => {
+    const data2 = join(dir, "data-workers");
+    const p = startVeil(["start", "--data", data2, "--workers", "2", ...PORTS]);
+    await p.waitFor("Send reports:");
+    expect(p.stdout()).toContain("gateway and relay in 2 worker processes each");
+    const r = await runVeil(["demo", "--reports", "3", "--data", data2, "--measurement", "1", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ landed: 3 });
+    expect(await p.stop("SIGTERM")).toBe(0);
+    expect(p.stdout()).toContain("leader: 3 reports decrypted, 3 verified: count = 3");
+  }, 120_000);
+});

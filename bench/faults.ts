@@ -170,8 +170,10 @@ export async function run(args: string[]): Promise<void> {
         Array.from({ length: concurrency }, async () => {
           while (next < list.length) {
             const u = list[next++]!;
-            const honest = upload(f, url, u.report, u.authorization, stats);
+            // The double spend goes first half the time: either may win the token, never both.
+            const attackFirst = u.attack !== undefined && Math.random() < 0.5;
             const attack = u.attack === undefined ? undefined : upload(f, url, u.attack.report, u.authorization, stats);
+            const honest = (attackFirst ? sleep(1 + Math.random() * 4) : Promise.resolve()).then(() => upload(f, url, u.report, u.authorization, stats));
             const r = await honest;
             u.outcome = r.outcome;
             if (r.refusal !== undefined) u.refusal = r.refusal;
@@ -187,7 +189,9 @@ export async function run(args: string[]): Promise<void> {
       return { seconds: (performance.now() - start) / 1000, stats };
     };
 
-    // Phase 1: the floor, no faults.
+    // Warm-up (not counted), then phase 1: the floor, no faults.
+    const warm = await prepare(Math.min(200, cleanUploads), 0);
+    await runPhase(warm);
     const floor = await runPhase(clean);
     process.stdout.write(`faults: fault-free floor: ${clean.length} uploads in ${floor.seconds.toFixed(1)} s\n`);
 
@@ -225,7 +229,7 @@ export async function run(args: string[]): Promise<void> {
 
     // The checks.
     const accepted = new Set(atLeader.accepted);
-    const all = [...clean, ...faulty];
+    const all = [...warm, ...clean, ...faulty];
     const acked = all.filter((u) => u.outcome === "acked");
     const lost = acked.filter((u) => !accepted.has(u.report.reportId));
     const attacks = all.filter((u) => u.attack !== undefined);
@@ -242,7 +246,7 @@ export async function run(args: string[]): Promise<void> {
 
     const rate = (n: number, s: number): string => `${(n / s).toFixed(0)}/s`;
     const lines = [
-      `faults bench: ${uploads} uploads with faults (+${clean.length} fault-free), ${concurrency} in flight, relay -> veil gateway (SQLite nonces) -> fault proxy -> DAP-09 leader double`,
+      `faults bench: ${uploads} uploads with faults (+${warm.length + clean.length} fault-free), ${concurrency} in flight, relay -> veil gateway (SQLite nonces) -> fault proxy -> DAP-09 leader double`,
       `  acknowledged with 2xx                 ${acked.length} (all at the leader: ${lost.length === 0 ? "yes" : `NO, ${lost.length} missing`})`,
       `  refused (definite 4xx)                ${[...refusals.values()].reduce((a, b) => a + b, 0)} ${[...refusals].map(([k, v]) => `[${k}: ${v}]`).join(" ")}`,
       `    of them with no double spend racing ${honestRefusedAlone.length}`,

@@ -134,10 +134,10 @@ export async function run(args: string[]): Promise<void> {
     );
     const capacity = probeDone / probeSeconds;
     const rate = capacity / 2;
-    const probeErrors = errors;
+    const probeErrors = errors === 0 ? "no errors" : `${errors} errors ${JSON.stringify(Object.fromEntries(errorKinds))}`;
     errors = 0;
     errorKinds.clear();
-    console.log(`soak: capacity ${capacity.toFixed(1)} uploads/s (${probeDone} in ${probeSeconds} s, ${probeErrors} errors); soaking at ${rate.toFixed(1)}/s for ${minutes} min`);
+    console.log(`soak: capacity ${capacity.toFixed(1)} uploads/s (${probeDone} in ${probeSeconds} s with 32 in flight, ${probeErrors}); soaking at ${rate.toFixed(1)}/s for ${minutes} min`);
 
     // The soak: open-loop arrivals at `rate`, sampled every 10 s.
     const eld = monitorEventLoopDelay({ resolution: 10 });

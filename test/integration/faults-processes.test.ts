@@ -352,7 +352,7 @@ describe("key rotation under load", () => {
       const failures = [...load.results].filter(([, r]) => r !== "ok");
       expect(failures).toEqual([]);
       const byKey = (k: number): number => [...load.results.keys()].filter((id) => sentWith.get(id) === k).length;
-      expect(byKey(1)).toBeGreaterThan(50);
+      expect(byKey(1)).toBeGreaterThan(10);
       expect(byKey(2)).toBeGreaterThan(0);
     } finally {
       await gateway.kill("SIGKILL");

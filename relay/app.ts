@@ -225,6 +225,10 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   app.addHook("onReady", async () => {
     for (const r of routes) r.keys?.prefetch();
   });
+  // server/lifecycle.ts drains a cluster worker before closing: answers close their connections.
+  app.server.once("veil:drain", () => {
+    forwarder.draining = true;
+  });
   app.addHook("preClose", async () => {
     forwarder.closing = true;
     if (front !== undefined) {

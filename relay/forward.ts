@@ -36,6 +36,11 @@ export class Forwarder {
   inFlight = 0;
   /** Set when the server starts shutting down: new requests get 503. */
   closing = false;
+  /**
+   * A cluster worker is draining (server/lifecycle.ts): requests are still forwarded, but every
+   * answer closes its connection, so clients move to the other workers.
+   */
+  draining = false;
 
   constructor(opts: ForwarderOptions) {
     this.#o = opts;

@@ -292,7 +292,7 @@ export class Front {
       this.#o.recorder.record(route, "POST", status, "client_closed", durationMs);
       return;
     }
-    const close = forceClose || c.closeAfter || c.ended || this.#o.forwarder.closing;
+    const close = forceClose || c.closeAfter || c.ended || this.#o.forwarder.closing || this.#o.forwarder.draining;
     const head = `${statusLine(status)}${fields}content-length: ${body.length}\r\n${close ? "connection: close\r\n" : ""}\r\n`;
     // One buffer, one write: head (latin1: the gateway's Content-Type bytes as received) then body.
     const out = Buffer.allocUnsafe(head.length + body.length);

@@ -76,6 +76,8 @@ const DRAINING = new WeakSet<object>();
  */
 async function drain(server: Server, graceMs: number): Promise<void> {
   DRAINING.add(server);
+  // For connections a component serves itself (the relay's lean front end).
+  server.emit("veil:drain");
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, graceMs);
     timer.unref();

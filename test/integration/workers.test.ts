@@ -11,6 +11,7 @@ import type { KeyConfig } from "../../core/ohttp/index.js";
 import { createDapTask, startDapAggregator, type DapAggregator, type DapTask } from "../../demo/dap-aggregator.js";
 import { writeKeyFile } from "../../gateway/key-file.js";
 import { makeKeyData } from "../helpers/gateway-fixture.js";
+import { startStandIn } from "../helpers/relay-gateway-stand-in.js";
 import { fetchKeyConfig, sealRequest } from "../helpers/oblivious-fetch.js";
 import { makeDapReports, uploadPath } from "../helpers/token-gateway.js";
 import { logLine, startVeil, stopAll, type VeilProcess } from "../helpers/veil-process.js";
@@ -49,12 +50,12 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function startGroup(): Promise<{ p: VeilProcess; url: string; pids: number[] }> {
-  const p = startVeil(["gateway", "--config", configFile, "--workers", "2"]);
+async function startGroup(server = "gateway", config = configFile): Promise<{ p: VeilProcess; url: string; pids: number[] }> {
+  const p = startVeil([server, "--config", config, "--workers", "2"]);
   await p.waitFor('"msg":"all workers ready"');
   // Worker and primary write to one pipe: a worker's line may come after the primary's.
-  await p.waitFor('"msg":"gateway listening"');
-  const url = logLine(p.stdout(), "gateway listening")!.url as string;
+  await p.waitFor(`"msg":"${server} listening"`);
+  const url = logLine(p.stdout(), `${server} listening`)!.url as string;
   const pids = logLine(p.stdout(), "all workers ready")!.pids as number[];
   return { p, url, pids };
 }
@@ -139,6 +140,57 @@ describe("veil gateway --workers 2", () => {
       running = false;
       await agent.close();
       expect(await p.stop("SIGTERM")).toBe(0);
+    }
+  }, 120_000);
+
+  it("the relay too: not one failed request when a worker is stopped under load", async () => {
+    const gateway = await startStandIn();
+    const relayConfig = join(dir, "relay.json");
+    writeFileSync(
+      relayConfig,
+      JSON.stringify({
+        listen: { host: "127.0.0.1", port: 0 },
+        limits: { shutdownGraceMs: 5000 },
+        routes: [{ path: "/gw", gateway: `${gateway.url}/gateway` }],
+        rateLimit: { perClientPerWindow: 0 },
+      }),
+    );
+    const { p, url, pids } = await startGroup("relay", relayConfig);
+    const agent = new Agent({ connections: 16, keepAliveTimeout: 4000 });
+    let ok = 0;
+    const failures: string[] = [];
+    let running = true;
+    const loop = async (): Promise<void> => {
+      while (running) {
+        try {
+          const res = await request(`${url}/gw`, { method: "POST", headers: { "content-type": "message/ohttp-req" }, body: "sealed", dispatcher: agent });
+          const text = await res.body.text();
+          if (res.statusCode === 200 && text === "res:sealed") ok++;
+          else failures.push(`${res.statusCode} ${text.slice(0, 80)}`);
+        } catch (e) {
+          failures.push((e as Error).message);
+        }
+      }
+    };
+    try {
+      const loops = Array.from({ length: 8 }, () => loop());
+      const waitOk = async (n: number): Promise<void> => {
+        const target = ok + n;
+        while (ok < target && failures.length === 0) await new Promise((r) => setTimeout(r, 20));
+      };
+      await waitOk(200);
+      process.kill(pids[0]!, "SIGTERM");
+      await p.waitFor('"msg":"worker exited: starting a replacement"', 30_000);
+      await waitOk(200);
+      running = false;
+      await Promise.all(loops);
+      expect(failures).toEqual([]);
+      expect(logLine(p.stdout(), "worker exited: starting a replacement")!.code).toBe(0);
+    } finally {
+      running = false;
+      await agent.close();
+      expect(await p.stop("SIGTERM")).toBe(0);
+      await gateway.close();
     }
   }, 120_000);
 });

@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import { Pool } from "undici";
 import { decodeResponse, encodeRequest } from "../core/bhttp/index.js";
-import { KEM, decodeKeyConfigs, encapsulateRequest, generateGatewayKey } from "../core/ohttp/index.js";
+import { KEM, encapsulateRequest, generateGatewayKey } from "../core/ohttp/index.js";
 import { Secret } from "../core/secret.js";
 import { KEY_FILE_VERSION, writeKeyFile } from "../gateway/key-file.js";
 

@@ -236,12 +236,12 @@ export async function run(args: string[]): Promise<void> {
       ].join("\n"),
     );
 
-    // "2 workers" is the default (workers accept on the shared socket); "2 workers rr" is node's
-    // round-robin through the primary, measured beside it.
+    // "2 workers" is the default (node's round-robin through the primary); "2 workers os" lets the
+    // workers accept on the shared socket, measured beside it.
     const MODES = [
-      { name: "1 process", workers: 1, scheduling: "none" as const },
-      { name: "2 workers", workers: 2, scheduling: "none" as const },
-      { name: "2 workers rr", workers: 2, scheduling: "rr" as const },
+      { name: "1 process", workers: 1, scheduling: "rr" as const },
+      { name: "2 workers", workers: 2, scheduling: "rr" as const },
+      { name: "2 workers os", workers: 2, scheduling: "none" as const },
     ];
     const results = new Map(
       MODES.map((m) => [m.name, { pacedCpu: [] as number[], pacedRatios: [] as number[], cpu: [] as number[], rps: [] as number[], ratios: [] as number[] }]),

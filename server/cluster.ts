@@ -2,9 +2,11 @@
 // port, the key files and the SQLite nonce store. The primary process only forks, restarts and
 // stops workers and sums their metrics: it serves no requests.
 //
-// - Connections: the kernel spreads them over the workers, which all accept on one shared socket
-//   (cluster.SCHED_NONE). Round-robin through the primary (SCHED_RR, node's default) costs the
-//   primary CPU for every connection and is available for comparison (`npm run bench -- workers`).
+// - Connections: the primary accepts them and hands them to the workers in turn (cluster.SCHED_RR,
+//   node's default); it costs the primary a little CPU per new connection, none per request on a
+//   kept-alive one. Letting the workers accept on the shared socket themselves (SCHED_NONE) was
+//   measured on this project's 2-core machine and was much less steady: in some runs one worker
+//   ended up with most connections and throughput halved (`npm run bench -- workers` shows both).
 // - Metrics: GET /metrics on any worker asks the primary, which collects every worker's registry
 //   of that component (as JSON, over the IPC channel) and sums them with prom-client's
 //   AggregatorRegistry. Gauges that hold the same value in every worker (key ids in use) are
@@ -161,7 +163,7 @@ export interface PrimaryOptions {
   log: Logger;
   /** The workers' shutdown grace period (their limits.shutdownGraceMs). */
   shutdownGraceMs: number;
-  /** os: workers accept on the shared socket (default); rr: the primary hands out connections. */
+  /** rr: the primary hands out connections (default); os: workers accept on the shared socket. */
   scheduling?: Scheduling;
   /** Handle SIGTERM/SIGINT (default true). */
   handleSignals?: boolean;
@@ -180,7 +182,7 @@ export interface Primary {
 export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
   // node's own NODE_CLUSTER_SCHED_POLICY ("rr" or "none") wins when set (the workers bench uses it).
   if (o.scheduling !== undefined || process.env.NODE_CLUSTER_SCHED_POLICY === undefined) {
-    cluster.schedulingPolicy = o.scheduling === "rr" ? cluster.SCHED_RR : cluster.SCHED_NONE;
+    cluster.schedulingPolicy = o.scheduling === "os" ? cluster.SCHED_NONE : cluster.SCHED_RR;
   }
   // "advanced" keeps numbers such as Infinity intact in the metrics JSON.
   cluster.setupPrimary({ serialization: "advanced" });

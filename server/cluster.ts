@@ -4,9 +4,10 @@
 //
 // - Connections: the primary accepts them and hands them to the workers in turn (cluster.SCHED_RR,
 //   node's default); it costs the primary a little CPU per new connection, none per request on a
-//   kept-alive one. Letting the workers accept on the shared socket themselves (SCHED_NONE) was
-//   measured on this project's 2-core machine and was much less steady: in some runs one worker
-//   ended up with most connections and throughput halved (`npm run bench -- workers` shows both).
+//   kept-alive one, and spreads connections evenly. Letting the workers accept on the shared
+//   socket themselves (SCHED_NONE) leaves the spread to the kernel, which can favour one process;
+//   `npm run bench -- workers` measures both (on this project's shared 2-core machine neither was
+//   consistently ahead).
 // - Metrics: GET /metrics on any worker asks the primary, which collects every worker's registry
 //   of that component (as JSON, over the IPC channel) and sums them with prom-client's
 //   AggregatorRegistry. Gauges that hold the same value in every worker (key ids in use) are

@@ -146,7 +146,7 @@ describe("the whole chain over HTTPS", () => {
 
       const fetchTls = ((input: Parameters<typeof undiciFetch>[0], init?: Parameters<typeof undiciFetch>[1]) =>
         undiciFetch(input, { ...init, dispatcher: clientAgent })) as unknown as FetchLike;
-      tokens = createTokenSource({ issuer: urls.issuer, credential: CREDENTIAL, batch: 2, refillJitterMs: 0, fetch: fetchTls });
+      tokens = createTokenSource({ issuer: urls.issuer, credential: CREDENTIAL, batch: 2, budget: 2, refillJitterMs: 0, fetch: fetchTls });
       const f = createObliviousFetch({ relay: `${urls.relay}/gw`, keys, relayKeys: true, tokens, fetch: fetchTls });
       const dap = createClientTask({ vdaf: "count", taskId: task.idBase64Url, leader: "https://leader.example", helper: "https://helper.example", timePrecisionSec: 3600, fetch: f });
       await f.prepare(uploadUrl("https://leader.example", task.idBase64Url));

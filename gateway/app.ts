@@ -14,8 +14,10 @@ import { kemName } from "./key-file.js";
 import type { KeyStore } from "./key-store.js";
 import { compileTargets } from "./policy.js";
 import type { Forwarder } from "./request-path.js";
-import { registerGatewayRoute } from "./routes/gateway.js";
+import { registerGatewayRoute, serveEncapsulatedRequest, type GatewayRouteDeps } from "./routes/gateway.js";
+import { installLeanGatewayPath } from "./routes/lean-gateway.js";
 import { registerOhttpKeysRoute } from "./routes/ohttp-keys.js";
+import { pooledRandomBytes } from "./random-pool.js";
 import { Targets } from "./target.js";
 
 export interface GatewayDeps {
@@ -24,6 +26,8 @@ export interface GatewayDeps {
   metrics?: HttpMetrics;
   /** The token gate; required when `tokens.required` is true (gateway/gate.ts). */
   gate?: Gate;
+  /** Response nonces (default: a pooled node:crypto CSPRNG buffer, gateway/random-pool.ts). */
+  randomBytes?: (n: number) => Uint8Array;
   /** Forwarding to the targets (default: undici pools from `config.upstream`). */
   forwarder?: Forwarder & { close?(): Promise<void> };
 }
@@ -79,9 +83,10 @@ export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyI
   app.removeAllContentTypeParsers();
 
   registerOhttpKeysRoute(app, keys, config.keysMaxAgeSec);
-  registerGatewayRoute(app, {
+  const routeDeps: GatewayRouteDeps = {
     keys,
     maxRequestBytes: config.limits.maxRequestBytes,
+    randomBytes: deps.randomBytes ?? pooledRandomBytes(),
     onDecapsulated: (keyId) => decapsulations.inc({ key_id: String(keyId) }),
     path: {
       policy: config.policy,
@@ -96,6 +101,15 @@ export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyI
       log: deps.log,
       onUpstream: (target, result) => upstream.inc({ target, result }),
     },
+  };
+  registerGatewayRoute(app, routeDeps);
+  // Canonical POST /gateway requests skip Fastify (routes/lean-gateway.ts explains why).
+  installLeanGatewayPath(app, {
+    maxRequestBytes: config.limits.maxRequestBytes,
+    maxConcurrentRequests: config.limits.maxConcurrentRequests,
+    serve: (body) => serveEncapsulatedRequest(body, routeDeps),
+    log: deps.log,
+    metrics,
   });
 
   app.addHook("onClose", async () => {

@@ -4,7 +4,6 @@
 // upload and key-config routes pass.
 
 import { ProtocolError } from "../core/errors.js";
-import { fromBase64Url } from "../core/bytes.js";
 import type { Field } from "../core/bhttp/index.js";
 import type { PolicyName } from "./config.js";
 
@@ -66,6 +65,9 @@ export interface ResolvedTarget {
 /** RFC 3986 authority without userinfo: host (reg-name, IPv4, [IPv6]) and an optional port. */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%!$&'()*+,;=]+)(?::\d{1,5})?$/;
 
+/** A lowercase DNS name without a port: URL parsing would return it unchanged. */
+const PLAIN_HOST = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/;
+
 function forbidden(detail: string): ProtocolError {
   return new ProtocolError("GATEWAY_ERR_TARGET_FORBIDDEN", detail);
 }
@@ -94,10 +96,15 @@ export function resolveTarget(
   const authority = req.authority !== "" ? req.authority : (findHeader(req.headers, "host") ?? "");
   if (authority === "" || !AUTHORITY.test(authority)) throw forbidden("request names no valid authority");
   let host: string;
-  try {
-    host = new URL(`${scheme}://${authority}/`).host;
-  } catch {
-    throw forbidden("request names no valid authority");
+  if (PLAIN_HOST.test(authority)) {
+    // The common case (a lowercase host name, no port) is already what URL.host would give.
+    host = authority;
+  } else {
+    try {
+      host = new URL(`${scheme}://${authority}/`).host;
+    } catch {
+      throw forbidden("request names no valid authority");
+    }
   }
   if (!req.path.startsWith("/") || req.path.includes("#") || req.path.includes("\\")) {
     throw forbidden("path must be an absolute path without a fragment");
@@ -127,9 +134,14 @@ export type RouteKind = "dap-upload" | "dap-hpke-config" | "other";
 const B64URL_TASK_ID = "[A-Za-z0-9_-]{43}";
 const UPLOAD = new RegExp(`^tasks/(${B64URL_TASK_ID})/reports$`);
 const HPKE_CONFIG_QUERY = new RegExp(`^task_id=(${B64URL_TASK_ID})$`);
+const ANY_UPLOAD = new RegExp(`(?:^|/)tasks/(${B64URL_TASK_ID})/reports$`);
 
+/**
+ * A DAP TaskID is 32 bytes, sent as unpadded base64url: exactly 43 characters of the alphabet
+ * (43 x 6 = 258 bits: 32 bytes and 2 spare bits), which the patterns above already require.
+ */
 function isTaskId(s: string): boolean {
-  return fromBase64Url(s)?.length === 32;
+  return s.length === 43;
 }
 
 function policyError(detail: string): ProtocolError {
@@ -171,7 +183,7 @@ export function checkPolicy(policy: PolicyName, method: string, t: ResolvedTarge
 export function dapTaskIdOf(path: string): string | undefined {
   const q = path.indexOf("?");
   const pathname = q < 0 ? path : path.slice(0, q);
-  const upload = new RegExp(`(?:^|/)tasks/(${B64URL_TASK_ID})/reports$`).exec(pathname);
+  const upload = ANY_UPLOAD.exec(pathname);
   if (upload !== null) return isTaskId(upload[1]!) ? upload[1] : undefined;
   if (q >= 0 && /(?:^|\/)hpke_config$/.test(pathname)) {
     const m = HPKE_CONFIG_QUERY.exec(path.slice(q + 1));

@@ -18,13 +18,37 @@ export interface GatewayRouteDeps {
   keys: Keyring;
   path: RequestPathDeps;
   maxRequestBytes: number;
+  /** Response nonces (RFC 9458 §4.4); default crypto.getRandomValues. */
+  randomBytes?: (n: number) => Uint8Array;
   /** Counts decapsulations by key id (metrics: which keys are still in use). */
   onDecapsulated?: (keyId: number) => void;
 }
 
 /** The media type without parameters, lowercased. */
-function mediaType(header: string | undefined): string {
+export function mediaType(header: string | undefined): string {
   return (header ?? "").split(";")[0]!.trim().toLowerCase();
+}
+
+/** What goes out for one encapsulated request: the sealed answer, or a plain problem (before decapsulation). */
+export type OuterAnswer = { ok: true; sealed: Uint8Array; outcome: string } | { ok: false; error: unknown };
+
+/** Steps 2-7 for one `message/ohttp-req` body; shared by the Fastify route and the lean path. */
+export async function serveEncapsulatedRequest(body: Uint8Array, deps: GatewayRouteDeps): Promise<OuterAnswer> {
+  // Step 2: decapsulate with the key named by the key id.
+  let decapsulated;
+  try {
+    decapsulated = await decapsulateRequest(deps.keys, body, deps.randomBytes === undefined ? {} : { randomBytes: deps.randomBytes });
+  } catch (e) {
+    return { ok: false, error: e };
+  }
+  deps.onDecapsulated?.(decapsulated.keyId);
+  // Steps 2-7: everything after this point is answered sealed.
+  const result = await handleInnerRequest(decapsulated.request, deps.path);
+  try {
+    return { ok: true, sealed: await decapsulated.response.encapsulateResponse(encodeResponse(result.response)), outcome: result.outcome };
+  } catch (e) {
+    return { ok: false, error: e };
+  }
 }
 
 export function registerGatewayRoute(app: FastifyInstance, deps: GatewayRouteDeps): void {
@@ -39,23 +63,10 @@ export function registerGatewayRoute(app: FastifyInstance, deps: GatewayRouteDep
       }
       const raw = request.body;
       const body = Buffer.isBuffer(raw) ? new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength) : new Uint8Array(0);
-      // Step 2: decapsulate with the key named by the key id.
-      let decapsulated;
-      try {
-        decapsulated = await decapsulateRequest(deps.keys, body);
-      } catch (e) {
-        return sendProblem(reply, e);
-      }
-      deps.onDecapsulated?.(decapsulated.keyId);
-      // Steps 2-7: everything after this point is answered sealed.
-      const result = await handleInnerRequest(decapsulated.request, deps.path);
-      let sealed: Uint8Array;
-      try {
-        sealed = await decapsulated.response.encapsulateResponse(encodeResponse(result.response));
-      } catch (e) {
-        return sendProblem(reply, e);
-      }
-      request.veilOutcome = result.outcome;
+      const answer = await serveEncapsulatedRequest(body, deps);
+      if (!answer.ok) return sendProblem(reply, answer.error);
+      request.veilOutcome = answer.outcome;
+      const sealed = answer.sealed;
       // RFC 9458 §5: the outer response carries only what it needs: 200, content type, content.
       return reply
         .code(200)

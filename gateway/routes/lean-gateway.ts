@@ -107,6 +107,10 @@ export function installLeanGatewayPath(app: FastifyInstance, o: LeanPathOptions)
   app.addHook("preClose", async () => {
     closing = true;
   });
+  // A cluster worker drains before it closes (server/lifecycle.ts emits "veil:drain").
+  server.once("veil:drain", () => {
+    closing = true;
+  });
   // A cluster worker drains before it closes (server/lifecycle.ts): its answers close their
   // connections from then on, so clients move to the other workers without a failed request.
   server.once("veil:drain", () => {
@@ -114,6 +118,9 @@ export function installLeanGatewayPath(app: FastifyInstance, o: LeanPathOptions)
   });
 
   const answer = (res: ServerResponse, started: number, status: number, headers: Record<string, string>, body: Uint8Array, outcome: string): void => {
+    // Stopping (app.close()) or draining as a cluster worker (server/lifecycle.ts closes the
+    // listener first): this answer closes its connection, so the client's next request goes to a
+    // server that stays, as Fastify's routes do.
     if (closing) headers.connection = "close";
     headers["content-length"] = String(body.length);
     res.writeHead(status, headers);

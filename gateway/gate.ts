@@ -153,7 +153,9 @@ export function tokenFromAuthorization(value: string): Uint8Array | undefined {
 }
 
 export class TokenGate implements Gate {
-  readonly options: Readonly<TokenGateOptions>;
+  /** The options without the epoch secret, which lives only in a private field (never printed). */
+  readonly options: Readonly<Omit<TokenGateOptions, "epochSecret">>;
+  readonly #epochSecret: Uint8Array | undefined;
   readonly #dir: TokenKeyDirectory;
   readonly #store: NonceStore;
   readonly #now: () => number;
@@ -166,7 +168,9 @@ export class TokenGate implements Gate {
   readonly #acceptedTypes: ReadonlySet<number> = new Set([TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_P384]);
 
   constructor(options: Partial<TokenGateOptions>, deps: TokenGateDeps) {
-    this.options = Object.freeze({ ...GATE_DEFAULTS, ...options });
+    const { epochSecret, ...rest } = { ...GATE_DEFAULTS, ...options };
+    this.options = Object.freeze(rest);
+    this.#epochSecret = epochSecret;
     const o = this.options;
     if (!Number.isInteger(o.epochSec) || o.epochSec < 1) throw new ProtocolError("CFG_ERR_INVALID", "tokens.epochSec: expected a positive integer");
     if (!(o.greaseProbability >= 0 && o.greaseProbability <= 1)) throw new ProtocolError("CFG_ERR_INVALID", "tokens.greaseProbability: expected 0..1");
@@ -304,7 +308,7 @@ export class TokenGate implements Gate {
     let c = this.#epochContexts.get(epoch);
     if (c === undefined) {
       const data = Buffer.concat([EPOCH_LABEL, u64(epoch)]);
-      const secret = this.options.epochSecret;
+      const secret = this.#epochSecret;
       const h = secret === undefined ? createHash("sha256").update(data) : createHmac("sha256", secret).update(data);
       c = new Uint8Array(h.digest());
       if (this.#epochContexts.size >= 16) this.#epochContexts.clear();

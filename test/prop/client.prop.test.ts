@@ -63,7 +63,8 @@ describe("token source against a hostile issuer and gateway", () => {
         await clientOutcome(tokens.learn(UPLOAD, h));
         tokens.close();
       }),
-      fuzzParams(0xc11e01),
+      // A run that hangs fails with its input instead of stalling the suite.
+      { ...fuzzParams(0xc11e01), timeout: 10_000 },
     );
   });
 
@@ -90,7 +91,7 @@ describe("token source against a hostile issuer and gateway", () => {
       // Each run blinds a token request with the stock blind RSA client (about 200 ms on this
       // machine): a hundredth of the runs (1,000 in `npm run fuzz`). decodeTokenResponse itself gets
       // 100,000 in test/prop/privacypass.prop.test.ts.
-      fuzzParams(0xc11e02, Math.max(10, Math.ceil(numRuns / 100))),
+      { ...fuzzParams(0xc11e02, Math.max(10, Math.ceil(numRuns / 100))), timeout: 10_000 },
     );
   });
 });
@@ -114,7 +115,7 @@ describe("key configurations from a hostile gateway", () => {
         const f = createObliviousFetch({ relay: "https://relay.example/gw", keys: "https://gateway.example/ohttp-keys", fetch, retries: 0 });
         await clientOutcome(f.keys());
       }),
-      fuzzParams(0xc11e04),
+      { ...fuzzParams(0xc11e04), timeout: 10_000 },
     );
   });
 });
@@ -152,7 +153,7 @@ describe("oblivious fetch against a hostile relay", () => {
         const outcome = await clientOutcome(f(new URL("https://leader.example/hpke_config"), { method: "GET" }).then((r) => r.arrayBuffer()));
         if (k.body.sealed && k.body.flip === undefined && k.body.cut === undefined && k.status === 200 && k.type === "message/ohttp-res") expect(outcome).toBe("ok");
       }),
-      fuzzParams(0xc11e03),
+      { ...fuzzParams(0xc11e03), timeout: 10_000 },
     );
   });
 });

@@ -103,6 +103,15 @@ export async function run(args: string[]): Promise<void> {
   const p = args.indexOf("--profile");
   const profileDir = p >= 0 ? args[p + 1] : undefined;
 
+  // Watchdog: a run that stalls (seen twice on a saturated machine, cause unknown) fails with the
+  // stage it was in instead of hanging.
+  let stage = "starting";
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`gateway bench: no progress for 10 minutes (stage: ${stage})\n`);
+    process.exit(1);
+  }, 600_000);
+  watchdog.unref();
+
   // The upstream: a stand-in DAP leader that accepts every upload (its CPU is not measured).
   const upstream = createServer((req, res) => {
     req.resume();
@@ -132,6 +141,7 @@ export async function run(args: string[]): Promise<void> {
 
   // Client side, not measured: one sealed request per upload (HPKE contexts are single use).
   const total = requests * rounds + warm;
+  stage = "sealing";
   process.stdout.write(`sealing ${total} requests...\n`);
   const sealed: { body: Uint8Array; open(b: Uint8Array): Promise<Uint8Array> }[] = [];
   const inner = encodeRequest({
@@ -162,6 +172,7 @@ export async function run(args: string[]): Promise<void> {
   };
 
   // Warm-up (JIT, pools, connections).
+  stage = "warm-up";
   gwBase = cursor;
   await drive(gwPool, concurrency, gwRequest, warm, gwCheck);
   await drive(pxPool, concurrency, pxRequest, warm);
@@ -177,6 +188,7 @@ export async function run(args: string[]): Promise<void> {
   let gwWall = 0;
   let pxWall = 0;
   for (let r = 0; r < rounds; r++) {
+    stage = `round ${r + 1}`;
     let c0 = await cpuOf(gw.child);
     let t0 = performance.now();
     gwBase = cursor;
@@ -211,6 +223,8 @@ export async function run(args: string[]): Promise<void> {
     ].join("\n"),
   );
 
+  stage = "stopping";
+  clearTimeout(watchdog);
   await gwPool.close();
   await pxPool.close();
   await plPool.close();

@@ -107,7 +107,7 @@ export async function run(args: string[]): Promise<void> {
   // stage it was in instead of hanging.
   let stage = "starting";
   const watchdog = setTimeout(() => {
-    process.stderr.write(`gateway bench: no progress for 10 minutes (stage: ${stage})\n`);
+    process.stderr.write(`gateway bench: not finished after 10 minutes (stage: ${stage})\n`);
     process.exit(1);
   }, 600_000);
   watchdog.unref();

@@ -63,6 +63,41 @@ function createNodeServer(listen: ListenConfig, limits: HttpLimits, handler: Han
   return createHttpServer(common, handler);
 }
 
+/**
+ * The cap on concurrent requests (limits.maxConcurrentRequests), one per app: Fastify's onRequest
+ * hook and any lean path served before Fastify (gateway/routes/lean-gateway.ts) take their slots
+ * from the same counter, so together they never exceed the cap.
+ */
+export class InFlightLimiter {
+  readonly max: number;
+  #inFlight = 0;
+  constructor(max: number) {
+    this.max = max;
+  }
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+  /** A release function (idempotent) if a slot was free, else undefined. */
+  tryAcquire(): (() => void) | undefined {
+    if (this.#inFlight >= this.max) return undefined;
+    this.#inFlight++;
+    let held = true;
+    return () => {
+      if (held) {
+        held = false;
+        this.#inFlight--;
+      }
+    };
+  }
+}
+
+const LIMITERS = new WeakMap<object, InFlightLimiter>();
+
+/** The concurrency limiter of an app made by createServerApp (undefined for other apps). */
+export function inFlightLimiterOf(app: FastifyInstance): InFlightLimiter | undefined {
+  return LIMITERS.get(app);
+}
+
 /** Servers that are draining: their answers carry Connection: close. */
 const DRAINING = new WeakSet<object>();
 
@@ -110,23 +145,17 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
   app.decorateRequest("veilOutcome", "");
   installProblemHandler(app);
 
-  let inFlight = 0;
+  const limiter = new InFlightLimiter(limits.maxConcurrentRequests);
+  LIMITERS.set(app, limiter);
   app.addHook("onRequest", (request, reply, done) => {
     // Draining (see drain() below): this answer closes its connection, so the client's next
     // request opens a new one, which another worker accepts.
     if (DRAINING.has(request.server.server)) reply.header("connection", "close");
-    if (inFlight >= limits.maxConcurrentRequests) {
+    const release = limiter.tryAcquire();
+    if (release === undefined) {
       sendProblem(reply, new ProtocolError("HTTP_ERR_OVERLOADED", undefined, { headers: { "retry-after": "1" } }));
       return;
     }
-    inFlight++;
-    let counted = true;
-    const release = (): void => {
-      if (counted) {
-        counted = false;
-        inFlight--;
-      }
-    };
     reply.raw.once("close", release);
     done();
   });

@@ -20,6 +20,7 @@ import { symbols } from "pino";
 import { ProtocolError } from "../../core/errors.js";
 import { MEDIA_TYPES } from "../../core/ohttp/index.js";
 import { PROBLEM_MEDIA_TYPE, encodeProblem, toProblem } from "../../core/problem.js";
+import { InFlightLimiter, inFlightLimiterOf } from "../../server/lifecycle.js";
 import { logRequest, safeError, type Logger } from "../../server/logging.js";
 import type { HttpMetrics } from "../../server/metrics.js";
 import { toProtocolError } from "../../server/problem-handler.js";
@@ -29,6 +30,7 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 export interface LeanPathOptions {
   maxRequestBytes: number;
+  /** Used only when the app has no limiter of its own (not made by createServerApp). */
   maxConcurrentRequests: number;
   serve: (body: Uint8Array) => Promise<OuterAnswer>;
   log: Logger;
@@ -102,13 +104,10 @@ export function installLeanGatewayPath(app: FastifyInstance, o: LeanPathOptions)
   if (handlers.length !== 1) return;
   const fastify = handlers[0]!;
   const recorder = new RequestRecorder(o.log, o.metrics);
-  let inFlight = 0;
+  // The app's own cap (server/lifecycle.ts): lean and Fastify-served requests share one counter.
+  const limiter = inFlightLimiterOf(app) ?? new InFlightLimiter(o.maxConcurrentRequests);
   let closing = false;
   app.addHook("preClose", async () => {
-    closing = true;
-  });
-  // A cluster worker drains before it closes (server/lifecycle.ts emits "veil:drain").
-  server.once("veil:drain", () => {
     closing = true;
   });
   // A cluster worker drains before it closes (server/lifecycle.ts): its answers close their
@@ -138,19 +137,12 @@ export function installLeanGatewayPath(app: FastifyInstance, o: LeanPathOptions)
 
   const serveLean = (req: IncomingMessage, res: ServerResponse): void => {
     const started = performance.now();
-    if (inFlight >= o.maxConcurrentRequests) {
+    const release = limiter.tryAcquire();
+    if (release === undefined) {
       req.resume();
       problem(res, started, new ProtocolError("HTTP_ERR_OVERLOADED", undefined, { headers: { "retry-after": "1" } }));
       return;
     }
-    inFlight++;
-    let released = false;
-    const release = (): void => {
-      if (!released) {
-        released = true;
-        inFlight--;
-      }
-    };
     res.once("close", release);
     const declared = Number(req.headers["content-length"]);
     const body = Buffer.allocUnsafe(declared);

@@ -98,6 +98,25 @@ describe("gateway lean path", () => {
     for (const a of answers) expect(a.status).toBe(200);
   });
 
+  it("shares one concurrency cap with the requests Fastify serves", async () => {
+    // One slow lean request and one slow chunked request (served by Fastify's route) fill the cap
+    // of 2 together: a third request is refused whichever way it is served.
+    const slow = await Promise.all([1, 2].map(() => sealRequest(fx.keyConfig, { authority: "hang.example", path: path() })));
+    const pending = [send(slow[0]!.body, false), send(slow[1]!.body, true)];
+    await new Promise((r) => setTimeout(r, 200));
+    const third = await sealRequest(fx.keyConfig, { path: path() });
+    const lean = await send(third.body, false);
+    expect(lean.status).toBe(503);
+    const health = await request(`${url}/healthz`);
+    await health.body.dump();
+    expect(health.statusCode).toBe(503);
+    const answers = await Promise.all(pending);
+    for (const a of answers) expect(a.status).toBe(200);
+    // The slots are given back: the next request is served.
+    const after = await sealRequest(fx.keyConfig, { path: path() });
+    expect((await send(after.body, false)).status).toBe(200);
+  });
+
   it("takes only canonical POST /gateway requests", () => {
     const req = (method: string, u: string, headers: Record<string, string>) => ({ method, url: u, headers }) as unknown as IncomingMessage;
     const ok = { "content-type": "message/ohttp-req", "content-length": "100" };

@@ -2,7 +2,7 @@ import { Readable, Writable } from "node:stream";
 import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseConfig, httpLimitsSchema, type HttpLimits } from "../../../server/config.js";
-import { acceptBinaryBody, createServerApp, runServer, type RunningServer } from "../../../server/lifecycle.js";
+import { InFlightLimiter, acceptBinaryBody, createServerApp, inFlightLimiterOf, runServer, type RunningServer } from "../../../server/lifecycle.js";
 import { createLogger } from "../../../server/logging.js";
 import { createMetrics } from "../../../server/metrics.js";
 import { ProtocolError } from "../../../core/errors.js";
@@ -36,7 +36,7 @@ async function start(limitsOverride: Partial<HttpLimits> = {}) {
   app.get("/boom", async () => { throw new Error("secret internal detail"); });
   app.get("/refuse", async () => { throw new ProtocolError("HTTP_ERR_RATE_LIMITED", undefined, { headers: { "retry-after": "7" } }); });
   running = await runServer(app, { listen: { host: "127.0.0.1", port: 0 }, shutdownGraceMs: 2000, log, handleSignals: false });
-  return { url: running.url, lines, release: () => release() };
+  return { url: running.url, lines, release: () => release(), app };
 }
 
 describe("server plumbing", () => {
@@ -92,6 +92,35 @@ describe("server plumbing", () => {
     await res.body.dump();
     release();
     expect((await slow).statusCode).toBe(200);
+  });
+
+  it("hands out the app's concurrency slots from one limiter", async () => {
+    const { url, release, app } = await start({ maxConcurrentRequests: 2 });
+    const slow = request(`${url}/slow`);
+    await new Promise((r) => setTimeout(r, 100));
+    // Code serving requests outside Fastify's hooks (a lean path) takes the other slot.
+    const l = inFlightLimiterOf(app)!;
+    expect(l.inFlight).toBe(1);
+    const slot = l.tryAcquire()!;
+    const res = await request(`${url}/healthz`);
+    expect(res.statusCode).toBe(503);
+    await res.body.dump();
+    slot();
+    slot(); // releasing twice gives back one slot only
+    expect(l.inFlight).toBe(1);
+    release();
+    expect((await slow).statusCode).toBe(200);
+  });
+
+  it("limits to its maximum and releases each slot once", () => {
+    const l = new InFlightLimiter(1);
+    const a = l.tryAcquire();
+    expect(a).toBeDefined();
+    expect(l.tryAcquire()).toBeUndefined();
+    a!();
+    a!();
+    expect(l.inFlight).toBe(0);
+    expect(l.tryAcquire()).toBeDefined();
   });
 
   it("reports readiness per check", async () => {

@@ -8,6 +8,7 @@ import { ProtocolError } from "../core/errors.js";
 import { createServerApp } from "../server/lifecycle.js";
 import type { Logger } from "../server/logging.js";
 import { createMetrics, type HttpMetrics } from "../server/metrics.js";
+import { installCors } from "../server/cors.js";
 import type { GatewayConfig } from "./config.js";
 import { OPEN_GATE, type Gate } from "./gate-contract.js";
 import { kemName } from "./key-file.js";
@@ -82,6 +83,8 @@ export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyI
   // Only message/ohttp-req bodies are parsed: anything else is a 415, never parsed as JSON or text.
   app.removeAllContentTypeParsers();
 
+  // Opt-in CORS for browser clients fetching the keys directly (RFC 9458 §6.1; server/cors.ts).
+  installCors(app, config.cors, [{ url: "/ohttp-keys", methods: ["GET"], headers: ["content-type"] }]);
   registerOhttpKeysRoute(app, keys, config.keysMaxAgeSec);
   const routeDeps: GatewayRouteDeps = {
     keys,

@@ -13,6 +13,7 @@ import {
   type ListenConfig,
   type Schema,
 } from "../server/config.js";
+import { corsSchema, type CorsConfig } from "../server/cors.js";
 
 /** Every default of the gateway, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -111,6 +112,8 @@ export interface GatewayConfig {
   tokens: TokensConfig;
   upstream: UpstreamConfig;
   inner: { maxFields: number; maxFieldBytes: number };
+  /** Browser clients on these origins may GET /ohttp-keys (server/cors.ts). */
+  cors: CorsConfig;
   logLevel: string;
 }
 
@@ -240,6 +243,7 @@ export const GATEWAY_SCHEMA: Schema = {
       maxFieldBytes: { kind: "int", default: DEFAULTS.maxInnerFieldBytes, min: 64, doc: "Largest single field (name plus value)." },
     },
   },
+  cors: corsSchema("GET /ohttp-keys"),
   logLevel: { kind: "string", default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"], doc: "Log level." },
 };
 

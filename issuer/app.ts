@@ -5,10 +5,11 @@
 
 import type { FastifyInstance } from "fastify";
 import { Counter, Gauge } from "prom-client";
-import { MEDIA_TYPES } from "../core/privacypass/issuance.js";
+import { ISSUER_DIRECTORY_PATH, MEDIA_TYPES } from "../core/privacypass/issuance.js";
 import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
 import type { Logger } from "../server/logging.js";
 import { createMetrics, type HttpMetrics } from "../server/metrics.js";
+import { installCors } from "../server/cors.js";
 import { Attester, type QuotaAttester } from "./attester.js";
 import type { IssuerConfig } from "./config.js";
 import type { IssuerKeyStore } from "./key-store.js";
@@ -82,6 +83,11 @@ export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInst
     done();
   });
 
+  // Opt-in CORS for browser clients (server/cors.ts).
+  installCors(app, config.cors, [
+    { url: ISSUER_DIRECTORY_PATH, methods: ["GET"], headers: ["content-type"] },
+    { url: TOKEN_REQUEST_PATH, methods: ["POST"], headers: ["content-type", "authorization"], expose: ["retry-after", "www-authenticate"] },
+  ]);
   registerDirectoryRoute(app, { keys, issuerRequestUri: config.issuerRequestUri, maxAgeSec: config.directoryMaxAgeSec });
   registerTokenRequestRoute(app, {
     keys,

@@ -15,6 +15,7 @@ import {
   type ListenConfig,
   type Schema,
 } from "../server/config.js";
+import { corsSchema, type CorsConfig } from "../server/cors.js";
 
 /** Every default of the issuer, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -59,6 +60,8 @@ export interface IssuerConfig {
   attester: AttesterConfig;
   issuerRequestUri: string;
   directoryMaxAgeSec: number;
+  /** Browser clients on these origins may fetch the directory and POST /token-request (server/cors.ts). */
+  cors: CorsConfig;
   logLevel: string;
 }
 
@@ -116,6 +119,7 @@ export const ISSUER_SCHEMA: Schema = {
     min: 1,
     doc: "Longest Cache-Control max-age of the directory (it is also capped by the next key change).",
   },
+  cors: corsSchema("GET /.well-known/private-token-issuer-directory and POST /token-request"),
   logLevel: { kind: "string", default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"], doc: "Log level." },
 };
 

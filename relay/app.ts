@@ -21,6 +21,7 @@ import { Secret } from "../core/secret.js";
 import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
 import { safeError, type Logger } from "../server/logging.js";
 import { createMetrics, type HttpMetrics } from "../server/metrics.js";
+import { installCors, type CorsResource } from "../server/cors.js";
 import type { RelayConfig, RouteConfig } from "./config.js";
 import { Forwarder, Recorder, REQUEST_MEDIA_TYPE, type RelayRoute } from "./forward.js";
 import { Front } from "./front.js";
@@ -188,8 +189,15 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   // Only encapsulated requests are ever parsed: no JSON or text bodies from clients.
   app.removeAllContentTypeParsers();
   acceptBinaryBody(app, REQUEST_MEDIA_TYPE);
+  // Opt-in CORS for browser clients (server/cors.ts): the relay's own response headers only.
+  const corsResources: CorsResource[] = [];
   for (const route of routes) {
-    registerForwardRoute(app, route, { forwarder });
+    corsResources.push({ url: route.path, methods: ["POST"], headers: ["content-type"], expose: ["retry-after"] });
+    if (route.keys !== undefined) corsResources.push({ url: `${route.path}/ohttp-keys`, methods: ["GET"], headers: ["content-type"], expose: ["retry-after"] });
+  }
+  const cors = installCors(app, config.cors, corsResources);
+  for (const route of routes) {
+    registerForwardRoute(app, route, { forwarder, ...(cors === undefined ? {} : { cors }) });
     if (route.keys !== undefined) registerKeysRoute(app, route.path, route.keys, { forwarder });
   }
 
@@ -197,7 +205,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   if (config.fastPath) {
     front = installFront(
       app,
-      (handoff) => new Front({ routes: new Map(routes.map((r) => [r.path, r])), forwarder, recorder, limits, handoff }),
+      (handoff) => new Front({ routes: new Map(routes.map((r) => [r.path, r])), forwarder, recorder, limits, handoff, handOffOrigin: cors !== undefined }),
     );
   }
 

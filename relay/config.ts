@@ -15,6 +15,7 @@ import {
   type ListenConfig,
   type Schema,
 } from "../server/config.js";
+import { corsSchema, type CorsConfig } from "../server/cors.js";
 
 /** Every default of the relay, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -118,6 +119,8 @@ export interface RelayConfig {
   keyCache: KeyCacheConfig;
   /** Serve canonical POSTs on a lean HTTP/1.1 path (relay/front.ts) instead of node:http + Fastify. */
   fastPath: boolean;
+  /** Browser clients on these origins may POST <path> and GET <path>/ohttp-keys (server/cors.ts). */
+  cors: CorsConfig;
   logLevel: string;
 }
 
@@ -219,6 +222,7 @@ export const RELAY_SCHEMA: Schema = {
     },
   },
   fastPath: { kind: "boolean", default: true, doc: "Serve canonical HTTP/1.1 POSTs on the lean forwarding path (false: node:http + Fastify only)." },
+  cors: corsSchema("POST <path> and GET <path>/ohttp-keys"),
   logLevel: { kind: "string", default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"], doc: "Log level." },
 };
 

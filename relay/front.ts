@@ -34,6 +34,8 @@ export interface FrontOptions {
   limits: Pick<RelayLimits, "maxRequestBytes" | "maxHeaderBytes" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs">;
   /** Gives a connection to node:http (its connection listener). */
   handoff: (socket: Socket) => void;
+  /** Requests with an Origin header go to Fastify, which adds the CORS headers (relay/app.ts). */
+  handOffOrigin?: boolean;
   now?: () => number;
 }
 
@@ -234,6 +236,7 @@ export class Front {
       const head = parseCanonicalPost(buf.toString("latin1", 0, end));
       const route = head === undefined ? undefined : this.#o.routes.get(head.target);
       if (head === undefined || route === undefined) return this.#handoff(c);
+      if (head.origin !== undefined && this.#o.handOffOrigin === true) return this.#handoff(c);
       if (c.state === State.Idle) c.startedAt = performance.now();
       c.route = route;
       c.label = route.path;

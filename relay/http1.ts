@@ -20,6 +20,8 @@ export interface CanonicalPost {
   contentType: string | undefined;
   /** The client asked to close the connection after this exchange (`Connection: close`). */
   close: boolean;
+  /** The Origin field value (browser clients; set only when present). */
+  origin?: string;
 }
 
 // Request line and header lines (RFC 9112 §3, §5): token field names, no whitespace before the
@@ -54,6 +56,7 @@ export function parseCanonicalPost(head: string): CanonicalPost | undefined {
   let contentType: string | undefined;
   let hosts = 0;
   let close = false;
+  let origin: string | undefined;
   let at = 2; // fields starts with "\r\n"
   while (at < fields.length) {
     let end = fields.indexOf("\r\n", at);
@@ -69,6 +72,10 @@ export function parseCanonicalPost(head: string): CanonicalPost | undefined {
       case "content-type":
         if (contentType !== undefined) return undefined;
         contentType = value;
+        break;
+      case "origin":
+        if (origin !== undefined) return undefined;
+        origin = value;
         break;
       case "host":
         hosts++;
@@ -86,7 +93,7 @@ export function parseCanonicalPost(head: string): CanonicalPost | undefined {
     at = end + 2;
   }
   if (contentLength === -1 || hosts !== 1) return undefined;
-  return { target, contentLength, contentType, close };
+  return origin === undefined ? { target, contentLength, contentType, close } : { target, contentLength, contentType, close, origin };
 }
 
 /** Is `value` the media type message/ohttp-req (case-insensitive, parameters ignored)? */

@@ -6,12 +6,13 @@
 
 import type { FastifyInstance } from "fastify";
 import { ProtocolError } from "../../core/errors.js";
+import type { CorsPolicy } from "../../server/cors.js";
 import { methodNotAllowed, sendProblem } from "../../server/problem-handler.js";
 import { REQUEST_MEDIA_TYPE, type Forwarder, type RelayRoute } from "../forward.js";
 import { isMediaType } from "../http1.js";
 import type { UpstreamAnswer } from "../upstream.js";
 
-export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, deps: { forwarder: Forwarder }): void {
+export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, deps: { forwarder: Forwarder; cors?: CorsPolicy }): void {
   app.post(route.path, async (request, reply) => {
     if (!isMediaType(request.headers["content-type"], REQUEST_MEDIA_TYPE)) {
       return sendProblem(reply, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${REQUEST_MEDIA_TYPE}`));
@@ -35,6 +36,9 @@ export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, de
     reply.hijack();
     const headers: Record<string, string | number> = { "content-length": answer.body.length };
     if (answer.contentType !== undefined) headers["content-type"] = answer.contentType;
+    // An allowed browser origin (relay/app.ts; the lean front hands such requests to Fastify).
+    const origin = deps.cors?.allowed(request.headers.origin);
+    if (origin !== undefined) Object.assign(headers, deps.cors!.responseHeaders(origin, ["retry-after"]));
     reply.raw.writeHead(answer.status, headers);
     reply.raw.end(answer.body);
     return reply;

@@ -3,8 +3,9 @@
 // report with @divviup/dap's own browser bundle and uploads it through the relay and the gateway
 // (tokens required) to the leader double, driven by playwright-core in Debian's chromium.
 //
-// The page's server also forwards the relay, gateway-key and issuer paths to the real servers, so
-// the page talks to one origin (the relay and issuer answer no CORS preflights yet).
+// The page talks to the relay, the issuer and the gateway's keys directly, cross-origin: the page
+// is served from its own port, and the servers allow that origin with `cors.origins` (server/cors.ts).
+// A page on an origin they do not allow cannot upload.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -28,9 +29,8 @@ const PAGE = `<!doctype html>
 <script type="module">
   import { createObliviousFetch, createTokenSource, cryptoBackendName } from "/veil-client.js";
   window.veilUpload = async (cfg) => {
-    const origin = location.origin;
-    const tokens = createTokenSource({ issuer: origin, credential: cfg.credential, batch: cfg.reports, refillJitterMs: 0 });
-    const f = createObliviousFetch({ relay: origin + "/leader-gateway", keys: origin + "/ohttp-keys", relayKeys: true, tokens });
+    const tokens = createTokenSource({ issuer: cfg.issuer, credential: cfg.credential, batch: cfg.reports, refillJitterMs: 0 });
+    const f = createObliviousFetch({ relay: cfg.relay, keys: cfg.keys, relayKeys: true, tokens });
     const task = new globalThis.divviup.dap.Task({ type: "count", id: cfg.taskId, leader: cfg.leader, helper: cfg.helper, timePrecisionSeconds: 3600 });
     task.fetch = f;
     try {
@@ -51,47 +51,21 @@ const PAGE = `<!doctype html>
   window.veilReady = true;
 </script>`;
 
-/** Which real server answers a path of the page's origin. */
-function upstreamFor(stack: VeilStack, path: string): string | undefined {
-  if (path === "/leader-gateway" || path === "/leader-gateway/ohttp-keys") return stack.relay.url;
-  if (path === "/ohttp-keys") return stack.gateway.url;
-  if (path === "/.well-known/private-token-issuer-directory" || path === "/token-request") return stack.issuerUrl;
-  return undefined;
-}
-
-const FORWARDED_REQUEST = ["content-type", "accept", "authorization"];
-const FORWARDED_RESPONSE = ["content-type", "cache-control", "retry-after", "www-authenticate"];
-
-async function proxy(upstream: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  const headers: Record<string, string> = {};
-  for (const h of FORWARDED_REQUEST) if (typeof req.headers[h] === "string") headers[h] = req.headers[h];
-  const r = await fetch(upstream + req.url, {
-    method: req.method ?? "GET",
-    headers,
-    ...(chunks.length === 0 ? {} : { body: Buffer.concat(chunks) }),
-  });
-  const out: Record<string, string> = {};
-  for (const h of FORWARDED_RESPONSE) {
-    const v = r.headers.get(h);
-    if (v !== null) out[h] = v;
-  }
-  res.writeHead(r.status, out);
-  res.end(Buffer.from(await r.arrayBuffer()));
-}
-
 let stack: VeilStack;
+/** The servers the page calls directly (cross-origin). */
+const servers = () => ({ relay: stack.relayUrl, keys: stack.keysUrl, issuer: stack.issuerUrl });
 let dir: string;
 let bundle: BrowserBundle;
 let server: Server;
+let otherServer: Server;
 let pageUrl: string;
+/** The same page on an origin the servers do not allow. */
+let otherPageUrl: string;
 let context: BrowserContext;
 
 describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP report through relay and gateway", () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "veil-browser-"));
-    stack = await startVeilStack();
     bundle = await buildBrowserBundle({ outfile: join(dir, "veil-client.js") });
     const files: Record<string, { type: string; body: Buffer | string }> = {
       "/": { type: "text/html; charset=utf-8", body: PAGE },
@@ -99,7 +73,7 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
       "/veil-client.js.map": { type: "application/json", body: readFileSync(bundle.outfile + ".map") },
       "/dap.js": { type: "text/javascript", body: readFileSync(DAP_BROWSER_BUNDLE) },
     };
-    server = createServer((req, res) => {
+    const serve = (req: IncomingMessage, res: ServerResponse): void => {
       const path = new URL(req.url ?? "/", "http://x").pathname;
       const file = files[path];
       if (file !== undefined && req.method === "GET") {
@@ -107,18 +81,16 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
         res.end(file.body);
         return;
       }
-      const upstream = upstreamFor(stack, path);
-      if (upstream === undefined) {
-        res.writeHead(404).end();
-        return;
-      }
-      proxy(upstream, req, res).catch(() => {
-        if (!res.headersSent) res.writeHead(502);
-        res.end();
-      });
-    });
+      res.writeHead(404).end();
+    };
+    server = createServer(serve);
+    otherServer = createServer(serve);
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    await new Promise<void>((r) => otherServer.listen(0, "127.0.0.1", r));
     pageUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    otherPageUrl = `http://127.0.0.1:${(otherServer.address() as AddressInfo).port}/`;
+    // Only the page's origin (another port than every server: a different origin).
+    stack = await startVeilStack({ corsOrigins: [new URL(pageUrl).origin] });
     context = await chromium.launchPersistentContext(join(dir, "profile"), {
       executablePath: CHROMIUM,
       headless: true,
@@ -138,6 +110,7 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
   afterAll(async () => {
     await context?.close();
     await new Promise<void>((r) => (server === undefined ? r() : server.close(() => r())));
+    await new Promise<void>((r) => (otherServer === undefined ? r() : otherServer.close(() => r())));
     await stack?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -159,7 +132,7 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
     const before = stack.leader.reports.get(task)?.length ?? 0;
     const result = (await page.evaluate(
       (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
-      { credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 3 },
+      { ...servers(), credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 3 },
     )) as { ok: boolean; times?: number[]; backend?: string; message?: string; stats?: { challengeRetries: number } };
     expect(errors).toEqual([]);
     expect(result.message).toBeUndefined();
@@ -180,9 +153,24 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
     await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
     const result = (await page.evaluate(
       (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
-      { credential: "wrong-credential", taskId: stack.tasks.count.idBase64Url, leader: LEADER, helper: HELPER, reports: 1 },
+      { ...servers(), credential: "wrong-credential", taskId: stack.tasks.count.idBase64Url, leader: LEADER, helper: HELPER, reports: 1 },
     )) as { ok: boolean; code?: string };
     expect(result).toMatchObject({ ok: false, code: "CLIENT_ERR_CREDENTIAL_REFUSED" });
+    await page.close();
+  });
+
+  it("cannot upload from a page on an origin the servers do not allow (no CORS headers for it)", async () => {
+    const page = await context.newPage();
+    await page.goto(otherPageUrl);
+    await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
+    const task = stack.tasks.count.idBase64Url;
+    const before = stack.leader.reports.get(task)?.length ?? 0;
+    const result = (await page.evaluate(
+      (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
+      { ...servers(), credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 1 },
+    )) as { ok: boolean; code?: string; message?: string };
+    expect(result.ok).toBe(false);
+    expect(stack.leader.reports.get(task)?.length ?? 0).toBe(before);
     await page.close();
   });
 });

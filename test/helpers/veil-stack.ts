@@ -45,10 +45,13 @@ export interface VeilStackOptions {
   tokensRequired?: boolean;
   tokensPerWindow?: number;
   credentials?: string[];
+  /** cors.origins of relay, issuer and gateway (browser pages on other origins). */
+  corsOrigins?: string[];
 }
 
 export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStack> {
   const dir = mkdtempSync(join(tmpdir(), "veil-stack-"));
+  const cors = o.corsOrigins === undefined ? {} : { cors: { origins: o.corsOrigins } };
   const { stream, lines } = captureLines();
   const log = (name: string) => createLogger(name, { destination: stream });
   const tasks = { count: await createDapTask(), sum: await createDapTask(), histogram: await createDapTask() };
@@ -63,6 +66,7 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
       keys: join(dir, "issuer-keys.json"),
       tokenTypes: [2],
       attester: { credentials: o.credentials ?? [STACK_CREDENTIAL], tokensPerWindow: o.tokensPerWindow ?? 1000, windowSec: 86_400 },
+      ...cors,
     }),
     { log: log("issuer"), handleSignals: false },
   );
@@ -80,6 +84,7 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
         issuers: [{ name: "issuer.example", directory: `${issuer.url}/.well-known/private-token-issuer-directory`, keyLifetimeSec: 604_800 }],
         store: "memory",
       },
+      ...cors,
     }),
     { log: log("gateway"), handleSignals: false },
   );
@@ -88,6 +93,7 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
     parseRelayConfig({
       listen: { host: "127.0.0.1", port: 0 },
       routes: [{ path: "/leader-gateway", gateway: `${gateway.url}/gateway`, keys: `${gateway.url}/ohttp-keys` }],
+      ...cors,
     }),
     { log: log("relay"), handleSignals: false },
   );

@@ -27,8 +27,30 @@ export const DEFAULT_BHTTP_LIMITS: Readonly<BhttpLimits> = Object.freeze({
   maxInformational: 16,
 });
 
+const LIMIT_KEYS = Object.keys(DEFAULT_BHTTP_LIMITS) as (keyof BhttpLimits)[];
+
+/**
+ * The last result per overrides object, with the values it was made from: a server passes the
+ * same object on every call, so its limits are built once. A mutated object is rebuilt.
+ */
+const resolved = new WeakMap<object, { from: Partial<BhttpLimits>; keys: string; limits: Readonly<BhttpLimits> }>();
+
 /** Defaults overlaid with `overrides`; each value must be a non-negative safe integer. */
 export function resolveLimits(overrides: Partial<BhttpLimits> = {}): Readonly<BhttpLimits> {
+  const keys = Object.keys(overrides).join();
+  const hit = resolved.get(overrides);
+  if (hit !== undefined && hit.keys === keys && sameLimits(hit.from, overrides)) return hit.limits;
+  const limits = buildLimits(overrides);
+  resolved.set(overrides, { from: { ...overrides }, keys, limits });
+  return limits;
+}
+
+function sameLimits(a: Partial<BhttpLimits>, b: Partial<BhttpLimits>): boolean {
+  for (const k of LIMIT_KEYS) if (a[k] !== b[k]) return false;
+  return true;
+}
+
+function buildLimits(overrides: Partial<BhttpLimits>): Readonly<BhttpLimits> {
   if (Object.keys(overrides).length === 0) return DEFAULT_BHTTP_LIMITS;
   const out: BhttpLimits = { ...DEFAULT_BHTTP_LIMITS };
   for (const key of Object.keys(overrides) as (keyof BhttpLimits)[]) {

@@ -405,6 +405,20 @@ describe("decoding limits", () => {
     );
   });
 
+  it("applies the current values of a reused limits object, also after it changes", () => {
+    const limits: Partial<typeof DEFAULT_BHTTP_LIMITS> = { maxFields: 4 };
+    const b = krequest(ksec(...fields(5)));
+    expect(codeOf(() => decodeRequest(b, limits))).toBe("BHTTP_ERR_TOO_LARGE");
+    expect(codeOf(() => decodeRequest(b, limits))).toBe("BHTTP_ERR_TOO_LARGE");
+    limits.maxFields = 5;
+    expect(decodeRequest(b, limits).headers).toHaveLength(5);
+    limits.maxFields = -1;
+    expect(() => decodeRequest(b, limits)).toThrow(/maxFields/);
+    delete limits.maxFields;
+    (limits as Record<string, unknown>).maxFeilds = 3;
+    expect(() => decodeRequest(b, limits)).toThrow(/maxFeilds/);
+  });
+
   it("keeps the defaults frozen", () => {
     expect(Object.isFrozen(DEFAULT_BHTTP_LIMITS)).toBe(true);
   });

@@ -117,6 +117,9 @@ export function installCors(app: FastifyInstance, config: CorsConfig, resources:
     const url = request.routeOptions.url;
     const resource = url === undefined ? undefined : byUrl.get(url);
     if (resource === undefined) return payload;
+    // Vary: Origin on every answer of a covered resource, with or without an allowed Origin, so a
+    // shared cache never serves a copy without CORS headers to a browser (or one with them to others).
+    reply.header("vary", addVary(reply.getHeader("vary")));
     const origin = policy.allowed(request.headers.origin);
     if (origin === undefined) return payload;
     const h = policy.responseHeaders(origin, resource.expose);

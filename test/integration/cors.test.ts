@@ -44,7 +44,11 @@ function send(base: string, method: string, path: string, headers: Record<string
 
 function expectNoCors(headers: Record<string, unknown>): void {
   for (const h of CORS_HEADERS) expect(headers[h], h).toBeUndefined();
-  expect(String(headers["vary"] ?? "")).not.toMatch(/origin/i);
+}
+
+/** With CORS on, every answer of a covered resource varies by Origin (shared caches keep them apart). */
+function expectVaryOrigin(headers: Record<string, unknown>): void {
+  expect(String(headers["vary"] ?? "")).toMatch(/\borigin\b/i);
 }
 
 async function startRelay(gw: StandIn, cors?: unknown): Promise<{ app: FastifyInstance; url: string }> {
@@ -139,6 +143,7 @@ describe("relay CORS (real sockets, lean path on)", () => {
     const keys = await send(relay.url, "GET", "/leader-gateway/ohttp-keys", { origin: OTHER });
     expect(keys.status).toBe(200);
     expectNoCors(keys.headers);
+    expectVaryOrigin(keys.headers);
   });
 
   it("leaves requests without Origin, and relays without cors.origins, unchanged", async () => {
@@ -154,6 +159,7 @@ describe("relay CORS (real sockets, lean path on)", () => {
     const res = await send(plain.url, "POST", "/leader-gateway", { origin: APP, "content-type": "message/ohttp-req" }, "abc");
     expect(res.status).toBe(200);
     expectNoCors(res.headers);
+    expect(String(res.headers["vary"] ?? "")).not.toMatch(/origin/i);
     const pre = await send(plain.url, "OPTIONS", "/leader-gateway", { origin: APP, "access-control-request-method": "POST" });
     expect(pre.status).toBe(405);
     expectNoCors(pre.headers);
@@ -217,7 +223,7 @@ describe("issuer CORS (inject)", () => {
       const dir = await fx.app.inject({ method: "GET", url: "/.well-known/private-token-issuer-directory", headers });
       expect(dir.statusCode).toBe(200);
       expectNoCors(dir.headers);
-      expect(dir.headers.vary).toBe("accept-encoding");
+      expect(dir.headers.vary).toBe("accept-encoding, origin");
     }
   });
 });
@@ -249,6 +255,7 @@ describe("gateway CORS: GET /ohttp-keys only (inject)", () => {
       const res = await fx.app.inject({ method: "GET", url: "/ohttp-keys", headers });
       expect(res.statusCode).toBe(200);
       expectNoCors(res.headers);
+      expectVaryOrigin(res.headers);
     }
   });
 });

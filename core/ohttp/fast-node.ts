@@ -75,6 +75,10 @@ const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
 const HPKE_V1 = ascii("HPKE-v1");
 const EMPTY = new Uint8Array(0);
 const ONE = Uint8Array.of(1);
+// RFC 9180 §5.1: psk_id_hash and info_hash hash public inputs (the PSK id; the info, which in
+// OHTTP is the fixed request label and key config header), so their results can be kept.
+const PUBLIC_LABELS = [ascii("psk_id_hash"), ascii("info_hash")];
+const PUBLIC_MEMO_MAX = 64;
 
 // ---------------------------------------------------------------------------------------------
 // KDF: HKDF (RFC 5869) with HMAC from node:crypto; labeled variants per RFC 9180 §4.
@@ -91,6 +95,8 @@ export class NodeHkdf implements KdfInterface {
    * mutated buffer can never give a stale answer); entries die with the buffer.
    */
   readonly #prks = new WeakMap<object, { salt: Uint8Array; ikm: Uint8Array; prk: Uint8Array }>();
+  /** LabeledExtract("", psk_id_hash | info_hash, ikm) by label index and ikm (bounded). */
+  #publicExtracts = new Map<string, Uint8Array>();
 
   constructor(kdfId: KdfId) {
     this.id = kdfId as HpkeKdfId;
@@ -100,6 +106,7 @@ export class NodeHkdf implements KdfInterface {
 
   init(suiteId: Uint8Array): void {
     this.#suiteId = suiteId;
+    this.#publicExtracts = new Map();
   }
 
   buildLabeledIkm(label: Uint8Array, ikm: Uint8Array): Uint8Array {
@@ -165,7 +172,23 @@ export class NodeHkdf implements KdfInterface {
   }
 
   labeledExtractSync(salt: Uint8Array, label: Uint8Array, ikm: Uint8Array): Uint8Array {
+    if (salt.length === 0 && ikm.length <= 256) {
+      const i = PUBLIC_LABELS.findIndex((l) => l === label || equalBytes(l, label));
+      if (i >= 0) return this.#publicExtract(i, label, ikm);
+    }
     return this.extractSync(salt, this.buildLabeledIkm(label, ikm));
+  }
+
+  #publicExtract(i: number, label: Uint8Array, ikm: Uint8Array): Uint8Array {
+    let key = String(i);
+    for (let j = 0; j < ikm.length; j++) key += String.fromCharCode(ikm[j]!);
+    let prk = this.#publicExtracts.get(key);
+    if (prk === undefined) {
+      prk = this.extractSync(EMPTY, this.buildLabeledIkm(label, ikm));
+      if (this.#publicExtracts.size >= PUBLIC_MEMO_MAX) this.#publicExtracts.clear();
+      this.#publicExtracts.set(key, prk);
+    }
+    return new Uint8Array(prk); // a copy: callers own their result (Buffer#slice would be a view)
   }
 
   labeledExpandSync(prk: Uint8Array, label: Uint8Array, info: Uint8Array, len: number): Uint8Array {

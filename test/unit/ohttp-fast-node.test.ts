@@ -100,6 +100,29 @@ describe("node:crypto HKDF", () => {
     expect(new NodeHkdf(1).expandSync(new Uint8Array(32), new Uint8Array(0), 255 * 32).length).toBe(255 * 32);
   });
 
+  it("keeps psk_id_hash and info_hash per suite and input, equal to a fresh computation", async () => {
+    const kdf = new NodeHkdf(1);
+    const plain = (label: Uint8Array, ikm: Uint8Array): string => hex(kdf.extractSync(new Uint8Array(0), kdf.buildLabeledIkm(label, ikm)));
+    const enc = (t: string): Uint8Array => new TextEncoder().encode(t);
+    kdf.init(Uint8Array.of(0x48, 0x50, 0x4b, 0x45, 0, 0x20, 0, 1, 0, 1));
+    for (const label of [enc("psk_id_hash"), enc("info_hash"), enc("other")]) {
+      for (const ikm of [new Uint8Array(0), enc("message/bhttp request\0abc"), enc("message/bhttp request\0abd")]) {
+        const want = plain(label, ikm);
+        const first = await kdf.labeledExtract(new Uint8Array(0), label, ikm);
+        expect(hex(first)).toBe(want);
+        new Uint8Array(first).fill(0); // a caller scribbling on its result changes nothing
+        expect(hex(await kdf.labeledExtract(new Uint8Array(0), label, ikm))).toBe(want);
+      }
+    }
+    // Another suite id: other results (the suite id is part of the labeled input).
+    const info = enc("info");
+    const before = hex(await kdf.labeledExtract(new Uint8Array(0), enc("info_hash"), info));
+    kdf.init(Uint8Array.of(0x48, 0x50, 0x4b, 0x45, 0, 0x10, 0, 1, 0, 1));
+    const after = hex(await kdf.labeledExtract(new Uint8Array(0), enc("info_hash"), info));
+    expect(after).not.toBe(before);
+    expect(after).toBe(plain(enc("info_hash"), info));
+  });
+
   it("never answers from its PRK memo when the remembered buffers changed", async () => {
     const kdf = new NodeHkdf(1);
     const salt = new Uint8Array(32).fill(1);

@@ -406,7 +406,7 @@ describe("decoding limits", () => {
   });
 
   it("applies the current values of a reused limits object, also after it changes", () => {
-    const limits: Partial<typeof DEFAULT_BHTTP_LIMITS> = { maxFields: 4 };
+    const limits: { -readonly [K in keyof typeof DEFAULT_BHTTP_LIMITS]?: number } = { maxFields: 4 };
     const b = krequest(ksec(...fields(5)));
     expect(codeOf(() => decodeRequest(b, limits))).toBe("BHTTP_ERR_TOO_LARGE");
     expect(codeOf(() => decodeRequest(b, limits))).toBe("BHTTP_ERR_TOO_LARGE");

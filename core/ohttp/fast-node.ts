@@ -180,8 +180,7 @@ export class NodeHkdf implements KdfInterface {
   }
 
   #publicExtract(i: number, label: Uint8Array, ikm: Uint8Array): Uint8Array {
-    let key = String(i);
-    for (let j = 0; j < ikm.length; j++) key += String.fromCharCode(ikm[j]!);
+    const key = i + Buffer.from(ikm.buffer, ikm.byteOffset, ikm.byteLength).toString("latin1");
     let prk = this.#publicExtracts.get(key);
     if (prk === undefined) {
       prk = this.extractSync(EMPTY, this.buildLabeledIkm(label, ikm));

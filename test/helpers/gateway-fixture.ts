@@ -1,6 +1,5 @@
 // Builds gateways for tests: in-memory keys, a validated config, captured log lines.
 
-import { Writable } from "node:stream";
 import type { FastifyInstance } from "fastify";
 import { Secret } from "../../core/secret.js";
 import { KEM, generateGatewayKey, type KeyConfig } from "../../core/ohttp/index.js";
@@ -42,16 +41,9 @@ export async function makeKeyData(specs: KeySpec[]): Promise<{ data: KeyFileData
   return { data: { version: KEY_FILE_VERSION, keys }, configs, secrets };
 }
 
-export function captureLines(): { stream: Writable; lines: string[] } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines.push(...chunk.toString().split("\n").filter(Boolean));
-      cb();
-    },
-  });
-  return { stream, lines };
-}
+import { captureLines } from "./log-lines.js";
+
+export { captureLines };
 
 export interface Fixture {
   app: FastifyInstance;

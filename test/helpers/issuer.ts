@@ -4,7 +4,6 @@ import { createPrivateKey, type KeyObject } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import type { FastifyInstance } from "fastify";
 import { buildIssuer } from "../../issuer/app.js";
 import { parseIssuerConfig, type IssuerConfig } from "../../issuer/config.js";
@@ -43,16 +42,9 @@ export function tempDir(): { dir: string; remove(): void } {
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export function captureLines(): { stream: Writable; lines: string[] } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines.push(...chunk.toString().split("\n").filter(Boolean));
-      cb();
-    },
-  });
-  return { stream, lines };
-}
+import { captureLines } from "./log-lines.js";
+
+export { captureLines };
 
 export function issuerConfig(dir: string, raw: Record<string, unknown> = {}): IssuerConfig {
   return parseIssuerConfig({

@@ -1,6 +1,5 @@
 // Starting a relay on a free loopback port for tests, with its log lines captured.
 
-import { Writable } from "node:stream";
 import { createLogger } from "../../server/logging.js";
 import { createMetrics } from "../../server/metrics.js";
 import { parseRelayConfig, type RelayConfig } from "../../relay/config.js";
@@ -12,16 +11,9 @@ export interface TestRelay extends StartedRelay {
   lines: string[];
 }
 
-export function captureLines(): { stream: Writable; lines: string[] } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines.push(...chunk.toString().split("\n").filter(Boolean));
-      cb();
-    },
-  });
-  return { stream, lines };
-}
+import { captureLines } from "./log-lines.js";
+
+export { captureLines };
 
 export async function startTestRelay(raw: Record<string, unknown>, deps: Omit<RelayDeps, "log"> = {}): Promise<TestRelay> {
   const config = parseRelayConfig({ listen: { host: "127.0.0.1", port: 0 }, ...raw });

@@ -1,4 +1,4 @@
-import { Readable, Writable } from "node:stream";
+import { Readable } from "node:stream";
 import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseConfig, httpLimitsSchema, type HttpLimits } from "../../../server/config.js";
@@ -6,17 +6,7 @@ import { InFlightLimiter, acceptBinaryBody, createServerApp, inFlightLimiterOf, 
 import { createLogger } from "../../../server/logging.js";
 import { createMetrics } from "../../../server/metrics.js";
 import { ProtocolError } from "../../../core/errors.js";
-
-function capture(): { stream: Writable; lines: string[] } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines.push(...chunk.toString().split("\n").filter(Boolean));
-      cb();
-    },
-  });
-  return { stream, lines };
-}
+import { captureLines } from "../../helpers/log-lines.js";
 
 let running: RunningServer | undefined;
 afterEach(async () => {
@@ -26,7 +16,7 @@ afterEach(async () => {
 
 async function start(limitsOverride: Partial<HttpLimits> = {}) {
   const limits = { ...parseConfig<{ l: HttpLimits }>({ l: httpLimitsSchema({ maxRequestBytes: 64 }) }, {}).l, ...limitsOverride };
-  const { stream, lines } = capture();
+  const { stream, lines } = captureLines();
   const log = createLogger("test", { destination: stream });
   const app = createServerApp({ listen: { host: "127.0.0.1", port: 0 }, limits, log, metrics: createMetrics("test", { defaultMetrics: false }), readiness: { store: () => { throw new Error("down"); } } });
   acceptBinaryBody(app, "message/ohttp-req");

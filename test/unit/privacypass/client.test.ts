@@ -1,4 +1,4 @@
-// The client wrapper around the stock privacypass-ts Client classes, against Veil's native
+// The client: Veil's own type 2 (Blind RSA) path and the stock privacypass-ts type 1 Client, against Veil's native
 // signing; tokens checked with Veil's verification and with privacypass-ts's own.
 import { createPrivateKey, randomBytes, webcrypto } from "node:crypto";
 import { describe, expect, it } from "vitest";
@@ -36,7 +36,7 @@ const voprf = createVoprfSigner(voprfKey.skS);
 const challengeFor = (tokenType: number): Uint8Array =>
   encodeTokenChallenge({ tokenType, issuerName: "issuer.example", redemptionContext: new Uint8Array(0), originInfo: ["leader.example"] });
 
-describe("createTokenRequest + finalize (stock privacypass-ts client)", () => {
+describe("createTokenRequest + finalize (Veil type 2 client, stock privacypass-ts type 1 client)", () => {
   it("type 2: a token the issuer signed natively verifies with Veil and with privacypass-ts", async () => {
     const challenge = challengeFor(TOKEN_TYPE.BLIND_RSA_2048);
     const pending = await createTokenRequest(challenge, rsa.tokenKey);

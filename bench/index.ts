@@ -12,6 +12,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   soak: () => import("./soak.js"),
   tokens: () => import("./tokens.js"),
   "tokens-gateway": () => import("./tokens-gateway.js"),
+  "token-client": () => import("./token-client.js"),
   workers: () => import("./workers.js"),
 };
 

@@ -14,6 +14,7 @@ import {
   finalize,
   i2osp,
   modInverse,
+  modInverseEuclid,
   modPow,
   os2ip,
   parseRsaPssTokenKey,
@@ -32,6 +33,7 @@ import {
 import { importBlindRsaTokenKey, verifyToken } from "../../../core/privacypass/verify-node.js";
 import { createBlindRsaSigner, signTokenRequest } from "../../../issuer/signer.js";
 import { PP_VECTOR_DIR, TYPE2_VECTORS } from "../../helpers/pp-vectors.js";
+import { sha384 } from "@noble/hashes/sha2.js";
 
 interface Rfc9474Vector {
   name: string;
@@ -86,6 +88,27 @@ describe("RSABSSA arithmetic", () => {
     expect((x * modInverse(x, n)!) % n).toBe(1n);
   });
 
+  it("Lehmer's modInverse equals the plain extended Euclid on deterministic pseudo-random inputs of every size", () => {
+    const bytes = (seed: number, len: number): Uint8Array => {
+      const out = new Uint8Array(len);
+      for (let off = 0, c = 0; off < len; off += 48, c++) out.set(sha384(Uint8Array.of(seed & 0xff, seed >> 8, c)).subarray(0, Math.min(48, len - off)), off);
+      return out;
+    };
+    let invertible = 0;
+    for (let i = 0; i < 600; i++) {
+      const m = os2ip(bytes(2 * i, 1 + (i % 260))) | 1n;
+      if (m < 3n) continue;
+      const a = os2ip(bytes(2 * i + 1, 1 + ((i * 7) % 270))) * (i % 5 === 0 ? 3n : 1n);
+      const got = modInverse(a, m);
+      expect(got).toBe(modInverseEuclid(a, m));
+      if (got !== undefined) {
+        invertible++;
+        expect(((a % m) * got) % m).toBe(1n);
+      }
+    }
+    expect(invertible).toBeGreaterThan(300);
+  });
+
   it("i2osp/os2ip round-trip and i2osp refuses integers too large", () => {
     const b = fromHex("00ff0102");
     expect(toHex(i2osp(os2ip(b), 4))).toBe("00ff0102");
@@ -126,6 +149,36 @@ describe("RFC 9474 Appendix A (Deterministic variants) byte for byte", () => {
 });
 
 const name = (v: { file: string; index: number }): string => `${v.file}#${v.index}`;
+
+describe("Blind: RFC 9474 §4.2 error cases", () => {
+  const v = DETERMINISTIC.find((x) => x.name === "RSABSSA-SHA384-PSS-Deterministic")!;
+  const pk = rsaPublicKey(BigInt("0x" + v.n), BigInt("0x" + v.e));
+  const msg = fromHex(v.msg);
+  const salt = fromHex(v.salt);
+
+  it("a blind r that is not invertible is a blinding error; a random source's such draw is redrawn", () => {
+    const p = BigInt("0x" + (v as unknown as { p: string }).p);
+    expect(() => blind(pk, msg, { salt, r: p })).toThrow(/blinding error/);
+    const r = modInverse(BigInt("0x" + v.inv), pk.n)!;
+    const res = blind(pk, msg, { salt, randomBytes: playback(i2osp(p, pk.modLen), i2osp(0n, pk.modLen), i2osp(r, pk.modLen)) });
+    expect(toHex(res.blindedMsg)).toBe(v.blinded_msg);
+  });
+
+  it("an encoded message that shares a factor with n is invalid input", () => {
+    const m = os2ip(emsaPssEncode(msg, 2047, salt)); // as for any 2048-bit n
+    let odd = m;
+    while (odd % 2n === 0n) odd /= 2n;
+    let n = 0n;
+    for (let k = 5n; k < 200n; k += 2n) {
+      if ((odd * k).toString(2).length === 2048) {
+        n = odd * k;
+        break;
+      }
+    }
+    expect(n).not.toBe(0n);
+    expect(() => blind(rsaPublicKey(n, 65537n), msg, { salt })).toThrow(/invalid input/);
+  });
+});
 
 describe("RFC 9578 type 2 issuance vectors through createTokenRequest", () => {
   it.each(TYPE2_VECTORS.map((v) => [name(v), v] as const))("%s: token_request and token reproduced", async (_n, v) => {

@@ -5,9 +5,6 @@
 
 import { ProtocolError, type ErrorCode } from "./errors.js";
 
-/** The largest value a QUIC varint can carry: 2^62 - 1. */
-export const VARINT_MAX = 2 ** 62 - 1;
-
 export class ByteReader {
   readonly #bytes: Uint8Array;
   readonly #view: DataView;

@@ -118,10 +118,6 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = Object.freeze(
   ) as Record<ErrorCode, ErrorSpec>,
 );
 
-export function isErrorCode(code: string): code is ErrorCode {
-  return Object.hasOwn(CATALOGUE, code);
-}
-
 export interface ProtocolErrorOptions {
   cause?: unknown;
   /** Extra response headers (e.g. WWW-Authenticate, Retry-After); safe to send to the client. */

@@ -1,0 +1,13 @@
+// Veil's protocol core as a library: bytes, the error catalogue and problem details, Binary HTTP
+// (RFC 9292), Oblivious HTTP (RFC 9458) and Privacy Pass wire formats (RFC 9577/9578). No I/O;
+// runs in browsers (node:crypto speed-ups load only on Node).
+export * from "./bytes.js";
+export * from "./errors.js";
+export * from "./problem.js";
+export * from "./secret.js";
+export * from "./bhttp/index.js";
+export * from "./ohttp/index.js";
+// Both protocols name their media types MEDIA_TYPES: the Privacy Pass ones are PRIVACY_PASS_MEDIA_TYPES here.
+export * from "./privacypass/index.js";
+export { MEDIA_TYPES } from "./ohttp/index.js";
+export { MEDIA_TYPES as PRIVACY_PASS_MEDIA_TYPES } from "./privacypass/index.js";

@@ -62,11 +62,15 @@ export function modPow(base: bigint, exp: bigint, m: bigint): bigint {
 
 /** a^-1 mod m by the plain extended Euclidean algorithm; undefined when gcd(a, m) != 1. */
 export function modInverseEuclid(a: bigint, m: bigint): bigint | undefined {
-  let r0 = m;
-  let r1 = a % m;
-  if (r1 < 0n) r1 += m;
-  let t0 = 0n;
-  let t1 = 1n;
+  const r1 = a % m;
+  return finishEuclid(m, r1 < 0n ? r1 + m : r1, 0n, 1n, m);
+}
+
+/**
+ * The plain extended-Euclid steps from the state (r0, r1, t0, t1) to a^-1 mod m, where t tracks
+ * the coefficient of a; undefined when gcd(a, m) != 1. Shared by both inverses below.
+ */
+function finishEuclid(r0: bigint, r1: bigint, t0: bigint, t1: bigint, m: bigint): bigint | undefined {
   while (r1 !== 0n) {
     const q = r0 / r1;
     const r2 = r0 - q * r1;
@@ -149,18 +153,7 @@ export function modInverse(a: bigint, m: bigint): bigint | undefined {
       t1 = u1;
     }
   }
-  while (r1 !== 0n) {
-    const q = r0 / r1;
-    const r2 = r0 - q * r1;
-    r0 = r1;
-    r1 = r2;
-    const t2 = t0 - q * t1;
-    t0 = t1;
-    t1 = t2;
-  }
-  if (r0 !== 1n) return undefined;
-  t0 %= m;
-  return t0 < 0n ? t0 + m : t0;
+  return finishEuclid(r0, r1, t0, t1, m);
 }
 
 // ---- the token key ----

@@ -2,16 +2,12 @@
 // fastify + undici pass-through proxy) so that its CPU time can be measured alone. Talks to the
 // parent over IPC: {ready, port, keyConfig?} once listening; {cpu} on request; exits on "stop".
 
-import { destination } from "pino";
 import Fastify from "fastify";
 import { Pool } from "undici";
-import { encodeKeyConfig, generateGatewayKey } from "../core/ohttp/index.js";
-import { Secret } from "../core/secret.js";
+import { encodeKeyConfig } from "../core/ohttp/index.js";
+import { benchLogger, oneKeyStore } from "./stack.js";
 import { buildGateway } from "../gateway/app.js";
 import { parseGatewayConfig } from "../gateway/config.js";
-import { KEY_FILE_VERSION } from "../gateway/key-file.js";
-import { KeyStore } from "../gateway/key-store.js";
-import { createLogger } from "../server/logging.js";
 import { createMetrics } from "../server/metrics.js";
 import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
 import { compileTargets } from "../gateway/policy.js";
@@ -27,32 +23,12 @@ async function startGateway(upstream: string): Promise<{ port: number; keyConfig
     tokens: { required: false },
     logLevel: "info",
   });
-  const { key, privateKey } = await generateGatewayKey(1);
-  const keys = await KeyStore.fromData(
-    {
-      version: KEY_FILE_VERSION,
-      keys: [
-        {
-          keyId: 1,
-          kemId: key.config.kemId,
-          symmetric: [...key.config.symmetric],
-          state: "active",
-          createdAt: new Date().toISOString(),
-          publicKey: key.config.publicKey,
-          privateKey: new Secret(privateKey),
-        },
-      ],
-    },
-    { retiredGraceSec: config.retiredKeyGraceSec },
-  );
-  // A production-like logger: one JSON line per request, written to /dev/null.
-  // The gateway's own logger (one redacted JSON line per request) into a 4 KiB write buffer on
-  // /dev/null: what a production deployment should use (one write per line costs a syscall each).
-  const log = createLogger("gateway", { destination: destination({ dest: "/dev/null", minLength: 4096, sync: false }) });
+  const { keys, config: keyConfig } = await oneKeyStore(config.retiredKeyGraceSec);
+  const log = benchLogger();
   const app = buildGateway(config, { keys, log, metrics: createMetrics("gateway", { defaultMetrics: false }) });
   await app.listen({ host: "127.0.0.1", port: 0 });
   const addr = app.server.address();
-  return { port: typeof addr === "object" && addr !== null ? addr.port : 0, keyConfig: toHex(encodeKeyConfig(key.config)) };
+  return { port: typeof addr === "object" && addr !== null ? addr.port : 0, keyConfig: toHex(encodeKeyConfig(keyConfig)) };
 }
 
 /** The peer: what a careful engineer would write for a plain forwarding proxy, nothing more. */
@@ -82,7 +58,7 @@ async function startProxy(upstream: string): Promise<{ port: number }> {
  */
 async function startPlumbing(upstream: string): Promise<{ port: number }> {
   const config = parseGatewayConfig({ listen: { host: "127.0.0.1", port: 0 }, targets: { "https://leader.example": upstream }, tokens: { required: false } });
-  const log = createLogger("gateway", { destination: destination({ dest: "/dev/null", minLength: 4096, sync: false }) });
+  const log = benchLogger();
   const app = createServerApp({ listen: config.listen, limits: config.limits, log, metrics: createMetrics("gateway", { defaultMetrics: false }) });
   app.removeAllContentTypeParsers();
   acceptBinaryBody(app, "application/dap-report");

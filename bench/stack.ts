@@ -24,9 +24,44 @@ import {
 import { Secret } from "../core/secret.js";
 import type { DapHpkeConfig } from "../demo/dap-aggregator.js";
 import { KEY_FILE_VERSION, writeKeyFile } from "../gateway/key-file.js";
+import { KeyStore } from "../gateway/key-store.js";
+import type { KeyConfig } from "../core/ohttp/index.js";
+import { destination } from "pino";
+import { createLogger, type Logger } from "../server/logging.js";
 import type { FaultMode } from "./fault-proxy.js";
 
 export const VEIL_BIN = fileURLToPath(new URL("../../bin/veil.js", import.meta.url));
+
+/** A key store with one fresh active key (id 1), for gateways the benchmarks build in process. */
+export async function oneKeyStore(retiredGraceSec: number): Promise<{ keys: KeyStore; config: KeyConfig }> {
+  const { key, privateKey } = await generateGatewayKey(1);
+  const keys = await KeyStore.fromData(
+    {
+      version: KEY_FILE_VERSION,
+      keys: [
+        {
+          keyId: 1,
+          kemId: key.config.kemId,
+          symmetric: [...key.config.symmetric],
+          state: "active",
+          createdAt: new Date().toISOString(),
+          publicKey: key.config.publicKey,
+          privateKey: new Secret(privateKey),
+        },
+      ],
+    },
+    { retiredGraceSec },
+  );
+  return { keys, config: key.config };
+}
+
+/**
+ * The gateway's own logger (one redacted JSON line per request) into a 4 KiB write buffer on
+ * /dev/null: what a production deployment should use (one write per line costs a syscall each).
+ */
+export function benchLogger(): Logger {
+  return createLogger("gateway", { destination: destination({ dest: "/dev/null", minLength: 4096, sync: false }) });
+}
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));

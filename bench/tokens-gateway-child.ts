@@ -3,16 +3,12 @@
 // CPU time can be measured alone. IPC as bench/gateway-child.ts: {ready, port, keyConfig} once
 // listening; {cpu} on request; exits on "stop".
 
-import { destination } from "pino";
 import { toHex } from "../core/bytes.js";
-import { encodeKeyConfig, generateGatewayKey } from "../core/ohttp/index.js";
-import { Secret } from "../core/secret.js";
+import { encodeKeyConfig } from "../core/ohttp/index.js";
+import { benchLogger, oneKeyStore } from "./stack.js";
 import { buildGateway } from "../gateway/app.js";
 import { parseGatewayConfig } from "../gateway/config.js";
-import { KEY_FILE_VERSION } from "../gateway/key-file.js";
-import { KeyStore } from "../gateway/key-store.js";
 import { createTokenGate } from "../gateway/tokens.js";
-import { createLogger } from "../server/logging.js";
 import { createMetrics } from "../server/metrics.js";
 
 const [upstream, directory, store] = process.argv.slice(2);
@@ -26,26 +22,8 @@ const config = parseGatewayConfig({
   tokens: { required: true, issuers: [{ name: "issuer.example", directory, keyLifetimeSec: 86_400 }], store },
   logLevel: "info",
 });
-const { key, privateKey } = await generateGatewayKey(1);
-const keys = await KeyStore.fromData(
-  {
-    version: KEY_FILE_VERSION,
-    keys: [
-      {
-        keyId: 1,
-        kemId: key.config.kemId,
-        symmetric: [...key.config.symmetric],
-        state: "active",
-        createdAt: new Date().toISOString(),
-        publicKey: key.config.publicKey,
-        privateKey: new Secret(privateKey),
-      },
-    ],
-  },
-  { retiredGraceSec: config.retiredKeyGraceSec },
-);
-// As in bench/gateway-child.ts: one JSON line per request into a buffered /dev/null destination.
-const log = createLogger("gateway", { destination: destination({ dest: "/dev/null", minLength: 4096, sync: false }) });
+const { keys, config: keyConfig } = await oneKeyStore(config.retiredKeyGraceSec);
+const log = benchLogger();
 const metrics = createMetrics("gateway", { defaultMetrics: false });
 const gate = await createTokenGate(config.tokens, { log, registry: metrics.registry });
 const app = buildGateway(config, { keys, log, metrics, gate });
@@ -58,5 +36,5 @@ process.on("message", (m: string) => {
 process.send?.({
   ready: true,
   port: typeof addr === "object" && addr !== null ? addr.port : 0,
-  keyConfig: toHex(encodeKeyConfig(key.config)),
+  keyConfig: toHex(encodeKeyConfig(keyConfig)),
 });

@@ -110,9 +110,7 @@ const DRAINING = new WeakSet<object>();
  * Resolves when no connection is left, or after `graceMs`.
  */
 async function drain(server: Server, graceMs: number): Promise<void> {
-  DRAINING.add(server);
-  // For connections a component serves itself (the relay's lean front end).
-  server.emit("veil:drain");
+  markDraining(server);
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, graceMs);
     timer.unref();
@@ -123,6 +121,17 @@ async function drain(server: Server, graceMs: number): Promise<void> {
       resolve();
     });
   });
+}
+
+/**
+ * From now on every answer closes its connection (Connection: close), in Fastify and in the lean
+ * paths components serve themselves (they listen for "veil:drain"). Without it, node answers a
+ * request that was in flight at close() with keep-alive, and the process lingers until the
+ * client's idle connection times out.
+ */
+function markDraining(server: Server): void {
+  DRAINING.add(server);
+  server.emit("veil:drain");
 }
 
 /** A Fastify app with Veil's shared plumbing installed; components add their routes. */
@@ -148,9 +157,6 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
   const limiter = new InFlightLimiter(limits.maxConcurrentRequests);
   LIMITERS.set(app, limiter);
   app.addHook("onRequest", (request, reply, done) => {
-    // Draining (see drain() below): this answer closes its connection, so the client's next
-    // request opens a new one, which another worker accepts.
-    if (DRAINING.has(request.server.server)) reply.header("connection", "close");
     const release = limiter.tryAcquire();
     if (release === undefined) {
       sendProblem(reply, new ProtocolError("HTTP_ERR_OVERLOADED", undefined, { headers: { "retry-after": "1" } }));
@@ -158,6 +164,13 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
     }
     reply.raw.once("close", release);
     done();
+  });
+  // Draining (markDraining): this answer closes its connection, also for a request that was in
+  // flight when the drain began; the client's next request opens a new connection, which another
+  // worker accepts (or which is refused once the server has stopped).
+  app.addHook("onSend", (request, reply, payload, done) => {
+    if (DRAINING.has(request.server.server)) reply.header("connection", "close");
+    done(null, payload);
   });
   app.addHook("onResponse", (request, reply, done) => {
     const route = request.routeOptions.url ?? "(unmatched)";
@@ -228,6 +241,7 @@ export async function runServer(
       timer.unref();
       try {
         if (cluster.isWorker) await drain(app.server, options.shutdownGraceMs);
+        else markDraining(app.server);
         await app.close();
         await options.onClose?.();
       } catch (e) {

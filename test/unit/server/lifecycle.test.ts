@@ -128,6 +128,8 @@ describe("server plumbing", () => {
     release();
     const res = await slow;
     expect(res.statusCode).toBe(200);
+    // The answer closes its connection, so the stopping server is not held by an idle keep-alive.
+    expect(res.headers.connection).toBe("close");
     expect(await res.body.text()).toBe("done");
     await stopped;
   });

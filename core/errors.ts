@@ -75,6 +75,7 @@ const CATALOGUE = {
   ISSUER_ERR_REQUEST: spec(422, "Token request is malformed"),
   ISSUER_ERR_KEY_UNKNOWN: spec(422, "Token request names an unknown key"),
   ISSUER_ERR_TOKEN_TYPE: spec(422, "Token type is not issued here"),
+  ISSUER_ERR_STORE_UNAVAILABLE: spec(503, "Attester quota store is unavailable"),
 
   // Relay (RFC 9458 §5, Oblivious Relay Resource).
   RELAY_ERR_UPSTREAM_UNREACHABLE: spec(502, "Gateway could not be reached"),

@@ -3,6 +3,7 @@
 //   gateway-keys.json   OHTTP key file of the gateway (`veil keys` format, mode 0600)
 //   issuer-keys.json    token keys of the issuer (created and rotated by the issuer, mode 0600)
 //   gateway-nonces.db   spent tokens (SQLite: survives restarts, shared by worker processes)
+//   attester.db         the issuer's token counts per credential and window (SQLite, no credentials)
 //   demo-task.json      the demo DAP task: id, VDAF, and the seeds of the leader's and helper's
 //                       HPKE keys (mode 0600: they decrypt the reports)
 //   demo-credential     the demo client's attester credential (mode 0600)
@@ -30,6 +31,7 @@ export const DATA_FILES = Object.freeze({
   gatewayKeys: "gateway-keys.json",
   issuerKeys: "issuer-keys.json",
   nonces: "gateway-nonces.db",
+  attesterDb: "attester.db",
   task: "demo-task.json",
   credential: "demo-credential",
   relayConfig: "relay.json",

@@ -132,7 +132,12 @@ function serverConfigs(o: {
       name: START_DEFAULTS.issuerName,
       keys: join(o.dir, DATA_FILES.issuerKeys),
       tokenTypes: [2],
-      attester: { credentials: [o.credential], tokensPerWindow: START_DEFAULTS.tokensPerWindow, windowSec: 86_400 },
+      attester: {
+        credentials: [o.credential],
+        tokensPerWindow: START_DEFAULTS.tokensPerWindow,
+        windowSec: 86_400,
+        store: `sqlite:${join(o.dir, DATA_FILES.attesterDb)}`,
+      },
       logLevel: o.logLevel,
     },
     gateway: {

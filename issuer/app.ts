@@ -31,7 +31,8 @@ const TOKEN_TYPE_LABEL: Readonly<Record<number, string>> = { 1: "voprf_p384", 2:
 export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInstance {
   const metrics = deps.metrics ?? createMetrics("issuer");
   const { keys } = deps;
-  const attester = deps.attester ?? new Attester(config.attester, deps.now);
+  const ownAttester = deps.attester === undefined ? new Attester(config.attester, deps.now) : undefined;
+  const attester = deps.attester ?? ownAttester!;
 
   const issued = new Counter({
     name: "veil_issuer_tokens_issued_total",
@@ -88,6 +89,7 @@ export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInst
     { url: ISSUER_DIRECTORY_PATH, methods: ["GET"], headers: ["content-type"] },
     { url: TOKEN_REQUEST_PATH, methods: ["POST"], headers: ["content-type", "authorization"], expose: ["retry-after", "www-authenticate"] },
   ]);
+  if (ownAttester !== undefined) app.addHook("onClose", async () => ownAttester.close());
   registerDirectoryRoute(app, { keys, issuerRequestUri: config.issuerRequestUri, maxAgeSec: config.directoryMaxAgeSec });
   registerTokenRequestRoute(app, {
     keys,

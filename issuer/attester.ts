@@ -5,20 +5,17 @@
 // Credentials are compared as SHA-256 digests with timingSafeEqual against every configured one
 // (no early exit), so response time does not reveal how much of a guess was right. A credential
 // is never logged nor used as a metric label: internally it is known by its index.
-// Quota state is in memory: a restart gives every credential a fresh window.
+// Quota state is in the configured store (issuer/quota-store.ts): "memory" (a restart gives every
+// credential a fresh window) or "sqlite:PATH" (survives restarts, shared by the processes on the
+// file). The store knows a credential by a domain-separated SHA-256 digest, never the credential.
 
 import { createHash, timingSafeEqual } from "node:crypto";
 import { ProtocolError } from "../core/errors.js";
 import type { AttesterConfig } from "./config.js";
+import { QUOTA_STORE_DEFAULTS, openQuotaStore, type QuotaStore } from "./quota-store.js";
 
 /** What a 401 carries (RFC 6750 §3). */
 export const BEARER_CHALLENGE = "Bearer";
-
-interface Window {
-  startMs: number;
-  /** Tokens issued plus tokens being issued in this window. */
-  used: number;
-}
 
 /** A reservation of one token of quota: commit once issued, release if issuance failed. */
 export interface QuotaReservation {
@@ -38,18 +35,34 @@ function digest(s: string): Buffer {
   return createHash("sha256").update(s, "utf8").digest();
 }
 
+/** The key of a credential's row in the quota store (not the bare digest compared above). */
+function storeKey(credential: string): string {
+  return createHash("sha256").update("veil attester quota v1\0", "utf8").update(credential, "utf8").digest("hex");
+}
+
 export class Attester {
   readonly #digests: Buffer[];
   readonly #tokensPerWindow: number;
   readonly #windowMs: number;
   readonly #now: () => number;
-  readonly #windows = new Map<number, Window>();
+  readonly #keys: string[];
+  readonly #store: QuotaStore;
+  #nextPurgeAtMs: number;
 
-  constructor(config: AttesterConfig, now: () => number = Date.now) {
+  /** `store` overrides config.store (tests inject a failing one). */
+  constructor(config: AttesterConfig, now: () => number = Date.now, store?: QuotaStore) {
     this.#digests = config.credentials.map(digest);
+    this.#keys = config.credentials.map(storeKey);
     this.#tokensPerWindow = config.tokensPerWindow;
     this.#windowMs = config.windowSec * 1000;
     this.#now = now;
+    this.#store = store ?? openQuotaStore(config.store);
+    this.#nextPurgeAtMs = now();
+  }
+
+  /** Closes the quota store. */
+  close(): void {
+    this.#store.close();
   }
 
   /**
@@ -81,27 +94,37 @@ export class Attester {
   /**
    * Takes one token of `credential`'s quota, or throws ISSUER_ERR_QUOTA (429 with Retry-After:
    * the seconds until the window ends). The window starts at the credential's first token.
+   * A store failure is ISSUER_ERR_STORE_UNAVAILABLE (503): no token without a counted quota.
    */
   reserve(credential: number): QuotaReservation {
     const now = this.#now();
-    let w = this.#windows.get(credential);
-    if (w === undefined || now >= w.startMs + this.#windowMs) {
-      w = { startMs: now, used: 0 };
-      this.#windows.set(credential, w);
+    const key = this.#keys[credential];
+    if (key === undefined) throw new ProtocolError("ISSUER_ERR_UNAUTHORIZED", "credential not recognised");
+    if (now >= this.#nextPurgeAtMs) {
+      this.#nextPurgeAtMs = now + QUOTA_STORE_DEFAULTS.purgeIntervalMs;
+      try {
+        this.#store.purge(now, this.#windowMs);
+      } catch {
+        // A failed purge only leaves old rows behind; the take below reports the store.
+      }
     }
-    if (w.used >= this.#tokensPerWindow) {
-      const retryAfter = Math.max(1, Math.ceil((w.startMs + this.#windowMs - now) / 1000));
+    const taken = this.#store.take(key, now, this.#windowMs, this.#tokensPerWindow);
+    if (!taken.ok) {
+      const retryAfter = Math.max(1, Math.ceil((taken.windowStartMs + this.#windowMs - now) / 1000));
       throw new ProtocolError("ISSUER_ERR_QUOTA", `quota of ${this.#tokensPerWindow} tokens per window used`, {
         headers: { "retry-after": String(retryAfter) },
       });
     }
-    w.used++;
-    const window = w;
     let released = false;
     return {
       release: () => {
-        if (!released && this.#windows.get(credential) === window) window.used--;
+        if (released) return;
         released = true;
+        try {
+          this.#store.giveBack(key, taken.windowStartMs);
+        } catch {
+          // The token stays counted: fail closed.
+        }
       },
     };
   }

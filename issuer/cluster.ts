@@ -25,6 +25,8 @@ interface ReserveAnswer {
   type: "veil:quota-answer";
   id: number;
   ok: boolean;
+  /** The refusal's error code (ISSUER_ERR_QUOTA or ISSUER_ERR_STORE_UNAVAILABLE). */
+  code?: string;
   detail?: string;
   retryAfter?: string;
 }
@@ -60,6 +62,7 @@ export function serveQuota(attester: Attester): () => void {
       } catch (e) {
         answer = { type: "veil:quota-answer", id: m.id, ok: false };
         if (isProtocolError(e)) {
+          answer.code = e.code;
           answer.detail = e.message;
           const retryAfter = e.headers["retry-after"];
           if (retryAfter !== undefined) answer.retryAfter = retryAfter;
@@ -91,7 +94,8 @@ export class RemoteAttester implements QuotaAttester {
   #nextId = 0;
 
   constructor(config: AttesterConfig) {
-    this.#local = new Attester(config);
+    // Only to authenticate: the quota (and its store) is the primary's.
+    this.#local = new Attester({ ...config, store: "memory" });
     process.on("message", (m: unknown) => {
       if (isQuotaMessage(m) && m.type === "veil:quota-answer") this.#pending.get(m.id)?.(m);
     });
@@ -125,6 +129,10 @@ export class RemoteAttester implements QuotaAttester {
     if (answer === undefined) {
       throw new ProtocolError("HTTP_ERR_UNAVAILABLE", "quota service unavailable", { headers: { "retry-after": "1" } });
     }
+    if (!answer.ok && answer.code !== "ISSUER_ERR_QUOTA") {
+      // A store failure (or anything else) at the primary: fail closed with a 503.
+      throw new ProtocolError("ISSUER_ERR_STORE_UNAVAILABLE", undefined, { headers: { "retry-after": "1" } });
+    }
     if (!answer.ok) {
       throw new ProtocolError("ISSUER_ERR_QUOTA", answer.detail, answer.retryAfter === undefined ? {} : { headers: { "retry-after": answer.retryAfter } });
     }
@@ -151,11 +159,13 @@ export async function startIssuerPrimary(config: IssuerConfig, log: Logger): Pro
     keys.refresh().catch((e: unknown) => log.error({ err: safeError(e) }, "key rotation failed"));
   }, everyMs);
   timer.unref();
-  const stopQuota = serveQuota(new Attester(config.attester));
+  const attester = new Attester(config.attester);
+  const stopQuota = serveQuota(attester);
   return {
     async stop() {
       clearInterval(timer);
       stopQuota();
+      attester.close();
     },
   };
 }

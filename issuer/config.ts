@@ -33,6 +33,8 @@ export const DEFAULTS = Object.freeze({
   tokensPerWindow: 100,
   /** The quota window: one day. */
   windowSec: 86_400,
+  /** Quota counts in memory (backwards compatible); `veil start` uses sqlite:<data dir>/attester.db. */
+  attesterStore: "memory",
   /** Relative to the directory URL, as RFC 9578 §4 allows. */
   issuerRequestUri: "/token-request",
   /** Longest Cache-Control max-age of the directory (it is also never longer than the time until
@@ -45,6 +47,8 @@ export interface AttesterConfig {
   credentials: string[];
   tokensPerWindow: number;
   windowSec: number;
+  /** Where the token counts live: "memory" (lost on restart) or "sqlite:PATH" (issuer/quota-store.ts). */
+  store: string;
 }
 
 export interface IssuerConfig {
@@ -104,6 +108,13 @@ export const ISSUER_SCHEMA: Schema = {
       },
       tokensPerWindow: { kind: "int", default: DEFAULTS.tokensPerWindow, min: 1, doc: "Tokens one credential may get per window (429 after)." },
       windowSec: { kind: "int", default: DEFAULTS.windowSec, min: 1, doc: "Length of the quota window, from the credential's first token in it." },
+      store: {
+        kind: "string",
+        default: DEFAULTS.attesterStore,
+        pattern: /^(memory|sqlite:.+)$/,
+        expect: "memory or sqlite:PATH",
+        doc: "Where token counts live: memory (a restart resets every quota) or sqlite:PATH (survives restarts, shared by the issuers on the file).",
+      },
     },
   },
   issuerRequestUri: {

@@ -2,7 +2,7 @@
 // client gets tokens of both types, and every error path answers as the contract says.
 import { execFileSync } from "node:child_process";
 import { createHash, webcrypto } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import type { LightMyRequestResponse } from "fastify";
@@ -248,6 +248,46 @@ describe("quota (429 with Retry-After)", () => {
     expect(text).toMatch(/veil_issuer_refusals_total\{reason="ISSUER_ERR_REQUEST"[^}]*\} 1/);
     expect(text).not.toContain("client-credential");
     expect(q.lines.join("\n")).not.toContain(CREDENTIAL);
+  });
+});
+
+describe("quota store (attester.store)", () => {
+  it("answers 503 ISSUER_ERR_STORE_UNAVAILABLE, not a token, when the sqlite store cannot be used", async () => {
+    const stmp = tempDir();
+    mkdirSync(join(stmp.dir, "not-a-db"));
+    const s = await makeIssuer(stmp.dir, { attester: { credentials: [CREDENTIAL], store: `sqlite:${join(stmp.dir, "not-a-db")}` } });
+    try {
+      const key = s.keys.published().find((k) => k.notBefore <= s.clock.sec)!;
+      const request = (await createTokenRequest(challengeFor(2), key.tokenKey)).request;
+      const r = await s.app.inject({ method: "POST", url: "/token-request", headers: { "content-type": REQ_TYPE, authorization: `Bearer ${CREDENTIAL}` }, payload: Buffer.from(request) });
+      expect(r.statusCode).toBe(503);
+      expect(r.json<{ code: string }>().code).toBe("ISSUER_ERR_STORE_UNAVAILABLE");
+      expect(r.body).not.toContain("not-a-db");
+    } finally {
+      await s.app.close();
+      stmp.remove();
+    }
+  });
+
+  it("keeps a credential's used quota across an issuer restart with sqlite:PATH", async () => {
+    const stmp = tempDir();
+    const raw = { attester: { credentials: [CREDENTIAL], tokensPerWindow: 2, store: `sqlite:${join(stmp.dir, "attester.db")}` } };
+    const clock = new TestClock();
+    try {
+      const send = async (f: IssuerFixture): Promise<number> => {
+        const key = f.keys.published().find((k) => k.notBefore <= f.clock.sec)!;
+        const request = (await createTokenRequest(challengeFor(2), key.tokenKey)).request;
+        return (await f.app.inject({ method: "POST", url: "/token-request", headers: { "content-type": REQ_TYPE, authorization: `Bearer ${CREDENTIAL}` }, payload: Buffer.from(request) })).statusCode;
+      };
+      const first = await makeIssuer(stmp.dir, raw, clock);
+      expect([await send(first), await send(first)]).toEqual([200, 200]);
+      await first.app.close();
+      const second = await makeIssuer(stmp.dir, raw, clock);
+      expect(await send(second)).toBe(429);
+      await second.app.close();
+    } finally {
+      stmp.remove();
+    }
   });
 });
 

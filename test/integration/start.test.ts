@@ -42,6 +42,9 @@ describe("veil start and veil demo", () => {
     // Secrets are mode 0600; the directory 0700.
     for (const f of ["gateway-keys.json", "issuer-keys.json", "demo-task.json", "demo-credential", "issuer.json"]) expect(mode(f)).toBe(0o600);
     expect(statSync(data).mode & 0o777).toBe(0o700);
+    // The demo issuer keeps its quota counts in the data directory (they survive a restart).
+    expect((JSON.parse(readFileSync(join(data, "issuer.json"), "utf8")) as { attester: { store: string } }).attester.store).toBe(`sqlite:${join(data, "attester.db")}`);
+    expect(statSync(join(data, "attester.db")).isFile()).toBe(true);
     // The credential is never printed.
     expect(out).not.toContain(readFileSync(join(data, "demo-credential"), "utf8").trim());
   }, 90_000);

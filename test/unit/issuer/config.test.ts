@@ -35,6 +35,12 @@ describe("issuer config", () => {
     expect(parseIssuerConfig({ name: "i", attester: { credentials: ["c"] } }).keyLifetimeSec).toBe(604_800);
   });
 
+  it("keeps the attester's quota in memory unless attester.store names sqlite:PATH", () => {
+    expect(parseIssuerConfig(CONTRACT).attester.store).toBe("memory");
+    expect(parseIssuerConfig({ ...CONTRACT, attester: { ...CONTRACT.attester, store: "sqlite:data/attester.db" } }).attester.store).toBe("sqlite:data/attester.db");
+    expect(messageOf({ ...CONTRACT, attester: { ...CONTRACT.attester, store: "redis://x" } })).toMatch(/CFG_ERR_INVALID: attester\.store: .*memory or sqlite:PATH/);
+  });
+
   it("names the field and the expectation in errors, with a hint for typos", () => {
     expect(messageOf({ ...CONTRACT, tokenType: [2] })).toMatch(/CFG_ERR_INVALID: tokenType: unknown field \(did you mean "tokenTypes"\?\)/);
     expect(messageOf({ ...CONTRACT, tokenTypes: [3] })).toMatch(/tokenTypes\[0\]/);

@@ -11,9 +11,8 @@
 // Rows are keyed by a domain-separated SHA-256 of the credential (see Attester), never by the
 // credential itself. Store errors are ISSUER_ERR_STORE_UNAVAILABLE (503): fail closed.
 
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { closeQuietly, isConnectionBroken, openSqlite } from "../server/sqlite.js";
 import { ProtocolError } from "../core/errors.js";
 
 export const QUOTA_STORE_DEFAULTS = Object.freeze({
@@ -105,13 +104,6 @@ interface Statements {
   purge: Database.Statement<[number, number]>;
 }
 
-/** SQLite errors after which the connection is dropped and reopened on the next operation. */
-function isConnectionBroken(e: unknown): boolean {
-  const code = (e as { code?: unknown } | null)?.code;
-  if (typeof code !== "string") return true;
-  return !(code === "SQLITE_BUSY" || code.startsWith("SQLITE_BUSY_") || code === "SQLITE_LOCKED");
-}
-
 export class SqliteQuotaStore implements QuotaStore {
   readonly path: string;
   readonly #busyTimeoutMs: number;
@@ -123,11 +115,6 @@ export class SqliteQuotaStore implements QuotaStore {
     if (path === "") throw new ProtocolError("CFG_ERR_INVALID", "attester.store: empty sqlite path");
     this.path = path;
     this.#busyTimeoutMs = options.busyTimeoutMs ?? QUOTA_STORE_DEFAULTS.busyTimeoutMs;
-    try {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    } catch {
-      // reported by the open below
-    }
     // Open now so a bad path shows up at start, but do not throw: every take retries the open
     // and fails closed (503) until it works.
     try {
@@ -140,21 +127,8 @@ export class SqliteQuotaStore implements QuotaStore {
   #open(): Statements {
     if (this.#closed) throw new Error("closed");
     if (this.#st !== undefined) return this.#st;
-    let db: Database.Database | undefined;
+    const db = openSqlite(this.path, { busyTimeoutMs: this.#busyTimeoutMs, synchronous: "normal", schema: SCHEMA });
     try {
-      db = new Database(this.path, { timeout: this.#busyTimeoutMs });
-      db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
-      // journal_mode needs a lock the busy handler may not wait for: retry a few times.
-      for (let attempt = 0; ; attempt++) {
-        try {
-          db.pragma("journal_mode = WAL");
-          break;
-        } catch (e) {
-          if (attempt >= 20 || isConnectionBroken(e)) throw e;
-        }
-      }
-      db.pragma("synchronous = NORMAL");
-      db.exec(SCHEMA);
       const st: Statements = {
         take: db.prepare<[TakeParams], { window_start: number }>(TAKE),
         current: db.prepare<[string], { window_start: number }>("SELECT window_start FROM veil_attester_quota WHERE credential = ?"),
@@ -167,11 +141,7 @@ export class SqliteQuotaStore implements QuotaStore {
       this.#st = st;
       return st;
     } catch (e) {
-      try {
-        db?.close();
-      } catch {
-        // already broken
-      }
+      closeQuietly(db);
       throw e;
     }
   }
@@ -188,11 +158,7 @@ export class SqliteQuotaStore implements QuotaStore {
     const db = this.#db;
     this.#db = undefined;
     this.#st = undefined;
-    try {
-      db?.close();
-    } catch {
-      // already broken
-    }
+    closeQuietly(db);
   }
 
   take(key: string, nowMs: number, windowMs: number, limit: number): QuotaTake {

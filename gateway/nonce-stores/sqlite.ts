@@ -11,9 +11,8 @@
 // (SIGKILL); only an OS crash or power loss may lose the last few. `sqlite:PATH?synchronous=full`
 // trades an fsync per upload for surviving those too.
 
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { closeQuietly, isConnectionBroken, openSqlite } from "../../server/sqlite.js";
 import { ProtocolError } from "../../core/errors.js";
 import { equalBytes } from "../../core/bytes.js";
 import { MIN_ENTRY_TTL_MS, NONCE_STORE_DEFAULTS, type NonceStore, type NonceStoreOptions, type ReserveOutcome } from "./types.js";
@@ -46,13 +45,6 @@ CREATE INDEX IF NOT EXISTS veil_nonces_expires_at ON veil_nonces (expires_at);
 
 /** Most rows one purge deletes (a purge holds the write lock; keep it short). */
 const PURGE_BATCH = 10_000;
-
-/** SQLite errors after which the connection is closed and reopened on the next operation. */
-function isConnectionBroken(e: unknown): boolean {
-  const code = (e as { code?: unknown }).code;
-  if (typeof code !== "string") return true;
-  return !(code === "SQLITE_BUSY" || code.startsWith("SQLITE_BUSY_") || code === "SQLITE_LOCKED");
-}
 
 interface Statements {
   select: Database.Statement<[Uint8Array], Row>;
@@ -96,12 +88,6 @@ export class SqliteNonceStore implements NonceStore {
     this.#busyTimeoutMs = options.busyTimeoutMs ?? NONCE_STORE_DEFAULTS.busyTimeoutMs;
     this.#synchronous = options.synchronous ?? "normal";
     this.#nextPurgeAtMs = this.#now() + this.#purgeIntervalMs;
-    try {
-      // The default path (data/gateway-nonces.db) must work on a fresh checkout.
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    } catch {
-      // reported by the open below
-    }
     // Open now so a misconfigured path shows up at start (readiness fails), but do not throw:
     // an unreachable store is answered with 503 per request, and reopened when it is back.
     try {
@@ -113,43 +99,29 @@ export class SqliteNonceStore implements NonceStore {
 
   #open(): Statements {
     if (this.#st !== undefined) return this.#st;
-    let db: Database.Database | undefined;
+    const db = openSqlite(this.path, { busyTimeoutMs: this.#busyTimeoutMs, synchronous: this.#synchronous, schema: SCHEMA });
     try {
-      db = new Database(this.path, { timeout: this.#busyTimeoutMs });
-      db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
-      // journal_mode needs a lock that the busy handler may not wait for: retry a few times.
-      for (let attempt = 0; ; attempt++) {
-        try {
-          db.pragma("journal_mode = WAL");
-          break;
-        } catch (e) {
-          if (attempt >= 20 || isConnectionBroken(e)) throw e;
-        }
-      }
-      db.pragma(`synchronous = ${this.#synchronous === "full" ? "FULL" : "NORMAL"}`);
-      db.exec(SCHEMA);
-      const d = db;
       const st = {
-        select: d.prepare<[Uint8Array], Row>("SELECT digest, committed, holders, expires_at FROM veil_nonces WHERE nonce = ?"),
-        insert: d.prepare<[Uint8Array, Uint8Array, number]>(
+        select: db.prepare<[Uint8Array], Row>("SELECT digest, committed, holders, expires_at FROM veil_nonces WHERE nonce = ?"),
+        insert: db.prepare<[Uint8Array, Uint8Array, number]>(
           "INSERT OR REPLACE INTO veil_nonces (nonce, digest, committed, holders, expires_at) VALUES (?, ?, 0, 1, ?)",
         ),
-        insertIfAbsent: d.prepare<[Uint8Array, Uint8Array, number]>(
+        insertIfAbsent: db.prepare<[Uint8Array, Uint8Array, number]>(
           "INSERT INTO veil_nonces (nonce, digest, committed, holders, expires_at) VALUES (?, ?, 0, 1, ?) ON CONFLICT (nonce) DO NOTHING",
         ),
-        addHolder: d.prepare<[Uint8Array]>("UPDATE veil_nonces SET holders = holders + 1 WHERE nonce = ? AND committed = 0"),
-        commit: d.prepare<[Uint8Array, Uint8Array]>("UPDATE veil_nonces SET committed = 1 WHERE nonce = ? AND digest = ?"),
-        release: d.prepare<[Uint8Array, Uint8Array]>(
+        addHolder: db.prepare<[Uint8Array]>("UPDATE veil_nonces SET holders = holders + 1 WHERE nonce = ? AND committed = 0"),
+        commit: db.prepare<[Uint8Array, Uint8Array]>("UPDATE veil_nonces SET committed = 1 WHERE nonce = ? AND digest = ?"),
+        release: db.prepare<[Uint8Array, Uint8Array]>(
           "UPDATE veil_nonces SET holders = holders - 1 WHERE nonce = ? AND digest = ? AND committed = 0",
         ),
-        deleteIfFree: d.prepare<[Uint8Array]>("DELETE FROM veil_nonces WHERE nonce = ? AND committed = 0 AND holders <= 0"),
-        purge: d.prepare<[number]>(
+        deleteIfFree: db.prepare<[Uint8Array]>("DELETE FROM veil_nonces WHERE nonce = ? AND committed = 0 AND holders <= 0"),
+        purge: db.prepare<[number]>(
           `DELETE FROM veil_nonces WHERE nonce IN (SELECT nonce FROM veil_nonces WHERE expires_at <= ? LIMIT ${PURGE_BATCH})`,
         ),
       };
       // BEGIN IMMEDIATE: the write lock is taken before the read, so the check-then-insert is
       // atomic across processes, not only within this one.
-      const reserveTx = d.transaction((nonce: Uint8Array, digest: Uint8Array, expiresAtMs: number, now: number): ReserveOutcome => {
+      const reserveTx = db.transaction((nonce: Uint8Array, digest: Uint8Array, expiresAtMs: number, now: number): ReserveOutcome => {
         const row = st.select.get(nonce);
         if (row !== undefined && row.expires_at > now) {
           if (!equalBytes(row.digest, digest)) return "spent";
@@ -160,10 +132,10 @@ export class SqliteNonceStore implements NonceStore {
         st.insert.run(nonce, digest, Math.max(expiresAtMs, now + MIN_ENTRY_TTL_MS));
         return "new";
       });
-      const commitTx = d.transaction((batch: readonly PendingCommit[]) => {
+      const commitTx = db.transaction((batch: readonly PendingCommit[]) => {
         for (const c of batch) st.commit.run(c.nonce, c.digest);
       });
-      const releaseTx = d.transaction((nonce: Uint8Array, digest: Uint8Array) => {
+      const releaseTx = db.transaction((nonce: Uint8Array, digest: Uint8Array) => {
         if (st.release.run(nonce, digest).changes > 0) st.deleteIfFree.run(nonce);
       });
       this.#db = db;
@@ -181,11 +153,7 @@ export class SqliteNonceStore implements NonceStore {
       };
       return this.#st;
     } catch (e) {
-      try {
-        db?.close();
-      } catch {
-        // already broken
-      }
+      closeQuietly(db);
       throw e;
     }
   }
@@ -199,11 +167,7 @@ export class SqliteNonceStore implements NonceStore {
     const db = this.#db;
     this.#db = undefined;
     this.#st = undefined;
-    try {
-      db?.close();
-    } catch {
-      // closing a broken connection may fail too; it is dropped either way
-    }
+    closeQuietly(db);
   }
 
   #statements(): Statements {

@@ -16,24 +16,17 @@ import { performance } from "node:perf_hooks";
 import { Task } from "@divviup/dap";
 import { createObliviousFetch, createTokenSource } from "../client/index.js";
 import { uploadUrl } from "../client/dap.js";
-import { generateGatewayKey } from "../core/ohttp/index.js";
-import { Secret } from "../core/secret.js";
 import { createDapTask, startDapAggregator } from "../demo/dap-aggregator.js";
 import { parseGatewayConfig } from "../gateway/config.js";
-import { KEY_FILE_VERSION, writeKeyFile } from "../gateway/key-file.js";
 import { startGateway } from "../gateway/main.js";
 import { parseIssuerConfig } from "../issuer/config.js";
 import { startIssuer } from "../issuer/main.js";
 import { parseRelayConfig } from "../relay/config.js";
 import { startRelay } from "../relay/main.js";
 import { createLogger } from "../server/logging.js";
+import { intArg } from "./args.js";
+import { writeGatewayKeyFile } from "./stack.js";
 
-function arg(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name}: expected a positive integer`);
-  return v;
-}
 
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -55,7 +48,7 @@ async function time(n: number, f: (i: number) => Promise<void>): Promise<number[
 }
 
 export async function run(args: string[]): Promise<void> {
-  const reports = arg(args, "reports", 50);
+  const reports = intArg(args, "reports", 50);
   const warmup = Math.min(10, reports);
   const dir = mkdtempSync(join(tmpdir(), "veil-bench-client-"));
   const log = (name: string) => createLogger(name, { level: "silent" });
@@ -73,22 +66,8 @@ export async function run(args: string[]): Promise<void> {
     }),
     { log: log("issuer"), handleSignals: false },
   );
-  const { key, privateKey } = await generateGatewayKey(1);
   const keyFile = join(dir, "gateway-keys.json");
-  writeKeyFile(keyFile, {
-    version: KEY_FILE_VERSION,
-    keys: [
-      {
-        keyId: 1,
-        kemId: key.config.kemId,
-        symmetric: key.config.symmetric.map((s) => ({ ...s })),
-        state: "active",
-        createdAt: new Date().toISOString(),
-        publicKey: key.config.publicKey,
-        privateKey: new Secret(privateKey),
-      },
-    ],
-  });
+  await writeGatewayKeyFile(keyFile);
   const gateway = await startGateway(
     parseGatewayConfig({
       listen: { host: "127.0.0.1", port: 0 },

@@ -27,7 +27,8 @@ import { startRelay } from "../relay/main.js";
 import { createLogger } from "../server/logging.js";
 import { reportFactory, type FastReport } from "./dap-reports.js";
 import type { FaultMode } from "./fault-proxy.js";
-import { forkLeader, freePort, numberArg, sleep, startDirectIssuer, startVeilChild, writeGatewayKeyFile, type VeilChild } from "./stack.js";
+import { forkLeader, freePort, sleep, startDirectIssuer, startVeilChild, writeGatewayKeyFile, type VeilChild } from "./stack.js";
+import { numberArg } from "./args.js";
 
 /** Fault probabilities per request at the aggregator (about 10% in all). */
 const FAULT_RATES: Partial<Record<FaultMode, number>> = {

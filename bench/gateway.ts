@@ -24,6 +24,7 @@ import { Pool } from "undici";
 import { decodeResponse, encodeRequest } from "../core/bhttp/index.js";
 import { fromHex, toBase64Url } from "../core/bytes.js";
 import { decodeKeyConfig, encapsulateRequest, type KeyConfig } from "../core/ohttp/index.js";
+import { intArg } from "./args.js";
 
 interface Ready {
   ready: true;
@@ -31,12 +32,6 @@ interface Ready {
   keyConfig?: string;
 }
 
-function arg(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name}: expected a positive integer`);
-  return v;
-}
 
 function startChild(mode: "gateway" | "proxy" | "plumbing", upstream: string, profileDir?: string): Promise<{ child: ChildProcess; ready: Ready }> {
   const script = fileURLToPath(new URL("./gateway-child.js", import.meta.url));
@@ -92,13 +87,13 @@ async function drive(
 }
 
 export async function run(args: string[]): Promise<void> {
-  const requests = arg(args, "requests", 2000);
-  const concurrency = arg(args, "concurrency", 16);
-  const rounds = arg(args, "rounds", 3);
+  const requests = intArg(args, "requests", 2000);
+  const concurrency = intArg(args, "concurrency", 16);
+  const rounds = intArg(args, "rounds", 3);
   // Steady state is what a server runs in: V8 needs a few thousand requests to optimise the
   // gateway's longer code path (the first thousand cost up to twice as much), so both servers get
   // the same generous warm-up before anything is measured.
-  const warm = arg(args, "warmup", 3000);
+  const warm = intArg(args, "warmup", 3000);
   // --profile DIR: V8 CPU profiles of both servers (node --cpu-prof) for finding hot spots.
   const p = args.indexOf("--profile");
   const profileDir = p >= 0 ? args[p + 1] : undefined;

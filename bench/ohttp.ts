@@ -20,6 +20,7 @@ import {
   type GatewayKey,
 } from "../core/ohttp/index.js";
 import { nodeHpkeBackend } from "../core/ohttp/fast-node.js";
+import { median, numberArg } from "./args.js";
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -108,22 +109,11 @@ async function timeFor(ms: number, op: () => Promise<void> | void): Promise<Samp
   return { wall: ((now - start) * 1000) / n, cpu: (cpu.user + cpu.system) / n };
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
-function arg(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name}: expected a positive number`);
-  return v;
-}
 
 export async function run(args: string[]): Promise<void> {
-  const rounds = arg(args, "--rounds", 15);
-  const ms = arg(args, "--ms", 150);
+  const rounds = numberArg(args, "--rounds", 15);
+  const ms = numberArg(args, "--ms", 150);
   const suite = [{ kdfId: KDF.SHA256, aeadId: AEAD.AES128GCM }];
   const sk = randomBytes(32);
   const ours = await importGatewayKey(1, KEM.X25519, sk, suite, { backend: nodeHpkeBackend });

@@ -16,7 +16,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createObliviousFetch, createTokenSource } from "../client/index.js";
 import { reportFactory } from "./dap-reports.js";
-import { forkLeader, freePort, numberArg, rssOf, sleep, startVeilChild, writeGatewayKeyFile, type VeilChild } from "./stack.js";
+import { forkLeader, freePort, rssOf, sleep, startVeilChild, writeGatewayKeyFile, type VeilChild } from "./stack.js";
+import { numberArg } from "./args.js";
 
 const CREDENTIAL = "soak-client-credential";
 const SAMPLE_EVERY_MS = 10_000;

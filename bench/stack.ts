@@ -23,7 +23,7 @@ import {
 } from "../core/privacypass/index.js";
 import { Secret } from "../core/secret.js";
 import type { DapHpkeConfig } from "../demo/dap-aggregator.js";
-import { KEY_FILE_VERSION, writeKeyFile } from "../gateway/key-file.js";
+import { KEY_FILE_VERSION, writeKeyFile, type KeyFileData } from "../gateway/key-file.js";
 import { KeyStore } from "../gateway/key-store.js";
 import type { KeyConfig } from "../core/ohttp/index.js";
 import { destination } from "pino";
@@ -34,25 +34,8 @@ export const VEIL_BIN = fileURLToPath(new URL("../../bin/veil.js", import.meta.u
 
 /** A key store with one fresh active key (id 1), for gateways the benchmarks build in process. */
 export async function oneKeyStore(retiredGraceSec: number): Promise<{ keys: KeyStore; config: KeyConfig }> {
-  const { key, privateKey } = await generateGatewayKey(1);
-  const keys = await KeyStore.fromData(
-    {
-      version: KEY_FILE_VERSION,
-      keys: [
-        {
-          keyId: 1,
-          kemId: key.config.kemId,
-          symmetric: [...key.config.symmetric],
-          state: "active",
-          createdAt: new Date().toISOString(),
-          publicKey: key.config.publicKey,
-          privateKey: new Secret(privateKey),
-        },
-      ],
-    },
-    { retiredGraceSec },
-  );
-  return { keys, config: key.config };
+  const { data, config } = await oneKeyData();
+  return { keys: await KeyStore.fromData(data, { retiredGraceSec }), config };
 }
 
 /**
@@ -65,15 +48,6 @@ export function benchLogger(): Logger {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** `--name N` from the arguments, or `dflt`. */
-export function numberArg(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(`--${name}`);
-  if (i < 0) return dflt;
-  const v = Number(args[i + 1]);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number`);
-  return v;
 }
 
 /** A loopback port that was free a moment ago. */
@@ -149,10 +123,10 @@ export async function startVeilChild(component: "gateway" | "relay" | "issuer", 
   };
 }
 
-/** A gateway key file with one active X25519 key (mode 0600). */
-export async function writeGatewayKeyFile(file: string): Promise<void> {
+/** The key-file contents of one fresh active X25519 key (id 1), and its public configuration. */
+async function oneKeyData(): Promise<{ data: KeyFileData; config: KeyConfig }> {
   const { key, privateKey } = await generateGatewayKey(1, KEM.X25519);
-  writeKeyFile(file, {
+  const data: KeyFileData = {
     version: KEY_FILE_VERSION,
     keys: [
       {
@@ -165,7 +139,13 @@ export async function writeGatewayKeyFile(file: string): Promise<void> {
         privateKey: new Secret(privateKey),
       },
     ],
-  });
+  };
+  return { data, config: key.config };
+}
+
+/** A gateway key file with one active X25519 key (mode 0600). */
+export async function writeGatewayKeyFile(file: string): Promise<void> {
+  writeKeyFile(file, (await oneKeyData()).data);
 }
 
 // --- tokens without issuance --------------------------------------------------------------------

@@ -12,18 +12,9 @@ import { exactCopy } from "../core/bytes.js";
 import { createTokenRequest, decodeTokenRequest, encodeTokenChallenge } from "../core/privacypass/index.js";
 import { generateRsa2048 } from "../issuer/key-store.js";
 import { createBlindRsaSigner, signTokenRequest } from "../issuer/signer.js";
+import { median, numberArg } from "./args.js";
 
-function arg(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  return Number.isFinite(v) && v > 0 ? v : dflt;
-}
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 /** Runs `one` repeatedly for about `ms` (or `n` times); returns the mean client-side ms per token. */
 async function measure(one: () => Promise<number>, opts: { ms?: number; n?: number }): Promise<number> {
@@ -38,9 +29,9 @@ async function measure(one: () => Promise<number>, opts: { ms?: number; n?: numb
 }
 
 export async function run(args: string[]): Promise<void> {
-  const rounds = arg(args, "--rounds", 5);
-  const ms = arg(args, "--ms", 400);
-  const stockRuns = arg(args, "--stock", 6);
+  const rounds = numberArg(args, "--rounds", 5);
+  const ms = numberArg(args, "--ms", 400);
+  const stockRuns = numberArg(args, "--stock", 6);
   console.log(`token-client: type 2 createTokenRequest + finalize, medians of ${rounds} rounds (Node ${process.version})`);
 
   const rsaKey: KeyObject = await generateRsa2048();

@@ -37,6 +37,7 @@ import {
   rsaPssSpkiFromRsaSpki,
   tokenKeyId,
 } from "../core/privacypass/index.js";
+import { intArg } from "./args.js";
 
 interface Ready {
   ready: true;
@@ -44,12 +45,6 @@ interface Ready {
   keyConfig?: string;
 }
 
-function arg(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name}: expected a positive integer`);
-  return v;
-}
 
 function startChild(script: string, argv: string[]): Promise<{ child: ChildProcess; ready: Ready }> {
   const child = fork(fileURLToPath(new URL(script, import.meta.url)), argv, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
@@ -270,9 +265,9 @@ async function measure(
 }
 
 export async function runTokensGateway(args: string[]): Promise<void> {
-  const requests = arg(args, "requests", 1000);
-  const concurrency = arg(args, "concurrency", 16);
-  const rounds = arg(args, "rounds", 6);
+  const requests = intArg(args, "requests", 1000);
+  const concurrency = intArg(args, "concurrency", 16);
+  const rounds = intArg(args, "rounds", 6);
   const s = args.indexOf("--store");
   const which = s >= 0 ? args[s + 1] : "sqlite";
   const kinds = which === "all" ? ["memory", "sqlite", "redis"] : [which ?? "sqlite"];

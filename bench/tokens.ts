@@ -27,6 +27,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runTokensGateway } from "./tokens-gateway.js";
+import { median, numberArg } from "./args.js";
 
 // ---- measurement -----------------------------------------------------------------------------
 
@@ -49,18 +50,7 @@ async function timeN(n: number, op: () => Promise<unknown> | unknown): Promise<n
   return ((performance.now() - start) * 1000) / n;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
-function arg(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name}: expected a positive number`);
-  return v;
-}
 
 type Op = () => Promise<unknown> | unknown;
 interface Variant {
@@ -94,9 +84,9 @@ const fmt = (us: number): string => (us >= 1000 ? `${(us / 1000).toFixed(2).padS
 // ---- run -------------------------------------------------------------------------------------
 
 export async function run(args: string[]): Promise<void> {
-  const rounds = arg(args, "--rounds", 9);
-  const ms = arg(args, "--ms", 120);
-  const stockRuns = arg(args, "--stock-runs", 3);
+  const rounds = numberArg(args, "--rounds", 9);
+  const ms = numberArg(args, "--ms", 120);
+  const stockRuns = numberArg(args, "--stock-runs", 3);
   console.log(`tokens: medians of ${rounds} interleaved rounds of ${ms} ms per variant (Node ${process.version})`);
 
   const challenge2 = encodeTokenChallenge({ tokenType: 2, issuerName: "issuer.example", redemptionContext: new Uint8Array(0), originInfo: ["leader.example"] });

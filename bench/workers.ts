@@ -24,16 +24,11 @@ import { decodeResponse, encodeRequest } from "../core/bhttp/index.js";
 import { KEM, encapsulateRequest, generateGatewayKey } from "../core/ohttp/index.js";
 import { Secret } from "../core/secret.js";
 import { KEY_FILE_VERSION, writeKeyFile } from "../gateway/key-file.js";
+import { median, numberArg } from "./args.js";
 
 const VEIL = fileURLToPath(new URL("../../bin/veil.js", import.meta.url));
 const CLK_TCK = 100;
 
-function arg(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number`);
-  return v;
-}
 
 /** user + system CPU seconds of `pid` (from /proc/PID/stat). */
 function cpuSeconds(pid: number): number {
@@ -163,17 +158,12 @@ async function paced(url: string, body: Uint8Array, rate: number, seconds: numbe
   return { requests, failed };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 export async function run(args: string[]): Promise<void> {
-  const seconds = arg(args, "seconds", 5);
-  const rounds = arg(args, "rounds", 3);
-  const connections = arg(args, "connections", 32);
-  const rate = arg(args, "rate", 200);
+  const seconds = numberArg(args, "seconds", 5);
+  const rounds = numberArg(args, "rounds", 3);
+  const connections = numberArg(args, "connections", 32);
+  const rate = numberArg(args, "rate", 200);
   if (spawnSync("wrk", ["--version"]).error !== undefined) throw new Error("wrk is not installed (apt-get install wrk)");
 
   const dir = mkdtempSync(join(tmpdir(), "veil-bench-workers-"));

@@ -17,9 +17,13 @@ import { QUOTA_STORE_DEFAULTS, openQuotaStore, type QuotaStore } from "./quota-s
 /** What a 401 carries (RFC 6750 §3). */
 export const BEARER_CHALLENGE = "Bearer";
 
-/** A reservation of one token of quota: commit once issued, release if issuance failed. */
+/**
+ * A reservation of quota for `granted` tokens (1 to the number asked): kept once issued; what was
+ * not issued (signing failed) is released, all of it or `count` tokens.
+ */
 export interface QuotaReservation {
-  release(): void;
+  readonly granted: number;
+  release(count?: number): void;
 }
 
 /**
@@ -28,7 +32,25 @@ export interface QuotaReservation {
  */
 export interface QuotaAttester {
   authenticate(authorization: string | undefined): number;
-  reserve(credential: number): QuotaReservation | Promise<QuotaReservation>;
+  /** Reserves up to `count` tokens (default 1); see Attester.reserve. */
+  reserve(credential: number, count?: number): QuotaReservation | Promise<QuotaReservation>;
+}
+
+/**
+ * A reservation of `granted` tokens whose release gives back at most what is still held:
+ * `giveBack(count, stillHeld)` is called once per release that gives anything back.
+ */
+export function quotaReservation(granted: number, giveBack: (count: number, stillHeld: number) => void): QuotaReservation {
+  let held = granted;
+  return {
+    granted,
+    release: (n = held) => {
+      const back = Math.min(held, Math.max(0, Math.floor(n)));
+      if (back === 0) return;
+      held -= back;
+      giveBack(back, held);
+    },
+  };
 }
 
 function digest(s: string): Buffer {
@@ -92,11 +114,13 @@ export class Attester {
   }
 
   /**
-   * Takes one token of `credential`'s quota, or throws ISSUER_ERR_QUOTA (429 with Retry-After:
-   * the seconds until the window ends). The window starts at the credential's first token.
+   * Takes up to `count` tokens of `credential`'s quota: as many as are left (a batch may get
+   * fewer than it asked), or throws ISSUER_ERR_QUOTA (429 with Retry-After: the seconds until
+   * the window ends) when none is left. The window starts at the credential's first token.
    * A store failure is ISSUER_ERR_STORE_UNAVAILABLE (503): no token without a counted quota.
    */
-  reserve(credential: number): QuotaReservation {
+  reserve(credential: number, count = 1): QuotaReservation {
+    if (!Number.isSafeInteger(count) || count < 1) throw new ProtocolError("INTERNAL_ERR", "reserve: count must be a positive integer");
     const now = this.#now();
     const key = this.#keys[credential];
     if (key === undefined) throw new ProtocolError("ISSUER_ERR_UNAUTHORIZED", "credential not recognised");
@@ -108,24 +132,19 @@ export class Attester {
         // A failed purge only leaves old rows behind; the take below reports the store.
       }
     }
-    const taken = this.#store.take(key, now, this.#windowMs, this.#tokensPerWindow);
-    if (!taken.ok) {
+    const taken = this.#store.take(key, now, this.#windowMs, this.#tokensPerWindow, count);
+    if (taken.taken === 0) {
       const retryAfter = Math.max(1, Math.ceil((taken.windowStartMs + this.#windowMs - now) / 1000));
       throw new ProtocolError("ISSUER_ERR_QUOTA", `quota of ${this.#tokensPerWindow} tokens per window used`, {
         headers: { "retry-after": String(retryAfter) },
       });
     }
-    let released = false;
-    return {
-      release: () => {
-        if (released) return;
-        released = true;
-        try {
-          this.#store.giveBack(key, taken.windowStartMs);
-        } catch {
-          // The token stays counted: fail closed.
-        }
-      },
-    };
+    return quotaReservation(taken.taken, (back) => {
+      try {
+        this.#store.giveBack(key, taken.windowStartMs, back);
+      } catch {
+        // The tokens stay counted: fail closed.
+      }
+    });
   }
 }

@@ -12,7 +12,7 @@ import cluster, { type Worker } from "node:cluster";
 import { ProtocolError, isProtocolError } from "../core/errors.js";
 import type { Stoppable } from "../server/cluster.js";
 import { safeError, type Logger } from "../server/logging.js";
-import { Attester, type QuotaAttester, type QuotaReservation } from "./attester.js";
+import { Attester, quotaReservation, type QuotaAttester, type QuotaReservation } from "./attester.js";
 import type { AttesterConfig, IssuerConfig } from "./config.js";
 import { IssuerKeyStore } from "./key-store.js";
 
@@ -20,11 +20,15 @@ interface ReserveRequest {
   type: "veil:quota-reserve";
   id: number;
   credential: number;
+  /** Tokens asked for (a batch); absent means 1. */
+  count?: number;
 }
 interface ReserveAnswer {
   type: "veil:quota-answer";
   id: number;
   ok: boolean;
+  /** Tokens granted when ok. */
+  granted?: number;
   /** The refusal's error code (ISSUER_ERR_QUOTA or ISSUER_ERR_STORE_UNAVAILABLE). */
   code?: string;
   detail?: string;
@@ -33,6 +37,8 @@ interface ReserveAnswer {
 interface ReleaseMessage {
   type: "veil:quota-release";
   id: number;
+  /** Tokens given back (absent: all still held). */
+  count?: number;
 }
 type QuotaMessage = ReserveRequest | ReserveAnswer | ReleaseMessage;
 
@@ -57,8 +63,9 @@ export function serveQuota(attester: Attester): () => void {
     if (m.type === "veil:quota-reserve") {
       let answer: ReserveAnswer;
       try {
-        held.set(key, { reservation: attester.reserve(m.credential), atMs: Date.now() });
-        answer = { type: "veil:quota-answer", id: m.id, ok: true };
+        const reservation = attester.reserve(m.credential, m.count ?? 1);
+        held.set(key, { reservation, atMs: Date.now() });
+        answer = { type: "veil:quota-answer", id: m.id, ok: true, granted: reservation.granted };
       } catch (e) {
         answer = { type: "veil:quota-answer", id: m.id, ok: false };
         if (isProtocolError(e)) {
@@ -70,8 +77,9 @@ export function serveQuota(attester: Attester): () => void {
       }
       if (worker.isConnected()) worker.send(answer);
     } else if (m.type === "veil:quota-release") {
-      held.get(key)?.reservation.release();
-      held.delete(key);
+      const h = held.get(key);
+      h?.reservation.release(m.count);
+      if (m.count === undefined) held.delete(key);
     }
   };
   // Reservations that were never released were spent: forget them.
@@ -105,7 +113,7 @@ export class RemoteAttester implements QuotaAttester {
     return this.#local.authenticate(authorization);
   }
 
-  async reserve(credential: number): Promise<QuotaReservation> {
+  async reserve(credential: number, count = 1): Promise<QuotaReservation> {
     const id = this.#nextId++;
     const answer = await new Promise<ReserveAnswer | undefined>((resolve) => {
       const timer = setTimeout(() => {
@@ -117,7 +125,7 @@ export class RemoteAttester implements QuotaAttester {
         this.#pending.delete(id);
         resolve(a);
       });
-      const request: ReserveRequest = { type: "veil:quota-reserve", id, credential };
+      const request: ReserveRequest = { type: "veil:quota-reserve", id, credential, count };
       if (process.send === undefined || !process.connected) {
         clearTimeout(timer);
         this.#pending.delete(id);
@@ -136,15 +144,10 @@ export class RemoteAttester implements QuotaAttester {
     if (!answer.ok) {
       throw new ProtocolError("ISSUER_ERR_QUOTA", answer.detail, answer.retryAfter === undefined ? {} : { headers: { "retry-after": answer.retryAfter } });
     }
-    let released = false;
-    return {
-      release: () => {
-        if (released) return;
-        released = true;
-        const m: ReleaseMessage = { type: "veil:quota-release", id };
-        if (process.connected) process.send?.(m);
-      },
-    };
+    return quotaReservation(Math.max(1, Math.min(count, answer.granted ?? 1)), (back, stillHeld) => {
+      const m: ReleaseMessage = stillHeld === 0 ? { type: "veil:quota-release", id } : { type: "veil:quota-release", id, count: back };
+      if (process.connected) process.send?.(m);
+    });
   }
 }
 

@@ -3,9 +3,9 @@
 //
 // - "memory": in this process; a restart gives every credential a fresh window.
 // - "sqlite:PATH": a SQLite file. The count survives restarts and is shared by every issuer process
-//   that opens the same file. A take is ONE statement (INSERT ... ON CONFLICT DO UPDATE ... WHERE
-//   ... RETURNING), atomic under SQLite's write lock, so two processes can never together issue
-//   more than tokensPerWindow in one window. WAL, busy_timeout as the gateway's nonce store
+//   that opens the same file. A take (of one token, or of a batch: as many as the quota has left)
+//   is ONE immediate transaction, atomic under SQLite's write lock, so two processes can never
+//   together issue more than tokensPerWindow in one window. WAL, busy_timeout as the gateway's nonce store
 //   (gateway/nonce-stores/sqlite.ts). Rows of ended windows are purged.
 //
 // Rows are keyed by a domain-separated SHA-256 of the credential (see Attester), never by the
@@ -22,20 +22,21 @@ export const QUOTA_STORE_DEFAULTS = Object.freeze({
   purgeIntervalMs: 60_000,
 });
 
-/** The outcome of one take: `ok` when a token of quota was taken; the window it counts in. */
+/** The outcome of one take: how many tokens of quota were taken (0 when none was left); the window they count in. */
 export interface QuotaTake {
-  ok: boolean;
+  taken: number;
   windowStartMs: number;
 }
 
 export interface QuotaStore {
   /**
-   * Atomically takes one token of `key`'s quota in its current window (a window starts at the
-   * first token after the previous one ended and lasts `windowMs`), unless `limit` are used.
+   * Atomically takes up to `count` tokens of `key`'s quota in its current window (a window starts
+   * at the first token after the previous one ended and lasts `windowMs`): as many as are left
+   * under `limit`, possibly none.
    */
-  take(key: string, nowMs: number, windowMs: number, limit: number): QuotaTake;
-  /** Gives back a token taken in the window starting at `windowStartMs` (no-op if it has ended). */
-  giveBack(key: string, windowStartMs: number): void;
+  take(key: string, nowMs: number, windowMs: number, limit: number, count: number): QuotaTake;
+  /** Gives back `count` tokens taken in the window starting at `windowStartMs` (no-op if it has ended). */
+  giveBack(key: string, windowStartMs: number, count: number): void;
   /** Deletes the rows of windows ended by `nowMs`. */
   purge(nowMs: number, windowMs: number): void;
   close(): void;
@@ -44,20 +45,20 @@ export interface QuotaStore {
 export class MemoryQuotaStore implements QuotaStore {
   readonly #windows = new Map<string, { startMs: number; used: number }>();
 
-  take(key: string, nowMs: number, windowMs: number, limit: number): QuotaTake {
+  take(key: string, nowMs: number, windowMs: number, limit: number, count: number): QuotaTake {
     let w = this.#windows.get(key);
     if (w === undefined || nowMs >= w.startMs + windowMs) {
       w = { startMs: nowMs, used: 0 };
       this.#windows.set(key, w);
     }
-    if (w.used >= limit) return { ok: false, windowStartMs: w.startMs };
-    w.used++;
-    return { ok: true, windowStartMs: w.startMs };
+    const taken = Math.max(0, Math.min(count, limit - w.used));
+    w.used += taken;
+    return { taken, windowStartMs: w.startMs };
   }
 
-  giveBack(key: string, windowStartMs: number): void {
+  giveBack(key: string, windowStartMs: number, count: number): void {
     const w = this.#windows.get(key);
-    if (w !== undefined && w.startMs === windowStartMs && w.used > 0) w.used--;
+    if (w !== undefined && w.startMs === windowStartMs) w.used = Math.max(0, w.used - count);
   }
 
   purge(nowMs: number, windowMs: number): void {
@@ -78,30 +79,42 @@ CREATE TABLE IF NOT EXISTS veil_attester_quota (
 CREATE INDEX IF NOT EXISTS veil_attester_quota_window_start ON veil_attester_quota (window_start);
 `;
 
-/* One statement: a new row, a rolled-over window, or one more token in the current window when
- * below the limit; no row comes back when the quota is used (the WHERE refuses the update).
- * In DO UPDATE, bare columns are the existing row's. */
-const TAKE = `
-INSERT INTO veil_attester_quota (credential, window_start, used) VALUES (@key, @now, 1)
-ON CONFLICT (credential) DO UPDATE SET
-  window_start = CASE WHEN @now >= window_start + @windowMs THEN @now ELSE window_start END,
-  used = CASE WHEN @now >= window_start + @windowMs THEN 1 ELSE used + 1 END
-WHERE @now >= window_start + @windowMs OR used < @limit
-RETURNING window_start
+/* A take is one IMMEDIATE transaction (it holds SQLite's write lock from its first statement):
+ * read the row, then write the new window start and count. Another process's take waits for the
+ * lock (busy_timeout) and then sees this one's count, so grants never add up past the limit. */
+const SET = `
+INSERT INTO veil_attester_quota (credential, window_start, used) VALUES (@key, @windowStart, @used)
+ON CONFLICT (credential) DO UPDATE SET window_start = excluded.window_start, used = excluded.used
 `;
 
-interface TakeParams {
+interface SetParams {
   key: string;
-  now: number;
-  windowMs: number;
-  limit: number;
+  windowStart: number;
+  used: number;
 }
 
 interface Statements {
-  take: Database.Statement<[TakeParams], { window_start: number }>;
-  current: Database.Statement<[string], { window_start: number }>;
-  giveBack: Database.Statement<[string, number]>;
+  take: (key: string, nowMs: number, windowMs: number, limit: number, count: number) => QuotaTake;
+  giveBack: Database.Statement<[number, string, number]>;
   purge: Database.Statement<[number, number]>;
+}
+
+/** The take of the SQLite store, as one IMMEDIATE transaction (see SET). */
+function takeTransaction(
+  db: Database.Database,
+  current: Database.Statement<[string], { window_start: number; used: number }>,
+  set: Database.Statement<[SetParams]>,
+): Statements["take"] {
+  const tx = db.transaction((key: string, nowMs: number, windowMs: number, limit: number, count: number): QuotaTake => {
+    const row = current.get(key);
+    const fresh = row === undefined || nowMs >= row.window_start + windowMs;
+    const windowStart = fresh ? nowMs : row.window_start;
+    const used = fresh ? 0 : row.used;
+    const taken = Math.max(0, Math.min(count, limit - used));
+    if (taken > 0 || fresh) set.run({ key, windowStart, used: used + taken });
+    return { taken, windowStartMs: windowStart };
+  });
+  return (key, nowMs, windowMs, limit, count) => tx.immediate(key, nowMs, windowMs, limit, count);
 }
 
 export class SqliteQuotaStore implements QuotaStore {
@@ -129,11 +142,13 @@ export class SqliteQuotaStore implements QuotaStore {
     if (this.#st !== undefined) return this.#st;
     const db = openSqlite(this.path, { busyTimeoutMs: this.#busyTimeoutMs, synchronous: "normal", schema: SCHEMA });
     try {
+      const current = db.prepare<[string], { window_start: number; used: number }>(
+        "SELECT window_start, used FROM veil_attester_quota WHERE credential = ?",
+      );
       const st: Statements = {
-        take: db.prepare<[TakeParams], { window_start: number }>(TAKE),
-        current: db.prepare<[string], { window_start: number }>("SELECT window_start FROM veil_attester_quota WHERE credential = ?"),
-        giveBack: db.prepare<[string, number]>(
-          "UPDATE veil_attester_quota SET used = used - 1 WHERE credential = ? AND window_start = ? AND used > 0",
+        take: takeTransaction(db, current, db.prepare<[SetParams]>(SET)),
+        giveBack: db.prepare<[number, string, number]>(
+          "UPDATE veil_attester_quota SET used = MAX(0, used - ?) WHERE credential = ? AND window_start = ?",
         ),
         purge: db.prepare<[number, number]>("DELETE FROM veil_attester_quota WHERE window_start + ? <= ?"),
       };
@@ -161,20 +176,17 @@ export class SqliteQuotaStore implements QuotaStore {
     closeQuietly(db);
   }
 
-  take(key: string, nowMs: number, windowMs: number, limit: number): QuotaTake {
+  take(key: string, nowMs: number, windowMs: number, limit: number, count: number): QuotaTake {
     try {
-      const st = this.#open();
-      const row = st.take.get({ key, now: nowMs, windowMs, limit });
-      if (row !== undefined) return { ok: true, windowStartMs: row.window_start };
-      return { ok: false, windowStartMs: st.current.get(key)?.window_start ?? nowMs };
+      return this.#open().take(key, nowMs, windowMs, limit, count);
     } catch (e) {
       return this.#fail(e, "take");
     }
   }
 
-  giveBack(key: string, windowStartMs: number): void {
+  giveBack(key: string, windowStartMs: number, count: number): void {
     try {
-      this.#open().giveBack.run(key, windowStartMs);
+      this.#open().giveBack.run(count, key, windowStartMs);
     } catch (e) {
       this.#fail(e, "give back");
     }

@@ -76,6 +76,25 @@ describe.each(["memory", "sqlite"])("attester quota in %s", (kind) => {
     expect(codeOf(() => a.reserve(c))).toBe("ISSUER_ERR_QUOTA");
   });
 
+  it("counts every token of a batch: grants what is left, 429 only when nothing is, and gives back a partial release", () => {
+    let ms = 2_000_000;
+    const a = attester(store(), () => ms, 10);
+    const c = a.authenticate(`Bearer ${CRED}`);
+    expect(a.reserve(c, 4).granted).toBe(4);
+    const partial = a.reserve(c, 8);
+    expect(partial.granted).toBe(6);
+    expect(codeOf(() => a.reserve(c, 3))).toBe("ISSUER_ERR_QUOTA");
+    partial.release(2); // two tokens of the batch were not issued
+    partial.release(5); // only what is still held (4) can go back
+    partial.release();
+    expect(a.reserve(c, 20).granted).toBe(6);
+    expect(codeOf(() => a.reserve(c))).toBe("ISSUER_ERR_QUOTA");
+    expect(a.reserve(a.authenticate(`Bearer ${OTHER}`), 3).granted).toBe(3);
+    ms += 100_000;
+    expect(a.reserve(c, 25).granted).toBe(10);
+    expect(codeOf(() => a.reserve(c, 0))).toBe("INTERNAL_ERR");
+  });
+
   it("does not give back a token of a window that has ended", () => {
     let ms = 1_000_000;
     const a = attester(store(), () => ms);
@@ -150,7 +169,7 @@ describe("attester quota in sqlite:PATH", () => {
     expect(codeOf(() => broken.reserve(0))).toBe("ISSUER_ERR_STORE_UNAVAILABLE");
     // A release that cannot reach the store keeps the token counted (no throw).
     const failing: QuotaStore = {
-      take: () => ({ ok: true, windowStartMs: 1000 }),
+      take: () => ({ taken: 1, windowStartMs: 1000 }),
       giveBack: () => {
         throw new Error("store down");
       },

@@ -68,6 +68,7 @@ const CATALOGUE = {
   PP_ERR_TOKEN_REPLAYED: spec(401, "Privacy Pass token was already spent"),
   PP_ERR_STORE_UNAVAILABLE: spec(503, "Token store is unavailable"),
   PP_ERR_ISSUER_UNAVAILABLE: spec(503, "Issuer keys are unavailable"),
+  PP_ERR_LIMIT_EXCEEDED: spec(429, "ARC presentation limit reached for this context"),
 
   // Issuer and attester (RFC 9578 §5-6).
   ISSUER_ERR_UNAUTHORIZED: spec(401, "Credential missing or not recognised"),

@@ -9,9 +9,14 @@
 //
 // `redemption_context` is either 0 or 32 bytes (§2.1.1). `origin_info` is empty or a
 // comma-separated list of origin names (§2.1). Names are UTF-8 (in practice ASCII host names).
+//
+// ARC (token type 0xE5AC, draft-ietf-privacypass-arc-protocol-01 §5) appends one field:
+//
+//       opaque credential_context<0..32>;      /* 0 or 32 bytes, one length octet */
 
 import { ByteReader, ByteWriter } from "../bytes.js";
 import { ProtocolError } from "../errors.js";
+import { ARC_TOKEN_TYPE } from "./token-type.js";
 
 export interface TokenChallenge {
   tokenType: number;
@@ -20,6 +25,8 @@ export interface TokenChallenge {
   redemptionContext: Uint8Array;
   /** Empty (tokens good for any origin) or the origin names. */
   originInfo: string[];
+  /** ARC only (and always there for ARC): empty or exactly 32 bytes. */
+  credentialContext?: Uint8Array;
 }
 
 const MAX_U16 = 0xffff;
@@ -57,10 +64,19 @@ export function encodeTokenChallenge(c: TokenChallenge): Uint8Array {
   checkOrigins(c.originInfo);
   const origin = utf8.encode(c.originInfo.join(","));
   if (origin.length > MAX_U16) throw new ProtocolError("PP_ERR_FORMAT", "origin_info too long");
-  const w = new ByteWriter(7 + issuer.length + c.redemptionContext.length + origin.length);
+  const isArc = c.tokenType === ARC_TOKEN_TYPE;
+  const credential = c.credentialContext ?? new Uint8Array(0);
+  if (!isArc && c.credentialContext !== undefined) {
+    throw new ProtocolError("PP_ERR_FORMAT", "credential_context exists only in ARC challenges");
+  }
+  if (credential.length !== 0 && credential.length !== 32) {
+    throw new ProtocolError("PP_ERR_FORMAT", "credential_context must be 0 or 32 bytes");
+  }
+  const w = new ByteWriter(7 + issuer.length + c.redemptionContext.length + origin.length + (isArc ? 1 + credential.length : 0));
   w.u16(c.tokenType).u16(issuer.length).bytes(issuer);
   w.u8(c.redemptionContext.length).bytes(c.redemptionContext);
   w.u16(origin.length).bytes(origin);
+  if (isArc) w.u8(credential.length).bytes(credential);
   return w.finish();
 }
 
@@ -78,8 +94,16 @@ export function decodeTokenChallenge(b: Uint8Array): TokenChallenge {
   const redemptionContext = r.bytes(ctxLen, "redemption_context").slice();
   const originLen = r.u16("origin_info length");
   const originText = decodeUtf8(r.bytes(originLen, "origin_info"), "origin_info");
+  let credentialContext: Uint8Array | undefined;
+  if (tokenType === ARC_TOKEN_TYPE) {
+    const credLen = r.u8("credential_context length");
+    if (credLen !== 0 && credLen !== 32) throw new ProtocolError("PP_ERR_FORMAT", "credential_context must be 0 or 32 bytes");
+    credentialContext = r.bytes(credLen, "credential_context").slice();
+  }
   r.end("TokenChallenge");
   const originInfo = originText === "" ? [] : originText.split(",");
   checkOrigins(originInfo);
-  return { tokenType, issuerName, redemptionContext, originInfo };
+  const c: TokenChallenge = { tokenType, issuerName, redemptionContext, originInfo };
+  if (credentialContext !== undefined) c.credentialContext = credentialContext;
+  return c;
 }

@@ -2,6 +2,7 @@
 // ./verify-node.ts, imported directly by servers.
 export {
   TOKEN_TYPE,
+  ARC_TOKEN_TYPE,
   GREASE_TOKEN_TYPES,
   VOPRF_P384_SIZES,
   BLIND_RSA_2048_SIZES,

@@ -10,6 +10,12 @@ export const TOKEN_TYPE = {
 
 export type TokenType = (typeof TOKEN_TYPE)[keyof typeof TOKEN_TYPE];
 
+/**
+ * ARC(P-256), draft-ietf-privacypass-arc-protocol-01: rate-limited credentials. Its challenge,
+ * issuance messages and token differ from types 1 and 2 (see ./arc/protocol.ts).
+ */
+export const ARC_TOKEN_TYPE = 0xe5ac;
+
 /** Sizes of one token type (RFC 9578 §5 and §6, "Token Type" registry entries). */
 export interface TokenTypeSizes {
   /** Nk: authenticator length in a Token. */

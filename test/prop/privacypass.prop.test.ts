@@ -40,12 +40,21 @@ function returnsOrProtocolError(f: () => unknown): void {
 }
 
 const hostname = fc.stringMatching(/^[a-z0-9]([a-z0-9.-]{0,30}[a-z0-9])?$/);
-const challengeArb: fc.Arbitrary<TokenChallenge> = fc.record({
-  tokenType: fc.integer({ min: 0, max: 0xffff }),
+const baseChallengeArb: fc.Arbitrary<TokenChallenge> = fc.record({
+  tokenType: fc.integer({ min: 0, max: 0xffff }).filter((t) => t !== 0xe5ac),
   issuerName: fc.oneof(hostname, fc.string({ minLength: 1, maxLength: 40, unit: "grapheme" })),
   redemptionContext: fc.oneof(fc.constant(new Uint8Array(0)), fc.uint8Array({ minLength: 32, maxLength: 32 })),
   originInfo: fc.array(fc.oneof(hostname, fc.string({ minLength: 1, maxLength: 20, unit: "grapheme" }).filter((s) => !s.includes(","))), { maxLength: 4 }),
 });
+// ARC challenges (0xE5AC) carry a credential_context of 0 or 32 bytes.
+const challengeArb: fc.Arbitrary<TokenChallenge> = fc.oneof(
+  baseChallengeArb,
+  fc.tuple(baseChallengeArb, fc.oneof(fc.constant(new Uint8Array(0)), fc.uint8Array({ minLength: 32, maxLength: 32 }))).map(([c, credentialContext]) => ({
+    ...c,
+    tokenType: 0xe5ac,
+    credentialContext,
+  })),
+);
 const bytes = (n: number): fc.Arbitrary<Uint8Array> => fc.uint8Array({ minLength: n, maxLength: n });
 const tokenArb: fc.Arbitrary<Token> = fc.oneof(
   fc.record({ tokenType: fc.constant(2), nonce: bytes(32), challengeDigest: bytes(32), tokenKeyId: bytes(32), authenticator: bytes(256) }),
@@ -150,7 +159,8 @@ describe("TokenResponse", () => {
 
 describe("TokenChallenge agrees with privacypass-ts", () => {
   it("encodes host-name challenges byte for byte as the stock class does", () => {
-    const ascii = challengeArb.map((c) => ({ ...c, issuerName: "issuer.example", originInfo: c.originInfo.map((_, i) => `o${i}.example`) }));
+    // privacypass-ts knows no ARC challenge (its credential_context).
+    const ascii = baseChallengeArb.map((c) => ({ ...c, issuerName: "issuer.example", originInfo: c.originInfo.map((_, i) => `o${i}.example`) }));
     fc.assert(
       fc.property(ascii, (c) => {
         const stock = new PpTokenChallenge(c.tokenType, c.issuerName, new Uint8Array(c.redemptionContext), c.originInfo.length > 0 ? c.originInfo : undefined);

@@ -10,8 +10,9 @@
 
 import { equalBytes } from "../core/bytes.js";
 import { ProtocolError, wrapError } from "../core/errors.js";
+import { isMediaType, maxAgeSec } from "../core/http-fields.js";
 import { MEDIA_TYPES, decodeKeyConfigs, isAeadId, isKdfId, isKemId, type KeyConfig } from "../core/ohttp/index.js";
-import { maxAgeSec, mediaType, type FetchLike } from "./options.js";
+import type { FetchLike } from "./options.js";
 
 /** Defaults of the key source (each used only when the caller says nothing). */
 export const KEY_SOURCE_DEFAULTS = Object.freeze({
@@ -173,7 +174,7 @@ export class KeySource {
       await res.body?.cancel().catch(() => {});
       throw new ProtocolError("CLIENT_ERR_KEYS_UNAVAILABLE", `${who} answered ${res.status} for its key configurations`);
     }
-    if (mediaType(res.headers.get("content-type")) !== MEDIA_TYPES.keys) {
+    if (!isMediaType(res.headers.get("content-type"), MEDIA_TYPES.keys)) {
       await res.body?.cancel().catch(() => {});
       throw new ProtocolError("CLIENT_ERR_KEYS_UNAVAILABLE", `${who} served key configurations that are not ${MEDIA_TYPES.keys}`);
     }

@@ -23,11 +23,13 @@
 import { encodeRequest, decodeResponse, type BhttpResponse, type Field } from "../core/bhttp/index.js";
 import { concatBytes, toHex } from "../core/bytes.js";
 import { OHTTP_KEY_PROBLEM, ProtocolError, isProtocolError, wrapError } from "../core/errors.js";
+import { isMediaType, mediaTypeOf } from "../core/http-fields.js";
 import { MEDIA_TYPES, encapsulateRequest } from "../core/ohttp/index.js";
 import { formatAuthorization } from "../core/privacypass/index.js";
+import { PROBLEM_MEDIA_TYPE } from "../core/problem.js";
 import { KeySource, readCapped, type LoadedKeys } from "./key-source.js";
 import { field, toBhttpRequest, toOutgoingRequest, toResponse, type OutgoingRequest } from "./messages.js";
-import { defaultFetch, invalid, mediaType, nonNegativeInt, positiveInt, secureUrl, sleep, type FetchLike } from "./options.js";
+import { defaultFetch, invalid, nonNegativeInt, positiveInt, secureUrl, sleep, type FetchLike } from "./options.js";
 import type { TokenSource } from "./token-source.js";
 
 /** Defaults of createObliviousFetch. */
@@ -126,7 +128,7 @@ function hasPrivateTokenChallenge(b: BhttpResponse): string | undefined {
 
 /** `title`/`detail` of a problem document written by Veil (safe to show), for error messages. */
 function problemSummary(body: Uint8Array, contentType: string | null | undefined): string | undefined {
-  if (mediaType(contentType ?? null) !== "application/problem+json") return undefined;
+  if (!isMediaType(contentType, PROBLEM_MEDIA_TYPE)) return undefined;
   try {
     const p = JSON.parse(new TextDecoder().decode(body)) as { type?: unknown; title?: unknown; detail?: unknown };
     const parts = [p.title, p.detail].filter((x): x is string => typeof x === "string" && x.length > 0 && x.length < 300);
@@ -137,7 +139,7 @@ function problemSummary(body: Uint8Array, contentType: string | null | undefined
 }
 
 function problemType(body: Uint8Array, contentType: string | null): string | undefined {
-  if (mediaType(contentType) !== "application/problem+json") return undefined;
+  if (!isMediaType(contentType, PROBLEM_MEDIA_TYPE)) return undefined;
   try {
     const t = (JSON.parse(new TextDecoder().decode(body)) as { type?: unknown }).type;
     return typeof t === "string" ? t : undefined;
@@ -209,7 +211,7 @@ export function createObliviousFetch(options: ObliviousFetchOptions): ObliviousF
       return { error: err, resend: true, keyRefused: false };
     }
     const contentType = res.headers.get("content-type");
-    if (res.status === 200 && mediaType(contentType) === MEDIA_TYPES.response) {
+    if (res.status === 200 && isMediaType(contentType, MEDIA_TYPES.response)) {
       try {
         return decodeResponse(await ctx.decapsulateResponse(body));
       } catch (e) {
@@ -230,7 +232,7 @@ export function createObliviousFetch(options: ObliviousFetchOptions): ObliviousF
       return { error: new ProtocolError("CLIENT_ERR_RATE_LIMITED", `the relay is rate limiting this client: ${said}`, headers), resend: false, keyRefused: false };
     }
     if (res.status === 200) {
-      return { error: new ProtocolError("CLIENT_ERR_BAD_RESPONSE", `the relay answered 200 with ${mediaType(contentType) || "no content type"}`), resend: false, keyRefused: false };
+      return { error: new ProtocolError("CLIENT_ERR_BAD_RESPONSE", `the relay answered 200 with ${mediaTypeOf(contentType) || "no content type"}`), resend: false, keyRefused: false };
     }
     // 502/504: the gateway failed or was slow (it may have processed the request); 503: busy.
     const resend = res.status === 502 || res.status === 503 || res.status === 504;

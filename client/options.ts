@@ -61,15 +61,3 @@ export function sleep(ms: number): Promise<void> {
   });
 }
 
-/** `Cache-Control: max-age=N` in seconds, if present and sane. */
-export function maxAgeSec(cacheControl: string | null): number | undefined {
-  if (cacheControl === null) return undefined;
-  if (/(?:^|,)\s*no-(?:store|cache)\b/i.test(cacheControl)) return 0;
-  const m = /(?:^|,)\s*max-age\s*=\s*"?(\d{1,10})"?/i.exec(cacheControl);
-  return m === null ? undefined : Number(m[1]);
-}
-
-/** Media type without parameters, lowercased. */
-export function mediaType(contentType: string | null): string {
-  return (contentType ?? "").split(";")[0]!.trim().toLowerCase();
-}

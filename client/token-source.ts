@@ -13,6 +13,7 @@
 
 import { equalBytes, fromBase64Url } from "../core/bytes.js";
 import { ProtocolError, isProtocolError, wrapError } from "../core/errors.js";
+import { isMediaType } from "../core/http-fields.js";
 import {
   ISSUER_DIRECTORY_PATH,
   MEDIA_TYPES,
@@ -24,7 +25,7 @@ import {
 } from "../core/privacypass/index.js";
 import { Secret } from "../core/secret.js";
 import { readCapped } from "./key-source.js";
-import { defaultFetch, invalid, mediaType, nonNegativeInt, positiveInt, secureUrl, type FetchLike } from "./options.js";
+import { defaultFetch, invalid, nonNegativeInt, positiveInt, secureUrl, type FetchLike } from "./options.js";
 
 /** Defaults of the token source. */
 export const TOKEN_SOURCE_DEFAULTS = Object.freeze({
@@ -271,7 +272,7 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
       if (res.status === 422) directory = undefined;
       throw new ProtocolError("CLIENT_ERR_ISSUER_FAILED", `the issuer answered ${res.status} to a token request`);
     }
-    if (mediaType(res.headers.get("content-type")) !== MEDIA_TYPES.tokenResponse) {
+    if (!isMediaType(res.headers.get("content-type"), MEDIA_TYPES.tokenResponse)) {
       await res.body?.cancel().catch(() => {});
       throw new ProtocolError("CLIENT_ERR_ISSUER_FAILED", `the issuer's answer is not ${MEDIA_TYPES.tokenResponse}`);
     }

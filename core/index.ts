@@ -4,6 +4,7 @@
 export * from "./bytes.js";
 export * from "./errors.js";
 export * from "./problem.js";
+export * from "./http-fields.js";
 export * from "./secret.js";
 export * from "./bhttp/index.js";
 export * from "./ohttp/index.js";

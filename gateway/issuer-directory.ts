@@ -17,6 +17,7 @@
 
 import { ProtocolError } from "../core/errors.js";
 import { fromBase64Url, toHex } from "../core/bytes.js";
+import { maxAgeSec } from "../core/http-fields.js";
 import { TOKEN_TYPE, tokenKeyId } from "../core/privacypass/index.js";
 import { importBlindRsaTokenKey, type VerificationKey } from "../core/privacypass/verify-node.js";
 
@@ -114,15 +115,9 @@ export const defaultFetcher: DirectoryFetcher = async (url, init) => {
   return { status: res.status, headers: res.headers, body };
 };
 
-/** RFC 9111 §5.2.2: max-age (no-cache / no-store: revalidate every time), minus Age. */
+/** RFC 9111 §4.2.1: max-age (no-cache / no-store: revalidate every time), minus Age. */
 export function freshnessSec(headers: DirectoryResponse["headers"], o: typeof DIRECTORY_DEFAULTS): number {
-  const cc = (headers.get("cache-control") ?? "").toLowerCase();
-  let maxAge: number | undefined;
-  for (const part of cc.split(",")) {
-    const [k, v] = part.trim().split("=", 2) as [string, string | undefined];
-    if (k === "no-cache" || k === "no-store") maxAge = 0;
-    else if (k === "max-age" && maxAge === undefined && v !== undefined && /^"?\d+"?$/.test(v)) maxAge = Number(v.replace(/"/g, ""));
-  }
+  const maxAge = maxAgeSec(headers.get("cache-control"));
   const age = Number(headers.get("age") ?? "0");
   const fresh = (maxAge ?? o.defaultMaxAgeSec) - (Number.isFinite(age) && age > 0 ? age : 0);
   return Math.min(o.maxMaxAgeSec, Math.max(o.minMaxAgeSec, fresh));

@@ -1,15 +1,18 @@
-// What happens to a request once it is decapsulated (design.md "Request path (gateway)", steps 2-7).
-// Every answer from here on goes back sealed, so this never throws: errors become Binary HTTP
-// problem responses (RFC 9457) with the `taskid` member on DAP paths.
+// The gateway's request path for one `message/ohttp-req` body (docs/architecture.md, "Request
+// path (gateway)", steps 2-7), shared by the Fastify route (routes/gateway.ts) and the lean path
+// (routes/lean-gateway.ts), which do step 1 (method, media type, size). Decapsulation failures are
+// answered plain (RFC 9458 §5.2); every answer after decapsulation goes back sealed, so the inner
+// part never throws: errors become Binary HTTP problem responses (RFC 9457) with the `taskid`
+// member on DAP paths.
 //
-//   decodeRequest -> Expect check -> resolveTarget -> checkPolicy -> prepareUpstreamRequest
+//   decapsulateRequest -> decodeRequest -> Expect check -> resolveTarget -> checkPolicy -> prepareUpstreamRequest
 //     -> gate.admit (TOKEN GATE SEAM, gateway/gate-contract.ts)
-//     -> targets.forward -> ticket.settle(reached) -> the target's answer
+//     -> targets.forward -> ticket.settle(reached) -> the target's answer -> encapsulateResponse
 
-import { decodeRequest, type BhttpLimits, type BhttpRequest, type BhttpResponse, type Field } from "../core/bhttp/index.js";
+import { decodeRequest, encodeResponse, type BhttpLimits, type BhttpRequest, type BhttpResponse } from "../core/bhttp/index.js";
 import { ProtocolError } from "../core/errors.js";
-import { PROBLEM_MEDIA_TYPE, encodeProblem, toProblem } from "../core/problem.js";
-import { toProtocolError } from "../server/problem-handler.js";
+import { decapsulateRequest, type Keyring } from "../core/ohttp/index.js";
+import { renderProblem, toProtocolError } from "../server/problem-handler.js";
 import { safeError, type Logger } from "../server/logging.js";
 import type { PolicyName } from "./config.js";
 import type { Gate, GateTicket } from "./gate-contract.js";
@@ -40,13 +43,8 @@ export interface InnerResult {
 
 /** A sealed problem document: what the gateway says inside the encapsulated response. */
 export function problemResponse(e: unknown, taskId: string | undefined): BhttpResponse {
-  const err = toProtocolError(e);
-  const headers: Field[] = [
-    ["content-type", PROBLEM_MEDIA_TYPE],
-    ["cache-control", "no-store"],
-  ];
-  for (const [name, value] of Object.entries(err.headers)) headers.push([name.toLowerCase(), value]);
-  return { informational: [], status: err.status, headers, body: encodeProblem(toProblem(err, { taskId })), trailers: [] };
+  const p = renderProblem(e, taskId);
+  return { informational: [], status: p.status, headers: p.headers, body: p.body, trailers: [] };
 }
 
 function failed(e: unknown, taskId: string | undefined, log: RequestPathDeps["log"]): InnerResult {
@@ -96,4 +94,35 @@ export async function handleInnerRequest(inner: Uint8Array, deps: RequestPathDep
   }
   deps.onUpstream?.(target.entry.name, `${Math.floor(outcome.response.status / 100)}xx`);
   return { response: outcome.response, outcome: "forwarded" };
+}
+
+export interface EncapsulatedRequestDeps {
+  keys: Keyring;
+  path: RequestPathDeps;
+  /** Response nonces (RFC 9458 §4.4); default crypto.getRandomValues. */
+  randomBytes?: (n: number) => Uint8Array;
+  /** Counts decapsulations by key id (metrics: which keys are still in use). */
+  onDecapsulated?: (keyId: number) => void;
+}
+
+/** What goes out for one encapsulated request: the sealed answer, or a plain problem (before decapsulation). */
+export type OuterAnswer = { ok: true; sealed: Uint8Array; outcome: string } | { ok: false; error: unknown };
+
+/** Steps 2-7 for one `message/ohttp-req` body; shared by the Fastify route and the lean path. */
+export async function serveEncapsulatedRequest(body: Uint8Array, deps: EncapsulatedRequestDeps): Promise<OuterAnswer> {
+  // Step 2: decapsulate with the key named by the key id.
+  let decapsulated;
+  try {
+    decapsulated = await decapsulateRequest(deps.keys, body, deps.randomBytes === undefined ? {} : { randomBytes: deps.randomBytes });
+  } catch (e) {
+    return { ok: false, error: e };
+  }
+  deps.onDecapsulated?.(decapsulated.keyId);
+  // Steps 2-7: everything after this point is answered sealed.
+  const result = await handleInnerRequest(decapsulated.request, deps.path);
+  try {
+    return { ok: true, sealed: await decapsulated.response.encapsulateResponse(encodeResponse(result.response)), outcome: result.outcome };
+  } catch (e) {
+    return { ok: false, error: e };
+  }
 }

@@ -17,13 +17,15 @@ import { Server as TlsServer } from "node:tls";
 import type { FastifyInstance } from "fastify";
 import { Counter, Gauge } from "prom-client";
 import { ProtocolError } from "../core/errors.js";
+import { MEDIA_TYPES } from "../core/ohttp/index.js";
 import { Secret } from "../core/secret.js";
+import { RequestRecorder, drainStateOf } from "../server/lean-answers.js";
 import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
 import { safeError, type Logger } from "../server/logging.js";
 import { createMetrics, type HttpMetrics } from "../server/metrics.js";
 import { installCors, type CorsResource } from "../server/cors.js";
 import type { RelayConfig, RouteConfig } from "./config.js";
-import { Forwarder, Recorder, REQUEST_MEDIA_TYPE, type RelayRoute } from "./forward.js";
+import { Forwarder, type RelayRoute } from "./forward.js";
 import { Front } from "./front.js";
 import { KeyCache, fetchKeys } from "./key-cache.js";
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit.js";
@@ -176,9 +178,6 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
     routes.push({ path: r.path, upstream, keys });
   });
 
-  const forwarder = new Forwarder({ limiter, maxConcurrent: limits.maxConcurrentRequests, ipv6PrefixBits: config.rateLimit.ipv6PrefixBits });
-  const recorder = new Recorder(log, metrics);
-
   const app = createServerApp({
     listen: config.listen,
     limits,
@@ -186,9 +185,14 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
     metrics,
     ...(limiter !== undefined && config.rateLimit.store !== "memory" ? { readiness: { rateLimitStore: () => limiter.ping() } } : {}),
   });
+  // One drain state for both fronts and Fastify (server/lean-answers.ts): while stopping, answers
+  // close their connections; once closing, new requests get 503.
+  const drain = drainStateOf(app);
+  const forwarder = new Forwarder({ drain, limiter, maxConcurrent: limits.maxConcurrentRequests, ipv6PrefixBits: config.rateLimit.ipv6PrefixBits });
+  const recorder = new RequestRecorder(log, metrics, { batch: true });
   // Only encapsulated requests are ever parsed: no JSON or text bodies from clients.
   app.removeAllContentTypeParsers();
-  acceptBinaryBody(app, REQUEST_MEDIA_TYPE);
+  acceptBinaryBody(app, MEDIA_TYPES.request);
   // Opt-in CORS for browser clients (server/cors.ts): the relay's own response headers only.
   const corsResources: CorsResource[] = [];
   for (const route of routes) {
@@ -197,7 +201,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   }
   const cors = installCors(app, config.cors, corsResources);
   for (const route of routes) {
-    registerForwardRoute(app, route, { forwarder, ...(cors === undefined ? {} : { cors }) });
+    registerForwardRoute(app, route, { forwarder, drain, ...(cors === undefined ? {} : { cors }) });
     if (route.keys !== undefined) registerKeysRoute(app, route.path, route.keys, { forwarder });
   }
 
@@ -205,7 +209,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   if (config.fastPath) {
     front = installFront(
       app,
-      (handoff) => new Front({ routes: new Map(routes.map((r) => [r.path, r])), forwarder, recorder, limits, handoff, handOffOrigin: cors !== undefined }),
+      (handoff) => new Front({ routes: new Map(routes.map((r) => [r.path, r])), forwarder, recorder, drain, limits, handoff, handOffOrigin: cors !== undefined }),
     );
   }
 
@@ -233,12 +237,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   app.addHook("onReady", async () => {
     for (const r of routes) r.keys?.prefetch();
   });
-  // server/lifecycle.ts drains a cluster worker before closing: answers close their connections.
-  app.server.once("veil:drain", () => {
-    forwarder.draining = true;
-  });
   app.addHook("preClose", async () => {
-    forwarder.closing = true;
     if (front !== undefined) {
       front.closeIdle();
       const f = front;

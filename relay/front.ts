@@ -21,16 +21,22 @@ import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { ProtocolError } from "../core/errors.js";
+import { isMediaType } from "../core/http-fields.js";
+import { MEDIA_TYPES } from "../core/ohttp/index.js";
+import type { DrainState, RequestRecorder } from "../server/lean-answers.js";
+import { renderProblem } from "../server/problem-handler.js";
 import type { RelayLimits } from "./config.js";
-import { REQUEST_MEDIA_TYPE, renderProblem, type Forwarder, type Recorder, type RelayRoute } from "./forward.js";
-import { isMediaType, parseCanonicalPost } from "./http1.js";
+import type { Forwarder, RelayRoute } from "./forward.js";
+import { parseCanonicalPost } from "./http1.js";
 import type { UpstreamAnswer } from "./upstream.js";
 
 export interface FrontOptions {
   /** Route path (exact request-target) -> route. */
   routes: ReadonlyMap<string, RelayRoute>;
   forwarder: Forwarder;
-  recorder: Recorder;
+  recorder: RequestRecorder;
+  /** The server's drain state: while stopping, every answer closes its connection. */
+  drain: DrainState;
   limits: Pick<RelayLimits, "maxRequestBytes" | "maxHeaderBytes" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs">;
   /** Gives a connection to node:http (its connection listener). */
   handoff: (socket: Socket) => void;
@@ -182,7 +188,7 @@ export class Front {
     };
   }
 
-  /** Shutdown: idle connections close now, busy ones after their answer (forwarder.closing). */
+  /** Shutdown: idle connections close now, busy ones after their answer (the drain state). */
   closeIdle(): void {
     for (const c of this.#conns) if (c.state === State.Idle) this.#close(c);
   }
@@ -264,8 +270,8 @@ export class Front {
   }
 
   #dispatch(c: Conn, body: Buffer): void {
-    if (!isMediaType(c.contentType, REQUEST_MEDIA_TYPE)) {
-      return this.#reject(c, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${REQUEST_MEDIA_TYPE}`), false);
+    if (!isMediaType(c.contentType, MEDIA_TYPES.request)) {
+      return this.#reject(c, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request}`), false);
     }
     // RFC 9458 §5: a relay MAY reject obviously invalid requests, such as an empty one.
     if (body.length === 0) return this.#reject(c, new ProtocolError("HTTP_ERR_BAD_REQUEST", "the request is empty"), false);
@@ -283,24 +289,25 @@ export class Front {
   #reject(c: Conn, err: ProtocolError, close: boolean): void {
     const p = renderProblem(err);
     let head = "";
-    for (const [k, v] of p.headers) head += `${k}: ${v}\r\n`;
+    // Connection is this front's to decide (#respond).
+    for (const [k, v] of p.headers) if (k !== "connection") head += `${k}: ${v}\r\n`;
     this.#respond(c, p.status, head, p.body, err.code, close);
   }
 
   /** Writes the answer in one go, records it, then reads the next request or closes. */
-  #respond(c: Conn, status: number, fields: string, body: Buffer, outcome: string, forceClose: boolean): void {
+  #respond(c: Conn, status: number, fields: string, body: Uint8Array, outcome: string, forceClose: boolean): void {
     const route = c.label;
     const durationMs = performance.now() - c.startedAt;
     if (c.state === State.Gone || c.socket.destroyed) {
       this.#o.recorder.record(route, "POST", status, "client_closed", durationMs);
       return;
     }
-    const close = forceClose || c.closeAfter || c.ended || this.#o.forwarder.closing || this.#o.forwarder.draining;
+    const close = forceClose || c.closeAfter || c.ended || this.#o.drain.closesConnections;
     const head = `${statusLine(status)}${fields}content-length: ${body.length}\r\n${close ? "connection: close\r\n" : ""}\r\n`;
     // One buffer, one write: head (latin1: the gateway's Content-Type bytes as received) then body.
     const out = Buffer.allocUnsafe(head.length + body.length);
     out.write(head, 0, "latin1");
-    body.copy(out, head.length);
+    out.set(body, head.length);
     c.socket.write(out);
     this.#o.recorder.record(route, "POST", status, outcome, durationMs);
     c.route = undefined;

@@ -11,6 +11,7 @@
 //   Anything malformed is RELAY_ERR_UPSTREAM_INVALID (502) and the connection is not reused.
 
 import { ProtocolError } from "../core/errors.js";
+import { trimOws } from "../core/http-fields.js";
 
 export interface CanonicalPost {
   /** The request-target as sent (origin-form). */
@@ -28,15 +29,6 @@ export interface CanonicalPost {
 // colon, values of HTAB/SP/VCHAR/obs-text (no CTL, so no bare CR or LF and no obs-fold line).
 const CANONICAL_POST_HEAD = /^POST (\/[!-~]*) HTTP\/1\.1((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*)*)$/;
 const DIGITS = /^[0-9]{1,15}$/;
-
-/** Trims optional whitespace (SP / HTAB) around a field value. */
-function trimOws(v: string): string {
-  let a = 0;
-  let b = v.length;
-  while (a < b && (v.charCodeAt(a) === 0x20 || v.charCodeAt(a) === 0x09)) a++;
-  while (b > a && (v.charCodeAt(b - 1) === 0x20 || v.charCodeAt(b - 1) === 0x09)) b--;
-  return a === 0 && b === v.length ? v : v.slice(a, b);
-}
 
 function hasToken(list: string, token: string): boolean {
   for (const part of list.split(",")) if (trimOws(part).toLowerCase() === token) return true;
@@ -96,13 +88,6 @@ export function parseCanonicalPost(head: string): CanonicalPost | undefined {
   return origin === undefined ? { target, contentLength, contentType, close } : { target, contentLength, contentType, close, origin };
 }
 
-/** Is `value` the media type message/ohttp-req (case-insensitive, parameters ignored)? */
-export function isMediaType(value: string | undefined, mediaType: string): boolean {
-  if (value === undefined) return false;
-  const semi = value.indexOf(";");
-  const type = semi < 0 ? value : value.slice(0, semi);
-  return trimOws(type).toLowerCase() === mediaType;
-}
 
 export interface ResponseLimits {
   maxHeaderBytes: number;

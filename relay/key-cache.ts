@@ -15,8 +15,8 @@ import { createHash } from "node:crypto";
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { ProtocolError } from "../core/errors.js";
+import { isMediaType, maxAgeSec } from "../core/http-fields.js";
 import type { KeyCacheConfig } from "./config.js";
-import { isMediaType } from "./http1.js";
 
 export const KEYS_MEDIA_TYPE = "application/ohttp-keys";
 
@@ -111,22 +111,6 @@ interface Entry {
   expiresAt: number;
 }
 
-/** Cache-Control max-age (or 0 for no-store / no-cache), if present. */
-export function maxAgeOf(cacheControl: string | undefined): number | undefined {
-  if (cacheControl === undefined) return undefined;
-  let result: number | undefined;
-  for (const part of cacheControl.split(",")) {
-    const [rawName, rawValue] = part.split("=", 2) as [string, string | undefined];
-    const name = rawName.trim().toLowerCase();
-    if (name === "no-store" || name === "no-cache") return 0;
-    if (name === "max-age" && rawValue !== undefined) {
-      const v = rawValue.trim().replace(/^"(.*)"$/, "$1");
-      if (/^\d{1,10}$/.test(v)) result = Number(v);
-    }
-  }
-  return result;
-}
-
 /**
  * Checks the framing of an application/ohttp-keys body: one or more key configurations, each with
  * a 2-byte length prefix, nothing left over (RFC 9458 §3.2: clients discard a collection that is not
@@ -219,9 +203,9 @@ export class KeyCache {
     const type = res.headers["content-type"];
     if (!isMediaType(type, KEYS_MEDIA_TYPE)) throw unavailable(`the gateway's answer is not ${KEYS_MEDIA_TYPE}`);
     if (!checkKeysFraming(res.body)) throw unavailable("the gateway's key configurations are malformed");
-    const declared = maxAgeOf(res.headers["cache-control"]);
-    const maxAgeSec = Math.min(config.maxMaxAgeSec, Math.max(config.minMaxAgeSec, declared ?? config.defaultMaxAgeSec));
+    const declared = maxAgeSec(res.headers["cache-control"]);
+    const freshSec = Math.min(config.maxMaxAgeSec, Math.max(config.minMaxAgeSec, declared ?? config.defaultMaxAgeSec));
     const etag = `"${createHash("sha256").update(res.body).digest("base64url").slice(0, 32)}"`;
-    return { body: res.body, etag, expiresAt: this.#now() + maxAgeSec * 1000 };
+    return { body: res.body, etag, expiresAt: this.#now() + freshSec * 1000 };
   }
 }

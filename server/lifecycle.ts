@@ -10,6 +10,7 @@ import { createServer as createHttpsServer } from "node:https";
 import Fastify, { LogController, type FastifyInstance, type RawServerDefault } from "fastify";
 import { ProtocolError } from "../core/errors.js";
 import type { HttpLimits, ListenConfig } from "./config.js";
+import { drainStateOf } from "./lean-answers.js";
 import { logRequest, safeError, type Logger } from "./logging.js";
 import type { HttpMetrics } from "./metrics.js";
 import { installProblemHandler, sendProblem } from "./problem-handler.js";
@@ -98,19 +99,15 @@ export function inFlightLimiterOf(app: FastifyInstance): InFlightLimiter | undef
   return LIMITERS.get(app);
 }
 
-/** Servers that are draining: their answers carry Connection: close. */
-const DRAINING = new WeakSet<object>();
-
 /**
  * In a cluster worker (`--workers N`), stopping must not fail a single request, because the other
  * workers take over the port: stop accepting connections but keep serving the open ones, each
- * answer closing its connection; idle keep-alive connections end by their keep-alive timeout
- * (clients use a shorter one, so neither side races the other). node's server.close() instead
- * closes idle connections at once, which races a client that is just sending a request on one.
- * Resolves when no connection is left, or after `graceMs`.
+ * answer closing its connection (the drain state); idle keep-alive connections end by their
+ * keep-alive timeout (clients use a shorter one, so neither side races the other). node's
+ * server.close() instead closes idle connections at once, which races a client that is just
+ * sending a request on one. Resolves when no connection is left, or after `graceMs`.
  */
-async function drain(server: Server, graceMs: number): Promise<void> {
-  markDraining(server);
+async function drainConnections(server: Server, graceMs: number): Promise<void> {
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, graceMs);
     timer.unref();
@@ -121,17 +118,6 @@ async function drain(server: Server, graceMs: number): Promise<void> {
       resolve();
     });
   });
-}
-
-/**
- * From now on every answer closes its connection (Connection: close), in Fastify and in the lean
- * paths components serve themselves (they listen for "veil:drain"). Without it, node answers a
- * request that was in flight at close() with keep-alive, and the process lingers until the
- * client's idle connection times out.
- */
-function markDraining(server: Server): void {
-  DRAINING.add(server);
-  server.emit("veil:drain");
 }
 
 /** A Fastify app with Veil's shared plumbing installed; components add their routes. */
@@ -153,6 +139,7 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
 
   app.decorateRequest("veilOutcome", "");
   installProblemHandler(app);
+  const drain = drainStateOf(app);
 
   const limiter = new InFlightLimiter(limits.maxConcurrentRequests);
   LIMITERS.set(app, limiter);
@@ -165,11 +152,14 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
     reply.raw.once("close", release);
     done();
   });
-  // Draining (markDraining): this answer closes its connection, also for a request that was in
-  // flight when the drain began; the client's next request opens a new connection, which another
-  // worker accepts (or which is refused once the server has stopped).
-  app.addHook("onSend", (request, reply, payload, done) => {
-    if (DRAINING.has(request.server.server)) reply.header("connection", "close");
+  // Stopping (runServer's stop, or app.close()): this answer closes its connection, also for a
+  // request that was in flight when the stop began; the client's next request opens a new
+  // connection, which another worker or replica accepts (or which is refused once the server has
+  // stopped). Without it, node answers such a request with keep-alive, and the process lingers
+  // until the client's idle connection times out. Lean paths read the same state
+  // (server/lean-answers.ts).
+  app.addHook("onSend", (_request, reply, payload, done) => {
+    if (drain.closesConnections) reply.header("connection", "close");
     done(null, payload);
   });
   app.addHook("onResponse", (request, reply, done) => {
@@ -225,6 +215,7 @@ export async function runServer(
   app: FastifyInstance,
   options: { listen: ListenConfig; shutdownGraceMs: number; log: Logger; onClose?: () => Promise<void>; handleSignals?: boolean },
 ): Promise<RunningServer> {
+  const drain = drainStateOf(app);
   await app.listen({ host: options.listen.host, port: options.listen.port });
   const address = app.server.address();
   const port = typeof address === "object" && address !== null ? address.port : options.listen.port;
@@ -240,8 +231,8 @@ export async function runServer(
       }, options.shutdownGraceMs);
       timer.unref();
       try {
-        if (cluster.isWorker) await drain(app.server, options.shutdownGraceMs);
-        else markDraining(app.server);
+        drain.drain();
+        if (cluster.isWorker) await drainConnections(app.server, options.shutdownGraceMs);
         await app.close();
         await options.onClose?.();
       } catch (e) {

@@ -3,7 +3,7 @@
 // through `logRequest` with a fixed set of fields, and errors are reduced to their code and name
 // (a foreign error's message can quote input, e.g. JSON.parse's, so it is not logged).
 
-import { pino, type Logger, type DestinationStream } from "pino";
+import { destination as pinoDestination, pino, type Logger, type DestinationStream } from "pino";
 import { isProtocolError } from "../core/errors.js";
 
 export type { Logger } from "pino";
@@ -44,11 +44,26 @@ export function createLogger(component: string, options: LoggerOptions = {}): Lo
       censor: "[redacted]",
     },
   };
-  if (options.destination !== undefined) return pino(pinoOptions, options.destination);
-  if (process.stdout.isTTY) {
+  if (options.destination === undefined && process.stdout.isTTY) {
     return pino({ ...pinoOptions, transport: { target: "pino-pretty", options: { colorize: true, ignore: "pid,hostname" } } });
   }
-  return pino(pinoOptions);
+  // pino's own default destination (stdout, asynchronous), made here so that it can be registered.
+  const destination = options.destination ?? pinoDestination({ dest: process.stdout.fd || 1 });
+  const log = pino(pinoOptions, destination);
+  LINE_SINKS.set(log, destination);
+  return log;
+}
+
+const LINE_SINKS = new WeakMap<Logger, DestinationStream>();
+
+/**
+ * The stream a logger made by createLogger writes its lines to, for the one caller that formats a
+ * fixed-shape request line itself (server/lean-answers.ts, where pino's generic serialisation cost
+ * more than the request's own work); undefined for any other logger (a child, a pretty-printing
+ * terminal logger), which then gets its lines through pino as usual.
+ */
+export function lineSinkOf(log: Logger): DestinationStream | undefined {
+  return LINE_SINKS.get(log);
 }
 
 export interface RequestLogLine {

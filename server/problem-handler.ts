@@ -30,16 +30,37 @@ export function toProtocolError(e: unknown): ProtocolError {
   return wrapError(e, "INTERNAL_ERR");
 }
 
+/** A problem document ready to send: status, header fields (names lowercased) and body. */
+export interface RenderedProblem {
+  /** The catalogue error it renders (its code is the request's outcome word). */
+  err: ProtocolError;
+  status: number;
+  headers: [string, string][];
+  body: Uint8Array;
+}
+
+/**
+ * The one rendering of an error as an RFC 9457 problem document, whichever way it leaves: through
+ * Fastify (sendProblem), written raw by a lean path (server/lean-answers.ts), or sealed inside an
+ * encapsulated response (gateway/request-path.ts). Never cached; `taskId` adds DAP's member.
+ */
+export function renderProblem(e: unknown, taskId?: string): RenderedProblem {
+  const err = toProtocolError(e);
+  const headers: [string, string][] = [
+    ["content-type", PROBLEM_MEDIA_TYPE],
+    ["cache-control", "no-store"],
+  ];
+  for (const [name, value] of Object.entries(err.headers)) headers.push([name.toLowerCase(), value]);
+  return { err, status: err.status, headers, body: encodeProblem(toProblem(err, { taskId })) };
+}
+
 /** Sends `e` as a plain problem document (the status and headers from the catalogue). */
 export function sendProblem(reply: FastifyReply, e: unknown, taskId?: string): FastifyReply {
-  const err = toProtocolError(e);
-  reply.request.veilOutcome = err.code;
-  return reply
-    .code(err.status)
-    .headers(err.headers)
-    .header("content-type", PROBLEM_MEDIA_TYPE)
-    .header("cache-control", "no-store")
-    .send(Buffer.from(encodeProblem(toProblem(err, { taskId }))));
+  const p = renderProblem(e, taskId);
+  reply.request.veilOutcome = p.err.code;
+  reply.code(p.status);
+  for (const [name, value] of p.headers) reply.header(name, value);
+  return reply.send(Buffer.from(p.body.buffer, p.body.byteOffset, p.body.byteLength));
 }
 
 export function installProblemHandler(app: FastifyInstance): void {

@@ -7,48 +7,15 @@
 // After decapsulation the answer is always a 200 `message/ohttp-res` (request-path.ts).
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { encodeResponse } from "../../core/bhttp/index.js";
 import { ProtocolError } from "../../core/errors.js";
-import { MEDIA_TYPES, decapsulateRequest, type Keyring } from "../../core/ohttp/index.js";
+import { isMediaType } from "../../core/http-fields.js";
+import { MEDIA_TYPES } from "../../core/ohttp/index.js";
 import { acceptBinaryBody } from "../../server/lifecycle.js";
 import { methodNotAllowed, sendProblem } from "../../server/problem-handler.js";
-import { handleInnerRequest, type RequestPathDeps } from "../request-path.js";
+import { serveEncapsulatedRequest, type EncapsulatedRequestDeps } from "../request-path.js";
 
-export interface GatewayRouteDeps {
-  keys: Keyring;
-  path: RequestPathDeps;
+export interface GatewayRouteDeps extends EncapsulatedRequestDeps {
   maxRequestBytes: number;
-  /** Response nonces (RFC 9458 §4.4); default crypto.getRandomValues. */
-  randomBytes?: (n: number) => Uint8Array;
-  /** Counts decapsulations by key id (metrics: which keys are still in use). */
-  onDecapsulated?: (keyId: number) => void;
-}
-
-/** The media type without parameters, lowercased. */
-export function mediaType(header: string | undefined): string {
-  return (header ?? "").split(";")[0]!.trim().toLowerCase();
-}
-
-/** What goes out for one encapsulated request: the sealed answer, or a plain problem (before decapsulation). */
-export type OuterAnswer = { ok: true; sealed: Uint8Array; outcome: string } | { ok: false; error: unknown };
-
-/** Steps 2-7 for one `message/ohttp-req` body; shared by the Fastify route and the lean path. */
-export async function serveEncapsulatedRequest(body: Uint8Array, deps: GatewayRouteDeps): Promise<OuterAnswer> {
-  // Step 2: decapsulate with the key named by the key id.
-  let decapsulated;
-  try {
-    decapsulated = await decapsulateRequest(deps.keys, body, deps.randomBytes === undefined ? {} : { randomBytes: deps.randomBytes });
-  } catch (e) {
-    return { ok: false, error: e };
-  }
-  deps.onDecapsulated?.(decapsulated.keyId);
-  // Steps 2-7: everything after this point is answered sealed.
-  const result = await handleInnerRequest(decapsulated.request, deps.path);
-  try {
-    return { ok: true, sealed: await decapsulated.response.encapsulateResponse(encodeResponse(result.response)), outcome: result.outcome };
-  } catch (e) {
-    return { ok: false, error: e };
-  }
 }
 
 export function registerGatewayRoute(app: FastifyInstance, deps: GatewayRouteDeps): void {
@@ -58,7 +25,7 @@ export function registerGatewayRoute(app: FastifyInstance, deps: GatewayRouteDep
     { bodyLimit: deps.maxRequestBytes },
     async (request: FastifyRequest, reply: FastifyReply) => {
       // Step 1: outer checks (Fastify already refused other media types with a body, and sizes).
-      if (mediaType(request.headers["content-type"]) !== MEDIA_TYPES.request) {
+      if (!isMediaType(request.headers["content-type"], MEDIA_TYPES.request)) {
         return sendProblem(reply, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `Content-Type must be ${MEDIA_TYPES.request}`));
       }
       const raw = request.body;

@@ -3,7 +3,7 @@
 // served straight from node:http's request event, before Fastify. Every other request (other
 // paths and methods, chunked or oversized bodies, other media types, /ohttp-keys, health, metrics)
 // goes to Fastify unchanged, which answers them exactly as before (routes/gateway.ts serves
-// non-canonical POSTs with the same function, serveEncapsulatedRequest).
+// non-canonical POSTs with the same function, request-path.ts's serveEncapsulatedRequest).
 //
 // Why: Fastify's routing, hooks, per-request child logger, content-type parser and reply pipeline
 // cost about as much CPU per request as the whole pass-through proxy the gateway is measured
@@ -11,20 +11,21 @@
 // is kept here: node:http's limits (header size, headers and request timeouts, keep-alive) still
 // apply, the body is capped by Content-Length before it is read, the concurrency cap applies, the
 // answer is one write, and the request gets the same log line and metrics as in
-// server/lifecycle.ts (route "/gateway", method, status, outcome, duration; nothing else).
+// server/lifecycle.ts (route "/gateway", method, status, outcome, duration; nothing else), written
+// by server/lean-answers.ts as for every answer served outside Fastify.
 
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import type { FastifyInstance } from "fastify";
-import { symbols } from "pino";
 import { ProtocolError } from "../../core/errors.js";
+import { isMediaType } from "../../core/http-fields.js";
 import { MEDIA_TYPES } from "../../core/ohttp/index.js";
-import { PROBLEM_MEDIA_TYPE, encodeProblem, toProblem } from "../../core/problem.js";
+import { RequestRecorder, drainStateOf, writeAnswer, writeProblem } from "../../server/lean-answers.js";
 import { InFlightLimiter, inFlightLimiterOf } from "../../server/lifecycle.js";
-import { logRequest, safeError, type Logger } from "../../server/logging.js";
+import { safeError, type Logger } from "../../server/logging.js";
 import type { HttpMetrics } from "../../server/metrics.js";
-import { toProtocolError } from "../../server/problem-handler.js";
-import { mediaType, type OuterAnswer } from "./gateway.js";
+import { renderProblem } from "../../server/problem-handler.js";
+import type { OuterAnswer } from "../request-path.js";
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -46,54 +47,7 @@ export function isCanonicalGatewayPost(req: IncomingMessage, maxRequestBytes: nu
   if (h["transfer-encoding"] !== undefined || h.expect !== undefined) return false;
   const length = h["content-length"];
   if (length === undefined || !/^\d{1,9}$/.test(length) || Number(length) > maxRequestBytes) return false;
-  return mediaType(h["content-type"]) === MEDIA_TYPES.request;
-}
-
-/**
- * One log line and the request metrics, as server/lifecycle.ts's onResponse hook records them.
- * Metric children are cached per (outcome, status): label hashing per request is measurable. The
- * log line has a fixed shape (route pattern, method, status, outcome word, duration: nothing from
- * the client), so it is written to the logger's own stream as the exact JSON that `logRequest`
- * produces through pino (a unit test holds the two equal), without pino's generic serialisation
- * and redaction walk, which cost more per request than the gateway's Binary HTTP and policy work
- * together (bench/gateway.ts --profile).
- */
-export class RequestRecorder {
-  readonly #children = new Map<string, { inc(): void; observe(s: number): void; fields: string }>();
-  readonly #log: Logger;
-  readonly #metrics: HttpMetrics;
-  readonly #stream: { write(line: string): unknown } | undefined;
-  readonly #head: string;
-
-  constructor(log: Logger, metrics: HttpMetrics) {
-    this.#log = log;
-    this.#metrics = metrics;
-    const stream = (log as unknown as Record<symbol, unknown>)[symbols.streamSym] as { write?: unknown } | undefined;
-    this.#stream = typeof stream?.write === "function" ? (stream as { write(line: string): unknown }) : undefined;
-    this.#head = `{"level":${log.levels.values.info},"time":`;
-  }
-
-  record(status: number, outcome: string, durationMs: number): void {
-    const key = `${outcome}\n${status}`;
-    let c = this.#children.get(key);
-    if (c === undefined) {
-      const counter = this.#metrics.requests.labels({ route: ROUTE, outcome, status: String(status) });
-      const histogram = this.#metrics.duration.labels({ route: ROUTE });
-      const bindings = JSON.stringify(this.#log.bindings()).slice(1, -1);
-      const fields =
-        `${bindings === "" ? "" : `,${bindings}`},"route":${JSON.stringify(ROUTE)},"method":"POST",` +
-        `"status":${status},"outcome":${JSON.stringify(outcome)},"durationMs":`;
-      c = { inc: () => counter.inc(), observe: (s) => histogram.observe(s), fields };
-      this.#children.set(key, c);
-    }
-    c.inc();
-    c.observe(durationMs / 1000);
-    if (this.#stream === undefined) {
-      logRequest(this.#log, { route: ROUTE, method: "POST", status, outcome, durationMs });
-    } else if (this.#log.isLevelEnabled("info")) {
-      this.#stream.write(`${this.#head}${Date.now()}${c.fields}${Math.round(durationMs * 100) / 100},"msg":"request"}\n`);
-    }
-  }
+  return isMediaType(h["content-type"], MEDIA_TYPES.request);
 }
 
 /** Puts the lean path in front of Fastify's request handler on `app.server`. */
@@ -106,33 +60,20 @@ export function installLeanGatewayPath(app: FastifyInstance, o: LeanPathOptions)
   const recorder = new RequestRecorder(o.log, o.metrics);
   // The app's own cap (server/lifecycle.ts): lean and Fastify-served requests share one counter.
   const limiter = inFlightLimiterOf(app) ?? new InFlightLimiter(o.maxConcurrentRequests);
-  let closing = false;
-  app.addHook("preClose", async () => {
-    closing = true;
-  });
-  // A cluster worker drains before it closes (server/lifecycle.ts): its answers close their
-  // connections from then on, so clients move to the other workers without a failed request.
-  server.once("veil:drain", () => {
-    closing = true;
-  });
+  // Stopping: answers close their connections, as Fastify's do (server/lean-answers.ts).
+  const drain = drainStateOf(app);
 
-  const answer = (res: ServerResponse, started: number, status: number, headers: Record<string, string>, body: Uint8Array, outcome: string): void => {
-    // Stopping (app.close()) or draining as a cluster worker (server/lifecycle.ts closes the
-    // listener first): this answer closes its connection, so the client's next request goes to a
-    // server that stays, as Fastify's routes do.
-    if (closing) headers.connection = "close";
-    headers["content-length"] = String(body.length);
-    res.writeHead(status, headers);
-    res.end(body);
-    recorder.record(status, outcome, performance.now() - started);
+  const sealed = (res: ServerResponse, started: number, a: { sealed: Uint8Array; outcome: string }): void => {
+    // RFC 9458 §5: the outer response carries only what it needs: 200, content type, content.
+    writeAnswer(res, drain, 200, { "content-type": MEDIA_TYPES.response }, a.sealed);
+    recorder.record(ROUTE, "POST", 200, a.outcome, performance.now() - started);
   };
 
   const problem = (res: ServerResponse, started: number, e: unknown): void => {
-    const err = toProtocolError(e);
-    if (err.code === "INTERNAL_ERR") o.log.error({ err: safeError(e) }, "unexpected error");
-    const headers: Record<string, string> = { "content-type": PROBLEM_MEDIA_TYPE, "cache-control": "no-store" };
-    for (const [k, v] of Object.entries(err.headers)) headers[k.toLowerCase()] = v;
-    answer(res, started, err.status, headers, encodeProblem(toProblem(err)), err.code);
+    const p = renderProblem(e);
+    if (p.err.code === "INTERNAL_ERR") o.log.error({ err: safeError(e) }, "unexpected error");
+    writeProblem(res, drain, p);
+    recorder.record(ROUTE, "POST", p.status, p.err.code, performance.now() - started);
   };
 
   const serveLean = (req: IncomingMessage, res: ServerResponse): void => {
@@ -163,12 +104,8 @@ export function installLeanGatewayPath(app: FastifyInstance, o: LeanPathOptions)
       }
       o.serve(new Uint8Array(body.buffer, body.byteOffset, read)).then(
         (a) => {
-          if (!a.ok) {
-            problem(res, started, a.error);
-            return;
-          }
-          // RFC 9458 §5: the outer response carries only what it needs: 200, content type, content.
-          answer(res, started, 200, { "content-type": MEDIA_TYPES.response }, a.sealed, a.outcome);
+          if (a.ok) sealed(res, started, a);
+          else problem(res, started, a.error);
         },
         (e: unknown) => problem(res, started, e),
       );

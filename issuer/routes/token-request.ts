@@ -6,8 +6,9 @@
 // message out of range or not a group element: RFC 9578 "MUST return ... 422"), then the quota
 // (429 + Retry-After; a refused request costs no quota), then signing.
 
-import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { FastifyInstance } from "fastify";
 import { ProtocolError, isProtocolError } from "../../core/errors.js";
+import { isMediaType } from "../../core/http-fields.js";
 import { MEDIA_TYPES, decodeTokenRequest, peekTokenRequestType } from "../../core/privacypass/issuance.js";
 import { methodNotAllowed } from "../../server/problem-handler.js";
 import type { QuotaAttester } from "../attester.js";
@@ -22,14 +23,10 @@ export interface TokenRequestRouteOptions {
   onIssued(tokenType: number): void;
 }
 
-function mediaType(request: FastifyRequest): string {
-  return (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
-}
-
 export function registerTokenRequestRoute(app: FastifyInstance, options: TokenRequestRouteOptions): void {
   const { keys, attester } = options;
   app.post(TOKEN_REQUEST_PATH, async (request, reply) => {
-    if (mediaType(request) !== MEDIA_TYPES.tokenRequest || !Buffer.isBuffer(request.body)) {
+    if (!isMediaType(request.headers["content-type"], MEDIA_TYPES.tokenRequest) || !Buffer.isBuffer(request.body)) {
       throw new ProtocolError("HTTP_ERR_MEDIA_TYPE", `send ${MEDIA_TYPES.tokenRequest}`);
     }
     const credential = attester.authenticate(request.headers.authorization);

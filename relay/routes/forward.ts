@@ -6,16 +6,18 @@
 
 import type { FastifyInstance } from "fastify";
 import { ProtocolError } from "../../core/errors.js";
+import { isMediaType } from "../../core/http-fields.js";
+import { MEDIA_TYPES } from "../../core/ohttp/index.js";
 import type { CorsPolicy } from "../../server/cors.js";
+import { writeAnswer, type DrainState } from "../../server/lean-answers.js";
 import { methodNotAllowed, sendProblem } from "../../server/problem-handler.js";
-import { REQUEST_MEDIA_TYPE, type Forwarder, type RelayRoute } from "../forward.js";
-import { isMediaType } from "../http1.js";
+import type { Forwarder, RelayRoute } from "../forward.js";
 import type { UpstreamAnswer } from "../upstream.js";
 
-export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, deps: { forwarder: Forwarder; cors?: CorsPolicy }): void {
+export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, deps: { forwarder: Forwarder; drain: DrainState; cors?: CorsPolicy }): void {
   app.post(route.path, async (request, reply) => {
-    if (!isMediaType(request.headers["content-type"], REQUEST_MEDIA_TYPE)) {
-      return sendProblem(reply, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${REQUEST_MEDIA_TYPE}`));
+    if (!isMediaType(request.headers["content-type"], MEDIA_TYPES.request)) {
+      return sendProblem(reply, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request}`));
     }
     const body = request.body;
     // RFC 9458 §5: a relay MAY reject obviously invalid requests, such as an empty one.
@@ -24,23 +26,21 @@ export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, de
     const result = await new Promise<{ err: ProtocolError | undefined; answer: UpstreamAnswer | undefined }>((resolve) => {
       deps.forwarder.forward(route, address, body, (err, answer) => resolve({ err, answer }));
     });
-    if (result.err !== undefined) {
-      if (result.err.code === "HTTP_ERR_UNAVAILABLE") reply.header("connection", "close");
-      return sendProblem(reply, result.err);
-    }
-    // Only the status, Content-Type and Content-Length of the gateway's answer: written directly,
-    // because Fastify would add a Content-Type of its own to an answer that has none.
+    // (A 503 while closing carries Connection: close from the catalogue error.)
+    if (result.err !== undefined) return sendProblem(reply, result.err);
+    // Only the status, Content-Type and Content-Length of the gateway's answer: written directly
+    // (server/lean-answers.ts, with Connection: close while stopping, as Fastify's onSend hook
+    // would add), because Fastify would add a Content-Type of its own to an answer that has none.
     const answer = result.answer!;
     // The log line and metrics come from the shared onResponse hook (it runs for hijacked replies).
     request.veilOutcome = "forwarded";
     reply.hijack();
-    const headers: Record<string, string | number> = { "content-length": answer.body.length };
+    const headers: Record<string, string> = {};
     if (answer.contentType !== undefined) headers["content-type"] = answer.contentType;
     // An allowed browser origin (relay/app.ts; the lean front hands such requests to Fastify).
     const origin = deps.cors?.allowed(request.headers.origin);
     if (origin !== undefined) Object.assign(headers, deps.cors!.responseHeaders(origin, ["retry-after"]));
-    reply.raw.writeHead(answer.status, headers);
-    reply.raw.end(answer.body);
+    writeAnswer(reply.raw, deps.drain, answer.status, headers, answer.body);
     return reply;
   });
   methodNotAllowed(app, route.path, ["POST"]);

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { toBhttpRequest, toOutgoingRequest, toResponse } from "../../../client/messages.js";
-import { isLoopbackHost, maxAgeSec, secureUrl } from "../../../client/options.js";
+import { isLoopbackHost, secureUrl } from "../../../client/options.js";
 import { createObliviousFetch, createTokenSource } from "../../../client/index.js";
 import { ProtocolError } from "../../../core/errors.js";
 import { startStandIn, type StandIn } from "../../helpers/client-stand-in.js";
@@ -45,14 +45,6 @@ describe("client options", () => {
     for (const h of ["128.0.0.1", "localhost.example", "10.0.0.1", "[::2]", "127.0.0.1.example"]) expect(isLoopbackHost(h)).toBe(false);
     expect(secureUrl("relay", "http://[::1]:8080/r").port).toBe("8080");
     expect(() => secureUrl("relay", "http://10.0.0.1/r")).toThrow(/relay: must be an https URL/);
-  });
-
-  it("reads max-age from Cache-Control, and no-store/no-cache as 0", () => {
-    expect(maxAgeSec("public, max-age=3600")).toBe(3600);
-    expect(maxAgeSec('max-age="60"')).toBe(60);
-    expect(maxAgeSec("no-store")).toBe(0);
-    expect(maxAgeSec(null)).toBeUndefined();
-    expect(maxAgeSec("s-maxage=5")).toBeUndefined();
   });
 
   it("checks the token source's options and names the one that is wrong", () => {

@@ -7,7 +7,8 @@ import { Readable } from "node:stream";
 import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDapTask, startDapAggregator, type DapAggregator, type DapTask } from "../../../demo/dap-aggregator.js";
-import { RequestRecorder, isCanonicalGatewayPost } from "../../../gateway/routes/lean-gateway.js";
+import { isCanonicalGatewayPost } from "../../../gateway/routes/lean-gateway.js";
+import { RequestRecorder } from "../../../server/lean-answers.js";
 import { createLogger, logRequest } from "../../../server/logging.js";
 import { createMetrics } from "../../../server/metrics.js";
 import { captureLines, makeGateway, type Fixture } from "../../helpers/gateway-fixture.js";
@@ -135,7 +136,7 @@ describe("gateway lean path", () => {
     const a = captureLines();
     const b = captureLines();
     const recorder = new RequestRecorder(createLogger("gateway", { destination: a.stream }), createMetrics("gateway", { defaultMetrics: false }));
-    recorder.record(200, "forwarded", 1.23456);
+    recorder.record("/gateway", "POST", 200, "forwarded", 1.23456);
     logRequest(createLogger("gateway", { destination: b.stream }), { route: "/gateway", method: "POST", status: 200, outcome: "forwarded", durationMs: 1.23456 });
     const strip = (l: string) => l.replace(/"time":\d+/, '"time":0');
     expect(a.lines.map(strip)).toEqual(b.lines.map(strip));

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { FastifyInstance } from "fastify";
 import { buildRelay } from "../../../relay/app.js";
 import { parseRelayConfig } from "../../../relay/config.js";
-import { Recorder } from "../../../relay/forward.js";
+import { RequestRecorder } from "../../../server/lean-answers.js";
 import { createLogger, logRequest } from "../../../server/logging.js";
 import { createMetrics } from "../../../server/metrics.js";
 import { fakeKeyConfigs, startStandIn, type StandIn } from "../../helpers/relay-gateway-stand-in.js";
@@ -121,12 +121,12 @@ describe("relay app (inject)", () => {
   });
 });
 
-describe("Recorder", () => {
+describe("RequestRecorder (batched, as the relay uses it)", () => {
   it("writes exactly the line logRequest writes through pino", () => {
     const a = captureLines();
     const b = captureLines();
     const metrics = createMetrics("relay", { defaultMetrics: false });
-    const recorder = new Recorder(createLogger("relay", { destination: a.stream }), metrics);
+    const recorder = new RequestRecorder(createLogger("relay", { destination: a.stream }), metrics, { batch: true });
     const log = createLogger("relay", { destination: b.stream });
     recorder.record("/leader-gateway", "POST", 502, "RELAY_ERR_UPSTREAM_FAILED", 12.3456);
     expect(a.lines).toHaveLength(0); // batched
@@ -139,7 +139,7 @@ describe("Recorder", () => {
 
   it("honours the log level", () => {
     const a = captureLines();
-    const recorder = new Recorder(createLogger("relay", { destination: a.stream, level: "warn" }), createMetrics("relay", { defaultMetrics: false }));
+    const recorder = new RequestRecorder(createLogger("relay", { destination: a.stream, level: "warn" }), createMetrics("relay", { defaultMetrics: false }), { batch: true });
     recorder.record("/x", "POST", 200, "forwarded", 1);
     recorder.flush();
     expect(a.lines).toHaveLength(0);
@@ -147,7 +147,7 @@ describe("Recorder", () => {
 
   it("writes a batch every 64 lines and otherwise within 100 ms", async () => {
     const a = captureLines();
-    const recorder = new Recorder(createLogger("relay", { destination: a.stream }), createMetrics("relay", { defaultMetrics: false }));
+    const recorder = new RequestRecorder(createLogger("relay", { destination: a.stream }), createMetrics("relay", { defaultMetrics: false }), { batch: true });
     for (let i = 0; i < 65; i++) recorder.record("/x", "POST", 200, "forwarded", 1);
     expect(a.lines).toHaveLength(64);
     await new Promise((r) => setTimeout(r, 150));

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ProtocolError } from "../../../core/errors.js";
-import { ResponseParser, isMediaType, parseCanonicalPost } from "../../../relay/http1.js";
+import { ResponseParser, parseCanonicalPost } from "../../../relay/http1.js";
 
 const RUNS = Number(process.env.VEIL_FUZZ_RUNS ?? 200);
 
@@ -68,15 +68,6 @@ describe("parseCanonicalPost", () => {
   });
 });
 
-describe("isMediaType", () => {
-  it("matches case-insensitively and ignores parameters", () => {
-    expect(isMediaType("message/ohttp-req", "message/ohttp-req")).toBe(true);
-    expect(isMediaType("Message/OHTTP-Req ; x=1", "message/ohttp-req")).toBe(true);
-    expect(isMediaType("message/ohttp-reqx", "message/ohttp-req")).toBe(false);
-    expect(isMediaType(undefined, "message/ohttp-req")).toBe(false);
-    expect(isMediaType("", "message/ohttp-req")).toBe(false);
-  });
-});
 
 const LIMITS = { maxHeaderBytes: 1024, maxBodyBytes: 64 };
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ProtocolError } from "../../../core/errors.js";
 import type { KeyCacheConfig } from "../../../relay/config.js";
-import { KeyCache, checkKeysFraming, maxAgeOf, type FetchedKeys } from "../../../relay/key-cache.js";
+import { KeyCache, checkKeysFraming, type FetchedKeys } from "../../../relay/key-cache.js";
 import { fakeKeyConfigs } from "../../helpers/relay-gateway-stand-in.js";
 
 const CONFIG: KeyCacheConfig = { defaultMaxAgeSec: 300, minMaxAgeSec: 10, maxMaxAgeSec: 86_400, staleIfErrorSec: 600, retrySec: 5 };
@@ -135,18 +135,6 @@ describe("KeyCache", () => {
     h.set(async () => answer(Buffer.from("<html>")));
     h.t.now += 61_000;
     expect((await h.cache.get()).body).toBe(good.body);
-  });
-});
-
-describe("maxAgeOf", () => {
-  it("reads max-age and treats no-store / no-cache as 0", () => {
-    expect(maxAgeOf("max-age=60")).toBe(60);
-    expect(maxAgeOf('public, Max-Age="30"')).toBe(30);
-    expect(maxAgeOf("no-cache, max-age=60")).toBe(0);
-    expect(maxAgeOf("no-store")).toBe(0);
-    expect(maxAgeOf("private")).toBeUndefined();
-    expect(maxAgeOf("max-age=-1")).toBeUndefined();
-    expect(maxAgeOf(undefined)).toBeUndefined();
   });
 });
 

@@ -16,17 +16,24 @@ afterEach(async () => {
 
 async function start(limitsOverride: Partial<HttpLimits> = {}) {
   const limits = { ...parseConfig<{ l: HttpLimits }>({ l: httpLimitsSchema({ maxRequestBytes: 64 }) }, {}).l, ...limitsOverride };
-  const { stream, lines } = captureLines();
+  const { stream, lines, until } = captureLines();
   const log = createLogger("test", { destination: stream });
   const app = createServerApp({ listen: { host: "127.0.0.1", port: 0 }, limits, log, metrics: createMetrics("test", { defaultMetrics: false }), readiness: { store: () => { throw new Error("down"); } } });
   acceptBinaryBody(app, "message/ohttp-req");
   let release: () => void = () => {};
+  // Resolves once /slow is being served (so a test knows the request holds its slot).
+  let markEntered: () => void = () => {};
+  const entered = new Promise<void>((resolve) => { markEntered = resolve; });
+  // Resolves once app.close() has begun (its preClose hooks run after the drain state's).
+  let markClosing: () => void = () => {};
+  const closing = new Promise<void>((resolve) => { markClosing = resolve; });
+  app.addHook("preClose", async () => markClosing());
   app.post("/echo", async (req, reply) => reply.send(req.body));
-  app.get("/slow", () => new Promise<string>((resolve) => { release = () => resolve("done"); }));
+  app.get("/slow", () => new Promise<string>((resolve) => { release = () => resolve("done"); markEntered(); }));
   app.get("/boom", async () => { throw new Error("secret internal detail"); });
   app.get("/refuse", async () => { throw new ProtocolError("HTTP_ERR_RATE_LIMITED", undefined, { headers: { "retry-after": "7" } }); });
   running = await runServer(app, { listen: { host: "127.0.0.1", port: 0 }, shutdownGraceMs: 2000, log, handleSignals: false });
-  return { url: running.url, lines, release: () => release(), app };
+  return { url: running.url, lines, until, entered, closing, release: () => release(), app };
 }
 
 describe("server plumbing", () => {
@@ -74,9 +81,9 @@ describe("server plumbing", () => {
   });
 
   it("caps concurrent requests with 503", async () => {
-    const { url, release } = await start({ maxConcurrentRequests: 1 });
+    const { url, release, entered } = await start({ maxConcurrentRequests: 1 });
     const slow = request(`${url}/slow`);
-    await new Promise((r) => setTimeout(r, 100));
+    await entered;
     const res = await request(`${url}/healthz`);
     expect(res.statusCode).toBe(503);
     await res.body.dump();
@@ -85,9 +92,9 @@ describe("server plumbing", () => {
   });
 
   it("hands out the app's concurrency slots from one limiter", async () => {
-    const { url, release, app } = await start({ maxConcurrentRequests: 2 });
+    const { url, release, app, entered } = await start({ maxConcurrentRequests: 2 });
     const slow = request(`${url}/slow`);
-    await new Promise((r) => setTimeout(r, 100));
+    await entered;
     // Code serving requests outside Fastify's hooks (a lean path) takes the other slot.
     const l = inFlightLimiterOf(app)!;
     expect(l.inFlight).toBe(1);
@@ -121,9 +128,9 @@ describe("server plumbing", () => {
   });
 
   it("finishes in-flight requests on stop", async () => {
-    const { url, release } = await start();
+    const { url, release, entered } = await start();
     const slow = request(`${url}/slow`);
-    await new Promise((r) => setTimeout(r, 100));
+    await entered;
     const stopped = running!.stop();
     release();
     const res = await slow;
@@ -134,14 +141,31 @@ describe("server plumbing", () => {
     await stopped;
   });
 
+  it("closes the connection of a request in flight when the app is closed directly", async () => {
+    const { url, release, entered, closing, app } = await start();
+    const slow = request(`${url}/slow`);
+    await entered;
+    // app.close() without runServer's stop (an embedding app, a test): the drain state still
+    // turns to closing, so Fastify's answer closes its connection.
+    const closed = app.close();
+    await closing;
+    release();
+    const res = await slow;
+    expect(res.statusCode).toBe(200);
+    expect(res.headers.connection).toBe("close");
+    await res.body.dump();
+    await closed;
+  });
+
   it("logs one line per request without the client address", async () => {
-    const { url, lines } = await start();
+    const { url, lines, until } = await start();
     // The client connects from 127.0.0.2: that address must appear nowhere.
     const dispatcher = new Agent({ localAddress: "127.0.0.2" });
     await (await request(`${url}/healthz`, { dispatcher })).body.dump();
     await (await request(`${url}/nope?x=1`, { dispatcher })).body.dump();
     await dispatcher.close();
-    await new Promise((r) => setTimeout(r, 50));
+    // The line is written after the answer has gone out.
+    await until((ls) => ls.filter((l) => l.includes('"msg":"request"')).length >= 2);
     const reqLines = lines.filter((l) => l.includes('"msg":"request"'));
     expect(reqLines).toHaveLength(2);
     for (const l of lines) expect(l).not.toContain("127.0.0.2");

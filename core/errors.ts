@@ -51,10 +51,15 @@ const CATALOGUE = {
   GATEWAY_ERR_EXPECT: spec(417, "Expect: 100-continue is not supported"),
   GATEWAY_ERR_TARGET_FORBIDDEN: spec(403, "Target is not allowed"),
   GATEWAY_ERR_POLICY: spec(403, "Request is outside the gateway policy"),
+  GATEWAY_ERR_TOO_MANY_REPORTS: spec(413, "Upload carries more reports than one token pays for"),
   GATEWAY_ERR_UPSTREAM_UNREACHABLE: spec(502, "Target could not be reached"),
   GATEWAY_ERR_UPSTREAM_FAILED: spec(502, "Target connection failed"),
   GATEWAY_ERR_UPSTREAM_TIMEOUT: spec(504, "Target did not answer in time"),
   GATEWAY_ERR_UPSTREAM_TOO_LARGE: spec(502, "Target answer exceeds the size limit"),
+
+  // DAP uploads (draft-ietf-ppm-dap-18): the Report framing of an upload body.
+  DAP_ERR_TRUNCATED: spec(400, "DAP upload is truncated"),
+  DAP_ERR_FORMAT: spec(400, "DAP upload is malformed"),
 
   // Privacy Pass (RFC 9576/9577/9578): wire decoding, the token gate, the nonce store.
   PP_ERR_TRUNCATED: spec(400, "Privacy Pass structure is truncated"),

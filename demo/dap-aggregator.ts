@@ -1,100 +1,39 @@
-// A faithful DAP-09 leader/helper double (draft-ietf-ppm-dap-09 §4.4.1, §4.4.2; see
-// shared/notes/dap-09.md §5). It decodes every upload strictly, checks the task, decrypts the
+// A faithful DAP-09 leader/helper double (draft-ietf-ppm-dap-09 §4.4.1, §4.4.2). It decodes every upload strictly, checks the task, decrypts the
 // leader's input share with HPKE and rejects what a real leader (Janus release/0.7) rejects. It
 // does no VDAF preparation, aggregation or collection. Tests use it as the gateway's target; the
 // demo (`npm start`) runs one as leader and one as helper.
-//
-// It is a small node:http server on purpose: it must not share the gateway's plumbing, so a bug
-// there cannot hide a bug here.
+// demo/dap18-aggregator.ts is its DAP-18 sibling; demo/dap-double.ts holds what both share.
 
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
-import type { AddressInfo } from "node:net";
-import { AeadId, CipherSuite, KdfId, KemId } from "hpke-js";
-import { ByteReader, ByteWriter, fromBase64Url, toBase64Url, toHex } from "../core/bytes.js";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { ByteReader, fromBase64Url, toBase64Url, toHex } from "../core/bytes.js";
+import { DAP09_MEDIA_TYPES } from "../core/dap/index.js";
+import {
+  Reject,
+  TEXT,
+  createDapHpkeKey,
+  encodeHpkeConfigList,
+  inputShareInfoFor,
+  listenDouble,
+  openBase,
+  readBody,
+  send,
+  sendReject,
+  type DapHpkeKey,
+  type DapRole,
+  type ReceivedRequest,
+} from "./dap-double.js";
+
+export { DAP_ERROR_URN, DAP_ROLE, createDapHpkeKey, encodeHpkeConfigList } from "./dap-double.js";
+export type { DapHpkeConfig, DapHpkeKey, DapRole, ReceivedRequest } from "./dap-double.js";
 
 /** dap-09 §4.4.1: media type of an `HpkeConfigList`. @divviup/dap requires it without parameters. */
-export const DAP_HPKE_CONFIG_LIST = "application/dap-hpke-config-list";
+export const DAP_HPKE_CONFIG_LIST = DAP09_MEDIA_TYPES.hpkeConfigList;
 /** dap-09 §4.4.2: media type of a `Report`. */
-export const DAP_REPORT = "application/dap-report";
-/** dap-09 §3.2: problem types live in this URN namespace. */
-export const DAP_ERROR_URN = "urn:ietf:params:ppm:dap:error:";
+export const DAP_REPORT = DAP09_MEDIA_TYPES.report;
 
-/** dap-09 §4.1 `enum { collector(0), client(1), leader(2), helper(3) } Role`. */
-export const DAP_ROLE = { client: 1, leader: 2, helper: 3 } as const;
-export type DapRole = "leader" | "helper";
-
-const TEXT = new TextEncoder();
 /** dap-09 §4.4.2: `"dap-09 input share" || 0x01 || server_role`. */
 export function inputShareInfo(role: DapRole): Uint8Array {
-  const label = TEXT.encode("dap-09 input share");
-  const info = new Uint8Array(label.length + 2);
-  info.set(label);
-  info[label.length] = DAP_ROLE.client;
-  info[label.length + 1] = DAP_ROLE[role];
-  return info;
-}
-
-/*
- * dap-09 §4.4.1:
- *   struct {
- *     HpkeConfigId id;            // uint8
- *     HpkeKemId kem_id;           // uint16
- *     HpkeKdfId kdf_id;           // uint16
- *     HpkeAeadId aead_id;         // uint16
- *     HpkePublicKey public_key;   // opaque HpkePublicKey<1..2^16-1>
- *   } HpkeConfig;
- *   HpkeConfig HpkeConfigList<1..2^16-1>;
- */
-export interface DapHpkeConfig {
-  id: number;
-  kemId: number;
-  kdfId: number;
-  aeadId: number;
-  publicKey: Uint8Array;
-}
-
-/** An HPKE key of one aggregator for one task: the public config and the private key. */
-export interface DapHpkeKey {
-  config: DapHpkeConfig;
-  privateKey: CryptoKey;
-}
-
-export function encodeHpkeConfigList(configs: readonly DapHpkeConfig[]): Uint8Array {
-  const inner = new ByteWriter();
-  for (const c of configs) {
-    inner.u8(c.id).u16(c.kemId).u16(c.kdfId).u16(c.aeadId).u16(c.publicKey.length).bytes(c.publicKey);
-  }
-  const body = inner.finish();
-  return new ByteWriter(body.length + 2).u16(body.length).bytes(body).finish().slice();
-}
-
-const suites = new Map<string, CipherSuite>();
-function suiteFor(kemId: number, kdfId: number, aeadId: number): CipherSuite {
-  const name = `${kemId}/${kdfId}/${aeadId}`;
-  let s = suites.get(name);
-  if (s === undefined) {
-    s = new CipherSuite({ kem: kemId as KemId, kdf: kdfId as KdfId, aead: aeadId as AeadId });
-    suites.set(name, s);
-  }
-  return s;
-}
-
-/**
- * A new HPKE key for a DAP aggregator. The default suite is DAP-09's mandatory one (§6):
- * DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-128-GCM.
- */
-export async function createDapHpkeKey(
-  id: number,
-  suite: { kemId?: number; kdfId?: number; aeadId?: number } = {},
-): Promise<DapHpkeKey> {
-  const kemId = suite.kemId ?? KemId.DhkemX25519HkdfSha256;
-  const kdfId = suite.kdfId ?? KdfId.HkdfSha256;
-  const aeadId = suite.aeadId ?? AeadId.Aes128Gcm;
-  const s = suiteFor(kemId, kdfId, aeadId);
-  const pair = await s.kem.generateKeyPair();
-  const publicKey = new Uint8Array(await s.kem.serializePublicKey(pair.publicKey));
-  return { config: { id, kemId, kdfId, aeadId, publicKey }, privateKey: pair.privateKey };
+  return inputShareInfoFor("09", role);
 }
 
 /** A DAP task as both aggregators know it: its id and each aggregator's HPKE keys. */
@@ -137,14 +76,6 @@ export interface AcceptedReport {
   leaderShare: Uint8Array;
   /** The helper's share, decrypted too when this double holds the helper key (it always does). */
   helperShare: Uint8Array | undefined;
-}
-
-/** What the double saw on the wire, for tests that check what a proxy forwarded. */
-export interface ReceivedRequest {
-  method: string;
-  path: string;
-  headers: Record<string, string | string[] | undefined>;
-  bodyBytes: number;
 }
 
 export interface DapAggregatorOptions {
@@ -202,26 +133,7 @@ export interface DapAggregator {
   close(): Promise<void>;
 }
 
-interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail?: string;
-  taskid?: string;
-}
-
-class Reject extends Error {
-  constructor(
-    readonly status: number,
-    readonly problemType: string | undefined,
-    detail: string,
-    readonly taskId?: string,
-  ) {
-    super(detail);
-  }
-}
-
-const TITLES: Record<string, string> = {
+const TITLES: Readonly<Record<string, string>> = {
   invalidMessage: "A message received by a protocol participant could not be parsed or otherwise was invalid.",
   unrecognizedTask: "An endpoint received a message with an unknown task ID.",
   outdatedConfig: "The message was generated using an outdated configuration.",
@@ -295,47 +207,11 @@ export function decodePlaintextInputShare(b: Uint8Array): { extensions: number[]
   return { extensions, payload };
 }
 
-async function openShare(
-  key: DapHpkeKey,
-  role: DapRole,
-  ct: DecodedCiphertext,
-  aad: Uint8Array,
-): Promise<Uint8Array> {
-  const { kemId, kdfId, aeadId } = key.config;
-  const suite = suiteFor(kemId, kdfId, aeadId);
-  const pt = await suite.open(
-    { recipientKey: key.privateKey, enc: ct.enc.slice(), info: inputShareInfo(role) },
-    ct.payload.slice(),
-    aad,
-  );
-  return new Uint8Array(pt);
+function openShare(key: DapHpkeKey, role: DapRole, ct: DecodedCiphertext, aad: Uint8Array): Promise<Uint8Array> {
+  return openBase(key, inputShareInfo(role), ct.enc, ct.payload, aad);
 }
 
 const TASK_ID = /^[A-Za-z0-9_-]{43}$/;
-
-function readBody(req: IncomingMessage, max: number): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers["content-length"] ?? "0");
-    if (declared > max) {
-      reject(new Reject(413, undefined, "body too large"));
-      req.resume();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let n = 0;
-    req.on("data", (c: Buffer) => {
-      n += c.length;
-      if (n > max) {
-        reject(new Reject(413, undefined, "body too large"));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on("end", () => resolve(new Uint8Array(Buffer.concat(chunks))));
-    req.on("error", reject);
-  });
-}
 
 /** Starts the double; `await close()` stops it. */
 export async function startDapAggregator(opts: DapAggregatorOptions): Promise<DapAggregator> {
@@ -359,28 +235,6 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
     if (current === undefined) throw new Error(`task ${t.idBase64Url} has no ${role} key`);
     return encodeHpkeConfigList([current.config]);
   };
-
-  function send(res: ServerResponse, status: number, headers: Record<string, string>, body?: Uint8Array): void {
-    res.writeHead(status, { ...headers, "content-length": String(body?.length ?? 0) });
-    res.end(body);
-  }
-
-  function sendReject(res: ServerResponse, r: Reject): void {
-    rejections.set(r.problemType ?? "badRequest", (rejections.get(r.problemType ?? "badRequest") ?? 0) + 1);
-    if (r.problemType === undefined) {
-      // Janus answers these (bad content type, bad task id in the path) with a bare status.
-      send(res, r.status, { "content-type": "text/plain" }, TEXT.encode(r.message));
-      return;
-    }
-    const p: Problem = {
-      type: DAP_ERROR_URN + r.problemType,
-      title: TITLES[r.problemType] ?? r.problemType,
-      status: r.status,
-      detail: r.message,
-    };
-    if (r.taskId !== undefined) p.taskid = r.taskId;
-    send(res, r.status, { "content-type": "application/problem+json" }, TEXT.encode(JSON.stringify(p)));
-  }
 
   function handleHpkeConfig(url: URL, res: ServerResponse): void {
     counts.hpkeConfig++;
@@ -501,14 +355,6 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://double.invalid");
-    if (received.length < maxRecorded) {
-      received.push({
-        method: req.method ?? "",
-        path: req.url ?? "",
-        headers: { ...req.headers },
-        bodyBytes: Number(req.headers["content-length"] ?? 0),
-      });
-    }
     const upload = /^\/tasks\/([^/]*)\/reports$/.exec(url.pathname);
     try {
       if (url.pathname === "/hpke_config") {
@@ -530,33 +376,17 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
         send(res, 404, { "content-type": "text/plain" }, TEXT.encode("not found"));
       }
     } catch (e) {
-      if (e instanceof Reject) sendReject(res, e);
-      else {
-        send(res, 500, { "content-type": "text/plain" }, TEXT.encode("internal error"));
-      }
+      if (!(e instanceof Reject)) throw e;
+      sendReject(res, e, TITLES, rejections);
     }
   }
 
-  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    void handle(req, res);
-  };
-  const server: Server =
-    opts.tls === undefined ? createServer(onRequest) : (createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) as unknown as Server);
-  // Explicit limits instead of node's defaults.
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 30_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", () => resolve());
-  });
-  const addr = server.address() as AddressInfo;
-  const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+  const listening = await listenDouble(opts, received, maxRecorded, handle);
 
   return {
     role,
-    url: `${opts.tls === undefined ? "http" : "https"}://${host}:${addr.port}/`,
-    port: addr.port,
+    url: listening.url,
+    port: listening.port,
     reports,
     duplicates,
     rejections,
@@ -583,11 +413,6 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
     acceptedCount(): number {
       return counts.accepted;
     },
-    close(): Promise<void> {
-      return new Promise((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-    },
+    close: listening.close,
   };
 }

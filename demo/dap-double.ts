@@ -1,0 +1,225 @@
+// What the DAP-09 and the DAP-18 aggregator doubles share: HPKE keys and their config lists (the
+// same HpkeConfig struct in both drafts), HPKE SealBase/OpenBase through stock hpke-js, body reading
+// with a cap, the rejection type, and a small node:http(s) server. The doubles are small servers of
+// their own on purpose: they must not share the gateway's plumbing, so a bug there cannot hide a bug
+// here.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { AeadId, CipherSuite, KdfId, KemId } from "hpke-js";
+import { ByteWriter } from "../core/bytes.js";
+
+/** dap-09 §3.2 and dap-18 §3.6: problem types live in this URN namespace. */
+export const DAP_ERROR_URN = "urn:ietf:params:ppm:dap:error:";
+
+/** dap-09 §4.1 and dap-18 §4.1 `enum { collector(0), client(1), leader(2), helper(3) } Role`. */
+export const DAP_ROLE = { client: 1, leader: 2, helper: 3 } as const;
+export type DapRole = "leader" | "helper";
+
+export const TEXT = new TextEncoder();
+
+/** `"dap-NN input share" || 0x01 || server_role` (dap-09 §4.4.2, dap-18 §4.4.2.1). */
+export function inputShareInfoFor(draft: "09" | "18", role: DapRole): Uint8Array {
+  const label = TEXT.encode(`dap-${draft} input share`);
+  const info = new Uint8Array(label.length + 2);
+  info.set(label);
+  info[label.length] = DAP_ROLE.client;
+  info[label.length + 1] = DAP_ROLE[role];
+  return info;
+}
+
+/*
+ * dap-09 §4.4.1, dap-18 §4.4.1:
+ *   struct {
+ *     HpkeConfigId id;            // uint8
+ *     HpkeKemId kem_id;           // uint16
+ *     HpkeKdfId kdf_id;           // uint16
+ *     HpkeAeadId aead_id;         // uint16
+ *     HpkePublicKey public_key;   // opaque HpkePublicKey<1..2^16-1>
+ *   } HpkeConfig;
+ *   HpkeConfig HpkeConfigList<1..2^16-1>;      (dap-18: <10..2^16-1>, i.e. at least one config)
+ */
+export interface DapHpkeConfig {
+  id: number;
+  kemId: number;
+  kdfId: number;
+  aeadId: number;
+  publicKey: Uint8Array;
+}
+
+/** An HPKE key of one aggregator: the public config and the private key. */
+export interface DapHpkeKey {
+  config: DapHpkeConfig;
+  privateKey: CryptoKey;
+}
+
+export function encodeHpkeConfigList(configs: readonly DapHpkeConfig[]): Uint8Array {
+  const inner = new ByteWriter();
+  for (const c of configs) {
+    inner.u8(c.id).u16(c.kemId).u16(c.kdfId).u16(c.aeadId).u16(c.publicKey.length).bytes(c.publicKey);
+  }
+  const body = inner.finish();
+  return new ByteWriter(body.length + 2).u16(body.length).bytes(body).finish().slice();
+}
+
+const suites = new Map<string, CipherSuite>();
+function suiteFor(c: Pick<DapHpkeConfig, "kemId" | "kdfId" | "aeadId">): CipherSuite {
+  const name = `${c.kemId}/${c.kdfId}/${c.aeadId}`;
+  let s = suites.get(name);
+  if (s === undefined) {
+    s = new CipherSuite({ kem: c.kemId as KemId, kdf: c.kdfId as KdfId, aead: c.aeadId as AeadId });
+    suites.set(name, s);
+  }
+  return s;
+}
+
+/**
+ * A new HPKE key for a DAP aggregator. The default suite is the one both drafts make mandatory
+ * (dap-09 §6, dap-18 §7): DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-128-GCM.
+ */
+export async function createDapHpkeKey(
+  id: number,
+  suite: { kemId?: number; kdfId?: number; aeadId?: number } = {},
+): Promise<DapHpkeKey> {
+  const kemId = suite.kemId ?? KemId.DhkemX25519HkdfSha256;
+  const kdfId = suite.kdfId ?? KdfId.HkdfSha256;
+  const aeadId = suite.aeadId ?? AeadId.Aes128Gcm;
+  const s = suiteFor({ kemId, kdfId, aeadId });
+  const pair = await s.kem.generateKeyPair();
+  const publicKey = new Uint8Array(await s.kem.serializePublicKey(pair.publicKey));
+  return { config: { id, kemId, kdfId, aeadId, publicKey }, privateKey: pair.privateKey };
+}
+
+/** RFC 9180 §6.1 OpenBase with the key's suite; throws (hpke-js's error) when it fails. */
+export async function openBase(key: DapHpkeKey, info: Uint8Array, enc: Uint8Array, payload: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
+  const pt = await suiteFor(key.config).open({ recipientKey: key.privateKey, enc: enc.slice(), info }, payload.slice(), aad);
+  return new Uint8Array(pt);
+}
+
+/** RFC 9180 §6.1 SealBase to an aggregator's config (what a DAP client does). */
+export async function sealBase(config: DapHpkeConfig, info: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<{ enc: Uint8Array; payload: Uint8Array }> {
+  const s = suiteFor(config);
+  const recipientPublicKey = await s.kem.deserializePublicKey(config.publicKey.slice().buffer);
+  const sealed = await s.seal({ recipientPublicKey, info }, plaintext.slice(), aad);
+  return { enc: new Uint8Array(sealed.enc), payload: new Uint8Array(sealed.ct) };
+}
+
+/** A refusal: a problem document of `problemType` (a DAP type, or a URI), or a bare status. */
+export class Reject extends Error {
+  constructor(
+    readonly status: number,
+    readonly problemType: string | undefined,
+    detail: string,
+    readonly taskId?: string,
+  ) {
+    super(detail);
+  }
+}
+
+export function readBody(req: IncomingMessage, max: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers["content-length"] ?? "0");
+    if (declared > max) {
+      reject(new Reject(413, undefined, "body too large"));
+      req.resume();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let n = 0;
+    req.on("data", (c: Buffer) => {
+      n += c.length;
+      if (n > max) {
+        reject(new Reject(413, undefined, "body too large"));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(new Uint8Array(Buffer.concat(chunks))));
+    req.on("error", reject);
+  });
+}
+
+export function send(res: ServerResponse, status: number, headers: Record<string, string>, body?: Uint8Array): void {
+  res.writeHead(status, { ...headers, "content-length": String(body?.length ?? 0) });
+  res.end(body);
+}
+
+/** What a double saw on the wire, for tests that check what a proxy forwarded. */
+export interface ReceivedRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  bodyBytes: number;
+}
+
+export interface ListeningDouble {
+  /** Base URL, e.g. `http://127.0.0.1:40123/`. */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Listens with `handle` (errors it throws are answered 500) and records each request's method,
+ * path, headers and declared body size into `received` (at most `maxRecorded` entries).
+ */
+export async function listenDouble(
+  opts: { host?: string | undefined; port?: number | undefined; tls?: { cert: string | Buffer; key: string | Buffer } | undefined },
+  received: ReceivedRequest[],
+  maxRecorded: number,
+  handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+): Promise<ListeningDouble> {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (received.length < maxRecorded) {
+      received.push({ method: req.method ?? "", path: req.url ?? "", headers: { ...req.headers }, bodyBytes: Number(req.headers["content-length"] ?? 0) });
+    }
+    handle(req, res).catch(() => {
+      if (!res.headersSent) send(res, 500, { "content-type": "text/plain" }, TEXT.encode("internal error"));
+    });
+  };
+  const server: Server =
+    opts.tls === undefined ? createServer(onRequest) : (createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) as unknown as Server);
+  // Explicit limits instead of node's defaults.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+  return {
+    url: `${opts.tls === undefined ? "http" : "https"}://${host}:${addr.port}/`,
+    port: addr.port,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/**
+ * Answers a Reject: a bare text status when it names no problem type (what Janus 0.7 answers to a
+ * bad media type or task id), else an RFC 9457 problem document with the DAP `taskid` member.
+ * A type with a ":" is a URI of its own (e.g. "about:blank"); others are DAP error types.
+ */
+export function sendReject(res: ServerResponse, r: Reject, titles: Readonly<Record<string, string>>, rejections: Map<string, number>): void {
+  const kind = r.problemType ?? "badRequest";
+  rejections.set(kind, (rejections.get(kind) ?? 0) + 1);
+  if (r.problemType === undefined) {
+    send(res, r.status, { "content-type": "text/plain" }, TEXT.encode(r.message));
+    return;
+  }
+  const problem: Record<string, string | number> = {
+    type: r.problemType.includes(":") ? r.problemType : DAP_ERROR_URN + r.problemType,
+    title: titles[r.problemType] ?? r.problemType,
+    status: r.status,
+    detail: r.message,
+  };
+  if (r.taskId !== undefined) problem.taskid = r.taskId;
+  send(res, r.status, { "content-type": "application/problem+json" }, TEXT.encode(JSON.stringify(problem)));
+}

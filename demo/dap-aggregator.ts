@@ -6,20 +6,21 @@
 
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ByteReader, fromBase64Url, toBase64Url, toHex } from "../core/bytes.js";
-import { DAP09_MEDIA_TYPES } from "../core/dap/index.js";
+import { DAP09_MEDIA_TYPES, type DapHpkeCiphertext } from "../core/dap/index.js";
 import {
   Reject,
-  TEXT,
   createDapHpkeKey,
+  decodeHpkeCiphertext,
   encodeHpkeConfigList,
   inputShareInfoFor,
   listenDouble,
   openBase,
   readBody,
+  routeDapRequest,
   send,
-  sendReject,
   type DapHpkeKey,
   type DapRole,
+  type DapRoutes,
   type ReceivedRequest,
 } from "./dap-double.js";
 
@@ -143,7 +144,7 @@ const TITLES: Readonly<Record<string, string>> = {
 };
 
 /*
- * dap-09 §4.4.2 (and notes §1.3):
+ * dap-09 §4.4.2:
  *   struct { ReportID report_id; Time time; } ReportMetadata;          // 16 + 8 bytes
  *   struct { HpkeConfigId config_id; opaque enc<1..2^16-1>; opaque payload<1..2^32-1>; } HpkeCiphertext;
  *   struct {
@@ -153,28 +154,14 @@ const TITLES: Readonly<Record<string, string>> = {
  *     HpkeCiphertext helper_encrypted_input_share;
  *   } Report;
  */
-interface DecodedCiphertext {
-  configId: number;
-  enc: Uint8Array;
-  payload: Uint8Array;
-}
 interface DecodedReport {
   reportId: Uint8Array;
   time: bigint;
   publicShare: Uint8Array;
   /** `report_id || time || u32 len || public_share`: the part of InputShareAad after task_id. */
   aadTail: Uint8Array;
-  leader: DecodedCiphertext;
-  helper: DecodedCiphertext;
-}
-
-function decodeCiphertext(r: ByteReader, who: string): DecodedCiphertext {
-  const configId = r.u8(`${who} config_id`);
-  const enc = r.bytes(r.u16(`${who} enc length`), `${who} enc`);
-  const payload = r.bytes(r.u32(`${who} payload length`), `${who} payload`);
-  if (enc.length === 0) throw new Reject(400, "invalidMessage", `${who} enc is empty`);
-  if (payload.length === 0) throw new Reject(400, "invalidMessage", `${who} payload is empty`);
-  return { configId, enc, payload };
+  leader: DapHpkeCiphertext;
+  helper: DapHpkeCiphertext;
 }
 
 export function decodeReport(body: Uint8Array): DecodedReport {
@@ -183,8 +170,8 @@ export function decodeReport(body: Uint8Array): DecodedReport {
   const time = r.u64("time");
   const publicShare = r.bytes(r.u32("public_share length"), "public_share");
   const aadTail = body.subarray(0, r.offset);
-  const leader = decodeCiphertext(r, "leader");
-  const helper = decodeCiphertext(r, "helper");
+  const leader = decodeHpkeCiphertext(r, "leader");
+  const helper = decodeHpkeCiphertext(r, "helper");
   r.end("Report");
   return { reportId, time, publicShare, aadTail, leader, helper };
 }
@@ -207,7 +194,7 @@ export function decodePlaintextInputShare(b: Uint8Array): { extensions: number[]
   return { extensions, payload };
 }
 
-function openShare(key: DapHpkeKey, role: DapRole, ct: DecodedCiphertext, aad: Uint8Array): Promise<Uint8Array> {
+function openShare(key: DapHpkeKey, role: DapRole, ct: DapHpkeCiphertext, aad: Uint8Array): Promise<Uint8Array> {
   return openBase(key, inputShareInfo(role), ct.enc, ct.payload, aad);
 }
 
@@ -353,33 +340,14 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
     send(res, opts.uploadStatus ?? 201, {});
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? "/", "http://double.invalid");
-    const upload = /^\/tasks\/([^/]*)\/reports$/.exec(url.pathname);
-    try {
-      if (url.pathname === "/hpke_config") {
-        req.resume();
-        if (req.method !== "GET") {
-          send(res, 405, { allow: "GET" });
-          return;
-        }
-        handleHpkeConfig(url, res);
-      } else if (upload !== null) {
-        if (req.method !== "PUT") {
-          req.resume();
-          send(res, 405, { allow: "PUT" });
-          return;
-        }
-        await handleUpload(upload[1] ?? "", req, res);
-      } else {
-        req.resume();
-        send(res, 404, { "content-type": "text/plain" }, TEXT.encode("not found"));
-      }
-    } catch (e) {
-      if (!(e instanceof Reject)) throw e;
-      sendReject(res, e, TITLES, rejections);
-    }
-  }
+  const routes: DapRoutes = {
+    uploadMethod: "PUT",
+    hpkeConfig: handleHpkeConfig,
+    upload: handleUpload,
+    titles: TITLES,
+    rejections,
+  };
+  const handle = (req: IncomingMessage, res: ServerResponse): Promise<void> => routeDapRequest(req, res, routes);
 
   const listening = await listenDouble(opts, received, maxRecorded, handle);
 

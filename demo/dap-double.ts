@@ -8,7 +8,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { AeadId, CipherSuite, KdfId, KemId } from "hpke-js";
-import { ByteWriter } from "../core/bytes.js";
+import { ByteWriter, type ByteReader } from "../core/bytes.js";
+import type { DapHpkeCiphertext } from "../core/dap/index.js";
 
 /** dap-09 §3.2 and dap-18 §3.6: problem types live in this URN namespace. */
 export const DAP_ERROR_URN = "urn:ietf:params:ppm:dap:error:";
@@ -103,6 +104,19 @@ export async function sealBase(config: DapHpkeConfig, info: Uint8Array, aad: Uin
   const recipientPublicKey = await s.kem.deserializePublicKey(config.publicKey.slice().buffer);
   const sealed = await s.seal({ recipientPublicKey, info }, plaintext.slice(), aad);
   return { enc: new Uint8Array(sealed.enc), payload: new Uint8Array(sealed.ct) };
+}
+
+/*
+ * dap-09 §4.1, dap-18 §4.1 (the same struct in both):
+ *   struct { HpkeConfigId config_id; opaque enc<1..2^16-1>; opaque payload<1..2^32-1>; } HpkeCiphertext;
+ */
+export function decodeHpkeCiphertext(r: ByteReader, who: string): DapHpkeCiphertext {
+  const configId = r.u8(`${who} config_id`);
+  const enc = r.bytes(r.u16(`${who} enc length`), `${who} enc`);
+  const payload = r.bytes(r.u32(`${who} payload length`), `${who} payload`);
+  if (enc.length === 0) throw new Reject(400, "invalidMessage", `${who} enc is empty`);
+  if (payload.length === 0) throw new Reject(400, "invalidMessage", `${who} payload is empty`);
+  return { configId, enc, payload };
 }
 
 /** A refusal: a problem document of `problemType` (a DAP type, or a URI), or a bare status. */
@@ -222,4 +236,39 @@ export function sendReject(res: ServerResponse, r: Reject, titles: Readonly<Reco
   };
   if (r.taskId !== undefined) problem.taskid = r.taskId;
   send(res, r.status, { "content-type": "application/problem+json" }, TEXT.encode(JSON.stringify(problem)));
+}
+
+export interface DapRoutes {
+  /** PUT (dap-09) or POST (dap-18). */
+  uploadMethod: "PUT" | "POST";
+  hpkeConfig(url: URL, res: ServerResponse): void;
+  upload(taskIdText: string, req: IncomingMessage, res: ServerResponse): Promise<void>;
+  titles: Readonly<Record<string, string>>;
+  rejections: Map<string, number>;
+}
+
+/**
+ * The two resources of a DAP aggregator's upload interface (both drafts): `GET {base}/hpke_config`
+ * and `{uploadMethod} {base}/tasks/{task-id}/reports`; 405 for other methods, 404 elsewhere, and a
+ * Reject thrown by a handler answered by sendReject.
+ */
+export async function routeDapRequest(req: IncomingMessage, res: ServerResponse, routes: DapRoutes): Promise<void> {
+  const url = new URL(req.url ?? "/", "http://double.invalid");
+  const upload = /^\/tasks\/([^/]*)\/reports$/.exec(url.pathname);
+  const method = url.pathname === "/hpke_config" ? "GET" : upload !== null ? routes.uploadMethod : undefined;
+  try {
+    if (method === undefined || req.method !== method) {
+      req.resume();
+      if (method === undefined) send(res, 404, { "content-type": "text/plain" }, TEXT.encode("not found"));
+      else send(res, 405, { allow: method });
+    } else if (upload === null) {
+      req.resume();
+      routes.hpkeConfig(url, res);
+    } else {
+      await routes.upload(upload[1] ?? "", req, res);
+    }
+  } catch (e) {
+    if (!(e instanceof Reject)) throw e;
+    sendReject(res, e, routes.titles, routes.rejections);
+  }
 }

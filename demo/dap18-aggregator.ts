@@ -23,17 +23,19 @@ import { DAP18_MEDIA_TYPES, encodeReportMetadata, isPpmDapMessage, type Dap18Rep
 import {
   Reject,
   TEXT,
+  decodeHpkeCiphertext,
   encodeHpkeConfigList,
   inputShareInfoFor,
   listenDouble,
   openBase,
   readBody,
   sealBase,
+  routeDapRequest,
   send,
-  sendReject,
   type DapHpkeConfig,
   type DapHpkeKey,
   type DapRole,
+  type DapRoutes,
   type ReceivedRequest,
 } from "./dap-double.js";
 
@@ -271,15 +273,6 @@ export interface DecodedReport18 {
   helper: DapHpkeCiphertext;
 }
 
-function decodeCiphertext(r: ByteReader, who: string): DapHpkeCiphertext {
-  const configId = r.u8(`${who} config_id`);
-  const enc = r.bytes(r.u16(`${who} enc length`), `${who} enc`);
-  const payload = r.bytes(r.u32(`${who} payload length`), `${who} payload`);
-  if (enc.length === 0) throw new Reject(400, "invalidMessage", `${who} enc is empty`);
-  if (payload.length === 0) throw new Reject(400, "invalidMessage", `${who} payload is empty`);
-  return { configId, enc, payload };
-}
-
 /**
  * Strict decoding of an UploadRequest (dap-18 §4.4.2): Reports until the body ends, each fully in
  * bounds. Throws a Reject (invalidMessage) or a ProtocolError (DAP_ERR_*) for anything malformed.
@@ -294,8 +287,8 @@ export function decodeUploadRequest(body: Uint8Array): DecodedReport18[] {
     const publicExtensions = decodeExtensions(r.bytes(r.u16("public_extensions length"), "public_extensions"));
     const metadata = body.subarray(start, r.offset);
     const publicShare = r.bytes(r.u32("public_share length"), "public_share");
-    const leader = decodeCiphertext(r, "leader");
-    const helper = decodeCiphertext(r, "helper");
+    const leader = decodeHpkeCiphertext(r, "leader");
+    const helper = decodeHpkeCiphertext(r, "helper");
     reports.push({ reportId, time, publicExtensions, publicShare, metadata, leader, helper });
   }
   return reports;
@@ -480,35 +473,18 @@ export async function startDap18Aggregator(opts: Dap18AggregatorOptions): Promis
     send(res, 200, { "content-type": DAP18_MEDIA_TYPES.uploadErrors }, encodeUploadErrors(statuses));
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? "/", "http://double.invalid");
-    const upload = /^\/tasks\/([^/]*)\/reports$/.exec(url.pathname);
-    try {
-      if (url.pathname === "/hpke_config") {
-        req.resume();
-        if (req.method !== "GET") {
-          send(res, 405, { allow: "GET" });
-          return;
-        }
-        counts.hpkeConfig++;
-        // dap-18 §4.4.1: one list for the aggregator, whatever the task; cacheable for a day.
-        send(res, 200, { "content-type": DAP18_MEDIA_TYPES.hpkeConfigList, "cache-control": "max-age=86400" }, configList());
-      } else if (upload !== null) {
-        if (req.method !== "POST") {
-          req.resume();
-          send(res, 405, { allow: "POST" });
-          return;
-        }
-        await handleUpload(upload[1] ?? "", req, res);
-      } else {
-        req.resume();
-        send(res, 404, { "content-type": "text/plain" }, TEXT.encode("not found"));
-      }
-    } catch (e) {
-      if (!(e instanceof Reject)) throw e;
-      sendReject(res, e, TITLES, rejections);
-    }
-  }
+  const routes: DapRoutes = {
+    uploadMethod: "POST",
+    hpkeConfig: (_url, res) => {
+      counts.hpkeConfig++;
+      // dap-18 §4.4.1: one list for the aggregator, whatever the task; cacheable for a day.
+      send(res, 200, { "content-type": DAP18_MEDIA_TYPES.hpkeConfigList, "cache-control": "max-age=86400" }, configList());
+    },
+    upload: handleUpload,
+    titles: TITLES,
+    rejections,
+  };
+  const handle = (req: IncomingMessage, res: ServerResponse): Promise<void> => routeDapRequest(req, res, routes);
 
   const listening = await listenDouble(opts, received, opts.maxRecorded ?? 10_000, handle);
   return {

@@ -286,3 +286,84 @@ export function fromBase64Url(s: string): Uint8Array | undefined {
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
   return out;
 }
+
+/**
+ * Bytes received in pieces (a stream), read from the front. Pushed pieces are kept as views, not
+ * copied: the pusher must not change them afterwards. Reads copy only when they span pieces.
+ */
+export class ByteQueue {
+  readonly #parts: Uint8Array[] = [];
+  /** Offset of the first unread byte in #parts[0]. */
+  #head = 0;
+  #length = 0;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  push(b: Uint8Array): void {
+    if (b.length === 0) return;
+    this.#parts.push(b);
+    this.#length += b.length;
+  }
+
+  /** The byte at `i` from the front (i < length). */
+  at(i: number): number {
+    let k = this.#head + i;
+    for (const p of this.#parts) {
+      if (k < p.length) return p[k]!;
+      k -= p.length;
+    }
+    throw new RangeError("ByteQueue.at beyond the end");
+  }
+
+  /** The first `n` bytes (n <= length), consumed: a view when they lie in one piece, else a copy. */
+  take(n: number): Uint8Array {
+    if (n > this.#length) throw new RangeError("ByteQueue.take beyond the end");
+    const first = this.#parts[0];
+    if (n === 0 || first === undefined) return new Uint8Array(0);
+    if (first.length - this.#head >= n) return this.#consumeFirst(n);
+    const out = new Uint8Array(n);
+    let o = 0;
+    while (o < n) {
+      const piece = this.#consumeFirst(Math.min(n - o, this.#parts[0]!.length - this.#head));
+      out.set(piece, o);
+      o += piece.length;
+    }
+    return out;
+  }
+
+  /** Up to `n` bytes from the first piece only, consumed, never copied (empty when the queue is). */
+  takeSome(n: number): Uint8Array {
+    const first = this.#parts[0];
+    if (first === undefined) return new Uint8Array(0);
+    return this.#consumeFirst(Math.min(n, first.length - this.#head));
+  }
+
+  #consumeFirst(n: number): Uint8Array {
+    const first = this.#parts[0]!;
+    const out = first.subarray(this.#head, this.#head + n);
+    this.#head += n;
+    this.#length -= n;
+    if (this.#head === first.length) {
+      this.#parts.shift();
+      this.#head = 0;
+    }
+    return out;
+  }
+
+  /**
+   * Reads a QUIC varint (RFC 9000 §16) at offset `at` without consuming it: its value and size, or
+   * undefined when the queue ends first. Values above 2^53-1 throw `format`.
+   */
+  peekVarint(at: number, format: ErrorCode, what = "varint"): { value: number; size: number } | undefined {
+    if (this.#length <= at) return undefined;
+    const first = this.at(at);
+    const size = 1 << (first >> 6);
+    if (this.#length < at + size) return undefined;
+    let v = BigInt(first & 0x3f);
+    for (let i = 1; i < size; i++) v = (v << 8n) | BigInt(this.at(at + i));
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(format, `${what}: varint too large`);
+    return { value: Number(v), size };
+  }
+}

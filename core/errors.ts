@@ -35,6 +35,7 @@ const CATALOGUE = {
   OHTTP_ERR_DECRYPT: spec(400, "Encapsulated message could not be decrypted"),
   OHTTP_ERR_KEY_CONFIG: spec(400, "Key configuration is malformed"),
   OHTTP_ERR_CONTEXT_USED: spec(500, "Response context was already used"),
+  OHTTP_ERR_CHUNK_TOO_LARGE: spec(400, "Encapsulated chunk exceeds the size limit"),
 
   // Plain HTTP checks done before decapsulation (by the gateway, relay and issuer).
   HTTP_ERR_NOT_FOUND: spec(404, "No such resource"),

@@ -112,13 +112,18 @@ export function encodeRequest(r: BhttpRequest, opts: EncodeOptions = {}): Uint8A
   return e.finish();
 }
 
-/** Decodes a known- or indeterminate-length request, truncated forms included (§3.8). */
-export function decodeRequest(b: Uint8Array, limits?: Partial<BhttpLimits>): BhttpRequest {
-  const L = resolveLimits(limits);
-  if (b.length > L.maxMessageBytes) {
-    throw new ProtocolError("BHTTP_ERR_TOO_LARGE", `message of ${b.length} bytes exceeds maxMessageBytes ${L.maxMessageBytes}`);
-  }
-  const r = new ByteReader(b, "BHTTP_ERR_TRUNCATED", "BHTTP_ERR_FORMAT");
+/** Request Control Data (§3.4), checked by the HTTP/2 rules. */
+export function readRequestControlData(d: MessageDecoder): { method: string; scheme: string; authority: string; path: string } {
+  const method = latin1Decode(d.controlValue("method"));
+  const scheme = latin1Decode(d.controlValue("scheme"));
+  const authority = latin1Decode(d.controlValue("authority"));
+  const path = latin1Decode(d.controlValue("path"));
+  checkControlData(method, scheme, authority, path);
+  return { method, scheme, authority, path };
+}
+
+/** The framing indicator of a request: true for indeterminate-length. */
+export function readRequestFraming(r: ByteReader): boolean {
   const framing = r.varint("framing indicator");
   if (framing === FRAMING.KNOWN_LENGTH_RESPONSE || framing === FRAMING.INDETERMINATE_LENGTH_RESPONSE) {
     throw invalid(`framing indicator ${framing} is a response, not a request`);
@@ -126,12 +131,31 @@ export function decodeRequest(b: Uint8Array, limits?: Partial<BhttpLimits>): Bht
   if (framing !== FRAMING.KNOWN_LENGTH_REQUEST && framing !== FRAMING.INDETERMINATE_LENGTH_REQUEST) {
     throw invalid(`framing indicator ${framing} is not defined`);
   }
-  const d = new MessageDecoder(b, r, L, framing === FRAMING.INDETERMINATE_LENGTH_REQUEST);
-  const method = latin1Decode(d.controlValue("method"));
-  const scheme = latin1Decode(d.controlValue("scheme"));
-  const authority = latin1Decode(d.controlValue("authority"));
-  const path = latin1Decode(d.controlValue("path"));
-  checkControlData(method, scheme, authority, path);
+  return framing === FRAMING.INDETERMINATE_LENGTH_REQUEST;
+}
+
+/** Encodes the start of an indeterminate-length request (framing indicator 2): control data and header section. */
+export function encodeRequestHead(r: Pick<BhttpRequest, "method" | "scheme" | "authority" | "path" | "headers">): Uint8Array {
+  checkControlData(r.method, r.scheme, r.authority, r.path);
+  const e = new MessageEncoder();
+  e.varint(FRAMING.INDETERMINATE_LENGTH_REQUEST);
+  e.controlValue(latin1Encode(r.method, "method"));
+  e.controlValue(latin1Encode(r.scheme, "scheme"));
+  e.controlValue(latin1Encode(r.authority, "authority"));
+  e.controlValue(latin1Encode(r.path, "path"));
+  e.indeterminateFieldSection(r.headers, "header section");
+  return e.finish();
+}
+
+/** Decodes a known- or indeterminate-length request, truncated forms included (§3.8). */
+export function decodeRequest(b: Uint8Array, limits?: Partial<BhttpLimits>): BhttpRequest {
+  const L = resolveLimits(limits);
+  if (b.length > L.maxMessageBytes) {
+    throw new ProtocolError("BHTTP_ERR_TOO_LARGE", `message of ${b.length} bytes exceeds maxMessageBytes ${L.maxMessageBytes}`);
+  }
+  const r = new ByteReader(b, "BHTTP_ERR_TRUNCATED", "BHTTP_ERR_FORMAT");
+  const d = new MessageDecoder(b, r, L, readRequestFraming(r));
+  const { method, scheme, authority, path } = readRequestControlData(d);
   const headers = d.ended ? [] : d.fieldSection("header section");
   const body = d.ended ? new Uint8Array(0) : d.content();
   const trailers = d.ended ? [] : d.fieldSection("trailer section");

@@ -91,13 +91,8 @@ export function encodeResponse(r: BhttpResponse, opts: EncodeOptions = {}): Uint
   return e.finish();
 }
 
-/** Decodes a known- or indeterminate-length response, truncated forms included (§3.8). */
-export function decodeResponse(b: Uint8Array, limits?: Partial<BhttpLimits>): BhttpResponse {
-  const L = resolveLimits(limits);
-  if (b.length > L.maxMessageBytes) {
-    throw new ProtocolError("BHTTP_ERR_TOO_LARGE", `message of ${b.length} bytes exceeds maxMessageBytes ${L.maxMessageBytes}`);
-  }
-  const r = new ByteReader(b, "BHTTP_ERR_TRUNCATED", "BHTTP_ERR_FORMAT");
+/** The framing indicator of a response: true for indeterminate-length. */
+export function readResponseFraming(r: ByteReader): boolean {
   const framing = r.varint("framing indicator");
   if (framing === FRAMING.KNOWN_LENGTH_REQUEST || framing === FRAMING.INDETERMINATE_LENGTH_REQUEST) {
     throw invalid(`framing indicator ${framing} is a request, not a response`);
@@ -105,19 +100,43 @@ export function decodeResponse(b: Uint8Array, limits?: Partial<BhttpLimits>): Bh
   if (framing !== FRAMING.KNOWN_LENGTH_RESPONSE && framing !== FRAMING.INDETERMINATE_LENGTH_RESPONSE) {
     throw invalid(`framing indicator ${framing} is not defined`);
   }
-  const d = new MessageDecoder(b, r, L, framing === FRAMING.INDETERMINATE_LENGTH_RESPONSE);
+  return framing === FRAMING.INDETERMINATE_LENGTH_RESPONSE;
+}
+
+/** Informational responses (§3.5) up to the final status code. */
+export function readResponseStatus(d: MessageDecoder): { informational: BhttpInformational[]; status: number } {
   const informational: BhttpInformational[] = [];
-  let status: number;
   for (;;) {
-    status = r.varint("status code");
-    if (isFinal(status)) break;
+    const status = d.r.varint("status code");
+    if (isFinal(status)) return { informational, status };
     if (!isInformational(status)) throw invalid(`status ${status} is neither informational (1xx) nor final (200..599)`);
-    if (informational.length >= L.maxInformational) {
-      throw new ProtocolError("BHTTP_ERR_TOO_LARGE", `more than maxInformational ${L.maxInformational} informational responses`);
+    if (informational.length >= d.limits.maxInformational) {
+      throw new ProtocolError("BHTTP_ERR_TOO_LARGE", `more than maxInformational ${d.limits.maxInformational} informational responses`);
     }
     // Not optional: a final status must follow, so ending here is a truncated message.
     informational.push({ status, headers: d.fieldSection("informational header section") });
   }
+}
+
+/** Encodes the start of an indeterminate-length response (framing indicator 3): status and header section. */
+export function encodeResponseHead(r: Pick<BhttpResponse, "status" | "headers">): Uint8Array {
+  if (!isFinal(r.status)) throw invalid(`final status ${r.status} is outside 200..599`);
+  const e = new MessageEncoder();
+  e.varint(FRAMING.INDETERMINATE_LENGTH_RESPONSE);
+  e.varint(r.status);
+  e.indeterminateFieldSection(r.headers, "header section");
+  return e.finish();
+}
+
+/** Decodes a known- or indeterminate-length response, truncated forms included (§3.8). */
+export function decodeResponse(b: Uint8Array, limits?: Partial<BhttpLimits>): BhttpResponse {
+  const L = resolveLimits(limits);
+  if (b.length > L.maxMessageBytes) {
+    throw new ProtocolError("BHTTP_ERR_TOO_LARGE", `message of ${b.length} bytes exceeds maxMessageBytes ${L.maxMessageBytes}`);
+  }
+  const r = new ByteReader(b, "BHTTP_ERR_TRUNCATED", "BHTTP_ERR_FORMAT");
+  const d = new MessageDecoder(b, r, L, readResponseFraming(r));
+  const { informational, status } = readResponseStatus(d);
   const headers = d.ended ? [] : d.fieldSection("header section");
   const body = d.ended ? new Uint8Array(0) : d.content();
   const trailers = d.ended ? [] : d.fieldSection("trailer section");

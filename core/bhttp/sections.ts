@@ -213,6 +213,16 @@ export class MessageEncoder {
     for (const part of encoded) this.w.varintBytes(part);
   }
 
+  /** An Indeterminate-Length Field Section: the field lines, then a 0 (the Content Terminator). */
+  indeterminateFieldSection(fields: readonly Field[], section: string): void {
+    for (const field of fields) {
+      checkFieldForEncoding(field, section);
+      this.w.varintBytes(latin1Encode(field[0], `${section} field name`));
+      this.w.varintBytes(latin1Encode(field[1], `${section} field value`));
+    }
+    this.w.varint(0);
+  }
+
   /**
    * Header section, content and trailer section. With `truncate`, empty parts at the end are
    * omitted as §3.8 (and §3.1 for the header section) allows.

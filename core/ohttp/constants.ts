@@ -14,11 +14,13 @@ export type KemId = (typeof KEM)[keyof typeof KEM];
 export type KdfId = (typeof KDF)[keyof typeof KDF];
 export type AeadId = (typeof AEAD)[keyof typeof AEAD];
 
-/** RFC 9458 §9: media types. */
+/** RFC 9458 §9 and draft-ietf-ohai-chunked-ohttp-08 §8: media types. */
 export const MEDIA_TYPES = {
   keys: "application/ohttp-keys",
   request: "message/ohttp-req",
   response: "message/ohttp-res",
+  chunkedRequest: "message/ohttp-chunked-req",
+  chunkedResponse: "message/ohttp-chunked-res",
 } as const;
 
 export interface KemInfo {

@@ -1,6 +1,6 @@
 // Request and response encapsulation (RFC 9458 §4).
 
-import type { AeadEncryptionContext } from "@hpke/core";
+import type { AeadEncryptionContext, CipherSuite, RecipientContext, SenderContext } from "@hpke/core";
 import { ByteWriter, concatBytes, exactCopy } from "../bytes.js";
 import { ProtocolError, wrapError } from "../errors.js";
 import { AEAD_INFO, KEM_INFO, isAeadId, isKdfId, isKemId, type AeadId, type KdfId, type KemId } from "./constants.js";
@@ -12,8 +12,10 @@ const encoder = new TextEncoder();
 /** RFC 9458 §4.3 / §4.4 labels. */
 const REQUEST_LABEL = encoder.encode("message/bhttp request");
 const RESPONSE_LABEL = encoder.encode("message/bhttp response");
+const KEY_LABEL = encoder.encode("key");
+const NONCE_LABEL = encoder.encode("nonce");
 /** key_id(8) kem_id(16) kdf_id(16) aead_id(16) */
-const HEADER_BYTES = 7;
+export const HEADER_BYTES = 7;
 
 export interface ServerResponseContext {
   /** Encapsulates the response (RFC 9458 §4.4). Single use: a second call throws OHTTP_ERR_CONTEXT_USED. */
@@ -48,15 +50,15 @@ function defaultRandom(n: number): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(n));
 }
 
-/** info = "message/bhttp request" || 0x00 || hdr (RFC 9458 §4.3). */
-function requestInfo(hdr: Uint8Array): Uint8Array {
-  const info = new Uint8Array(REQUEST_LABEL.length + 1 + hdr.length);
-  info.set(REQUEST_LABEL);
-  info.set(hdr, REQUEST_LABEL.length + 1);
+/** info = label || 0x00 || hdr (RFC 9458 §4.3; label "message/bhttp request"). */
+function requestInfo(label: Uint8Array, hdr: Uint8Array): Uint8Array {
+  const info = new Uint8Array(label.length + 1 + hdr.length);
+  info.set(label);
+  info.set(hdr, label.length + 1);
   return info;
 }
 
-function u8(b: ArrayBuffer): Uint8Array {
+export function u8(b: ArrayBuffer): Uint8Array {
   return new Uint8Array(b);
 }
 
@@ -80,8 +82,7 @@ abstract class ResponseContext {
 
   /** max(Nn, Nk) */
   protected get nonceBytes(): number {
-    const { Nn, Nk } = AEAD_INFO[this.aeadId];
-    return Math.max(Nn, Nk);
+    return responseNonceBytes(this.aeadId);
   }
 
   /** Hands out the exported secret once, then forgets it. */
@@ -110,14 +111,17 @@ abstract class ResponseContext {
     return this.backend.suite(this.kemId, this.kdfId, this.aeadId).aead.createEncryptionContext(key);
   }
 
-  /** aead_key = Expand(Extract(salt, secret), "key", Nk); aead_nonce = Expand(.., "nonce", Nn). */
-  async #keys(secret: Uint8Array, salt: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
-    const kdf = this.backend.suite(this.kemId, this.kdfId, this.aeadId).kdf;
-    const { Nk, Nn } = AEAD_INFO[this.aeadId];
-    const key = await kdf.extractAndExpand(salt, secret, encoder.encode("key"), Nk);
-    const nonce = await kdf.extractAndExpand(salt, secret, encoder.encode("nonce"), Nn);
-    return [u8(key), u8(nonce)];
+  #keys(secret: Uint8Array, salt: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
+    return responseKeys(this.backend.suite(this.kemId, this.kdfId, this.aeadId), this.aeadId, secret, salt);
   }
+}
+
+/** aead_key = Expand(Extract(salt, secret), "key", Nk); aead_nonce = Expand(.., "nonce", Nn) (§4.4). */
+export async function responseKeys(suite: CipherSuite, aeadId: AeadId, secret: Uint8Array, salt: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
+  const { Nk, Nn } = AEAD_INFO[aeadId];
+  const key = await suite.kdf.extractAndExpand(salt, secret, KEY_LABEL, Nk);
+  const nonce = await suite.kdf.extractAndExpand(salt, secret, NONCE_LABEL, Nn);
+  return [u8(key), u8(nonce)];
 }
 
 class ServerResponseContextImpl extends ResponseContext implements ServerResponseContext {
@@ -192,6 +196,45 @@ export async function decapsulateRequest(
   enc: Uint8Array,
   deps: DecapsulateRequestDeps = {},
 ): Promise<{ request: Uint8Array; keyId: number; response: ServerResponseContext }> {
+  const h = readRequestHeader(keys, enc);
+  const { Nt } = AEAD_INFO[h.aeadId];
+  if (enc.length < h.headerBytes + Nt) {
+    throw new ProtocolError("OHTTP_ERR_TRUNCATED", `encapsulated request needs at least ${h.headerBytes + Nt} bytes`);
+  }
+  // Copies: the caller may reuse its buffer, and the context outlives this call.
+  const kemEnc = exactCopy(enc.subarray(HEADER_BYTES, h.headerBytes));
+  let request: Uint8Array;
+  let secret: Uint8Array;
+  try {
+    const ctx = await setupRecipient(h, kemEnc, enc.subarray(0, HEADER_BYTES), REQUEST_LABEL);
+    request = u8(await ctx.open(enc.subarray(h.headerBytes)));
+    secret = u8(await ctx.export(RESPONSE_LABEL, responseNonceBytes(h.aeadId)));
+  } catch (e) {
+    throw wrapError(e, "OHTTP_ERR_DECRYPT");
+  }
+  const response = new ServerResponseContextImpl(h.backend, h.kemId, h.kdfId, h.aeadId, kemEnc, secret, deps.randomBytes ?? defaultRandom);
+  return { request, keyId: h.keyId, response };
+}
+
+/** What the request header names: the key, its suite, and where the HPKE ciphertext starts. */
+export interface RequestHeader {
+  readonly keyId: number;
+  readonly kemId: KemId;
+  readonly kdfId: KdfId;
+  readonly aeadId: AeadId;
+  /** HEADER_BYTES + Nenc */
+  readonly headerBytes: number;
+  readonly backend: HpkeBackend;
+  readonly recipientKey: CryptoKeyPair;
+}
+
+/**
+ * Reads key_id, kem_id, kdf_id, aead_id (the first 7 bytes; more may follow) and checks them
+ * against the keyring (RFC 9458 §4.3): unknown key id, or a KEM or KDF/AEAD pair the key does not
+ * offer, throw the §5.3 key problems. The caller checks that `headerBytes` are there. Shared by the
+ * chunked variant, whose header is the same.
+ */
+export function readRequestHeader(keys: Keyring, enc: Uint8Array): RequestHeader {
   if (enc.length < HEADER_BYTES) throw new ProtocolError("OHTTP_ERR_TRUNCATED", "encapsulated request header is truncated");
   const keyId = enc[0]!;
   const kemId = (enc[1]! << 8) | enc[2]!;
@@ -206,26 +249,20 @@ export async function decapsulateRequest(
   if (!isKdfId(kdfId) || !isAeadId(aeadId) || !config.symmetric.some((s) => s.kdfId === kdfId && s.aeadId === aeadId)) {
     throw new ProtocolError("OHTTP_ERR_SUITE_UNSUPPORTED", `key ${keyId} does not offer KDF ${kdfId} with AEAD ${aeadId}`);
   }
-  const { Nenc } = KEM_INFO[kemId];
-  const { Nt, Nn, Nk } = AEAD_INFO[aeadId];
-  if (enc.length < HEADER_BYTES + Nenc + Nt) {
-    throw new ProtocolError("OHTTP_ERR_TRUNCATED", `encapsulated request needs at least ${HEADER_BYTES + Nenc + Nt} bytes`);
-  }
+  const headerBytes = HEADER_BYTES + KEM_INFO[kemId].Nenc;
   const { backend, recipientKey } = gatewayKeyMaterial(key);
-  // Copies: the caller may reuse its buffer, and the context outlives this call.
-  const kemEnc = exactCopy(enc.subarray(HEADER_BYTES, HEADER_BYTES + Nenc));
-  const info = requestInfo(enc.subarray(0, HEADER_BYTES));
-  let request: Uint8Array;
-  let secret: Uint8Array;
-  try {
-    const ctx = await backend.suite(kemId, kdfId, aeadId).createRecipientContext({ recipientKey, enc: kemEnc, info });
-    request = u8(await ctx.open(enc.subarray(HEADER_BYTES + Nenc)));
-    secret = u8(await ctx.export(RESPONSE_LABEL, Math.max(Nn, Nk)));
-  } catch (e) {
-    throw wrapError(e, "OHTTP_ERR_DECRYPT");
-  }
-  const response = new ServerResponseContextImpl(backend, kemId, kdfId, aeadId, kemEnc, secret, deps.randomBytes ?? defaultRandom);
-  return { request, keyId, response };
+  return { keyId, kemId, kdfId, aeadId, headerBytes, backend, recipientKey };
+}
+
+/** SetupBaseR(enc, skR, info) with info = label || 0x00 || hdr. Throws the backend's errors. */
+export function setupRecipient(h: RequestHeader, kemEnc: Uint8Array, hdr: Uint8Array, label: Uint8Array): Promise<RecipientContext> {
+  return h.backend.suite(h.kemId, h.kdfId, h.aeadId).createRecipientContext({ recipientKey: h.recipientKey, enc: kemEnc, info: requestInfo(label, hdr) });
+}
+
+/** max(Nn, Nk): the response nonce, and the secret exported for the response. */
+export function responseNonceBytes(aeadId: AeadId): number {
+  const { Nn, Nk } = AEAD_INFO[aeadId];
+  return Math.max(Nn, Nk);
 }
 
 /** Client side (RFC 9458 §4.3): encapsulates `request` to the gateway key of `config`. */
@@ -234,6 +271,37 @@ export async function encapsulateRequest(
   request: Uint8Array,
   opts: EncapsulateRequestOptions = {},
 ): Promise<{ encapsulated: Uint8Array; response: ClientResponseContext }> {
+  const s = await setupSender(config, opts, REQUEST_LABEL);
+  let ct: Uint8Array;
+  let secret: Uint8Array;
+  try {
+    ct = u8(await s.ctx.seal(request));
+    secret = u8(await s.ctx.export(RESPONSE_LABEL, responseNonceBytes(s.aeadId)));
+  } catch (e) {
+    throw wrapError(e, "INTERNAL_ERR", "request encapsulation failed");
+  }
+  const encapsulated = concatBytes(s.hdr, s.enc, ct);
+  return { encapsulated, response: new ClientResponseContextImpl(s.backend, s.kemId, s.kdfId, s.aeadId, s.enc, secret) };
+}
+
+/** A client's HPKE sender context with the request header it belongs to. */
+export interface SenderSetup {
+  readonly kemId: KemId;
+  readonly kdfId: KdfId;
+  readonly aeadId: AeadId;
+  readonly backend: HpkeBackend;
+  /** key_id(8) kem_id(16) kdf_id(16) aead_id(16) */
+  readonly hdr: Uint8Array;
+  /** The encapsulated KEM shared secret (Nenc bytes). */
+  readonly enc: Uint8Array;
+  readonly ctx: SenderContext;
+}
+
+/**
+ * Picks the suite, imports the gateway's public key and runs SetupBaseS(pkR, info) with
+ * info = label || 0x00 || hdr (RFC 9458 §4.3; the chunked variant only changes the label).
+ */
+export async function setupSender(config: KeyConfig, opts: EncapsulateRequestOptions, label: Uint8Array): Promise<SenderSetup> {
   const { keyId, kemId } = config;
   if (!isKemId(kemId)) throw new ProtocolError("OHTTP_ERR_SUITE_UNSUPPORTED", `unsupported KEM 0x${kemId.toString(16)}`);
   if (!Number.isInteger(keyId) || keyId < 0 || keyId > 0xff) throw new ProtocolError("OHTTP_ERR_KEY_CONFIG", "key id must be 0..255");
@@ -257,19 +325,12 @@ export async function encapsulateRequest(
   if (ephemeral !== undefined) {
     ekm = "ikm" in ephemeral ? ephemeral.ikm : (await backend.importPrivateKey(kemId, ephemeral.privateKey)).pair;
   }
-  const { Nn, Nk } = AEAD_INFO[aeadId];
-  let enc: Uint8Array;
-  let ct: Uint8Array;
-  let secret: Uint8Array;
   try {
     const hpke = backend.suite(kemId, kdfId, aeadId);
-    const ctx = await hpke.createSenderContext(ekm === undefined ? { recipientPublicKey, info: requestInfo(hdr) } : { recipientPublicKey, info: requestInfo(hdr), ekm });
-    ct = u8(await ctx.seal(request));
-    enc = u8(ctx.enc);
-    secret = u8(await ctx.export(RESPONSE_LABEL, Math.max(Nn, Nk)));
+    const info = requestInfo(label, hdr);
+    const ctx = await hpke.createSenderContext(ekm === undefined ? { recipientPublicKey, info } : { recipientPublicKey, info, ekm });
+    return { kemId, kdfId, aeadId, backend, hdr, enc: u8(ctx.enc), ctx };
   } catch (e) {
     throw wrapError(e, "INTERNAL_ERR", "request encapsulation failed");
   }
-  const encapsulated = concatBytes(hdr, enc, ct);
-  return { encapsulated, response: new ClientResponseContextImpl(backend, kemId, kdfId, aeadId, enc, secret) };
 }

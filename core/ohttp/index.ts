@@ -17,3 +17,5 @@ export type {
 export { setHpkeBackend, hpkeBackend } from "./backend.js";
 export type { HpkeBackend, KemKeyPair, ResponseCrypto } from "./backend.js";
 export { stockHpkeBackend } from "./stock.js";
+export { CHUNK_BYTES, ChunkWriter, ChunkedRequestDecapsulator, ChunkedResponseDecapsulator, encapsulateChunkedRequest } from "./chunked.js";
+export type { ChunkLimits, ChunkedDecapsulateOptions, ChunkedRequest, ChunkedRequestOptions, ChunkedResponseStart } from "./chunked.js";

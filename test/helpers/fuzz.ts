@@ -29,3 +29,15 @@ export function isDeepFrozen(v: unknown): boolean {
   if (!Object.isFrozen(v)) return false;
   return Object.values(v).every(isDeepFrozen);
 }
+
+/** Splits `b` at the given points (taken modulo its length + 1): how a stream might deliver it. */
+export function resplit(b: Uint8Array, at: readonly number[]): Uint8Array[] {
+  const points = [...new Set(at.map((a) => a % (b.length + 1)))].sort((x, y) => x - y);
+  const out: Uint8Array[] = [];
+  let prev = 0;
+  for (const p of [...points, b.length]) {
+    out.push(b.subarray(prev, p));
+    prev = p;
+  }
+  return out;
+}

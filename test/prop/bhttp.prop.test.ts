@@ -4,16 +4,21 @@
 import { BHttpDecoder, BHttpEncoder } from "bhttp-js";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ByteWriter, concatBytes } from "../../core/bytes.js";
+import { concatBytes } from "../../core/bytes.js";
 import { ProtocolError } from "../../core/errors.js";
+import {
+  encodeIndeterminateRequest,
+  encodeIndeterminateResponse,
+  encodeOptions,
+  request,
+  response,
+} from "../helpers/bhttp-arbitraries.js";
 import {
   decodeRequest,
   decodeResponse,
   encodeRequest,
   encodeResponse,
-  type BhttpInformational,
   type BhttpRequest,
-  type BhttpResponse,
   type Field,
 } from "../../core/bhttp/index.js";
 
@@ -21,95 +26,6 @@ const numRuns = Number(process.env.VEIL_FUZZ_RUNS ?? 200);
 const params = (seed: number): fc.Parameters<unknown> => ({ seed, numRuns });
 /** Per-message properties that loop over every prefix run fewer times to stay fast. */
 const paramsHeavy = (seed: number): fc.Parameters<unknown> => ({ seed, numRuns: Math.max(20, Math.ceil(numRuns / 4)) });
-
-// --- arbitraries ----------------------------------------------------------------------------
-
-/** Lowercase tokens (RFC 9110 tchar), as the decoder returns names. */
-const fieldName = fc.stringMatching(/^[!#$%&'*+\-.^_`|~0-9a-z]{1,16}$/);
-/** Latin-1 field-content: no CTLs except inner HTAB, no leading/trailing whitespace. */
-const fieldValue = fc.stringMatching(/^([\x21-\x7e\x80-\xff]([\t\x20-\x7e\x80-\xff]{0,24}[\x21-\x7e\x80-\xff])?)?$/);
-const field: fc.Arbitrary<Field> = fc.tuple(fieldName, fieldValue);
-const fields = fc.array(field, { maxLength: 6 });
-const body = fc.oneof(fc.constant(new Uint8Array(0)), fc.uint8Array({ maxLength: 300 }));
-
-const method = fc.oneof(
-  fc.constantFrom("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"),
-  fc.stringMatching(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,12}$/).filter((m) => m !== "CONNECT"),
-);
-const request: fc.Arbitrary<BhttpRequest> = fc.record({
-  method,
-  scheme: fc.oneof(fc.constantFrom("https", "http"), fc.stringMatching(/^[a-z][a-z0-9+.-]{0,8}$/)),
-  authority: fc.stringMatching(/^[A-Za-z0-9\-._~%!$&'()*+,;=:[\]]{0,24}$/),
-  path: fc.stringMatching(/^\/[\x21-\x7e]{0,40}$/),
-  headers: fields,
-  body,
-  trailers: fields,
-});
-
-const informational: fc.Arbitrary<BhttpInformational> = fc.record({
-  status: fc.integer({ min: 100, max: 199 }),
-  headers: fields,
-});
-const response: fc.Arbitrary<BhttpResponse> = fc.record({
-  informational: fc.array(informational, { maxLength: 3 }),
-  status: fc.integer({ min: 200, max: 599 }),
-  headers: fields,
-  body,
-  trailers: fields,
-});
-
-const encodeOptions = fc.record({ padding: fc.nat(16), truncate: fc.boolean() });
-
-// --- a test-only indeterminate-length encoder (the library encodes known-length only) --------
-
-function writeLines(w: ByteWriter, fs: readonly Field[]): void {
-  const latin1 = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0));
-  for (const [n, v] of fs) w.varintBytes(latin1(n)).varintBytes(latin1(v));
-}
-
-/** RFC 9292 §3.2 tail: header lines + 0, content in chunks + 0, trailer lines + 0, then padding. */
-function writeIndeterminateTail(
-  w: ByteWriter,
-  m: { headers: Field[]; body: Uint8Array; trailers: Field[] },
-  chunk: number,
-  truncate: boolean,
-  padding: number,
-): void {
-  let parts = 3;
-  if (truncate && m.trailers.length === 0) parts = m.body.length === 0 ? (m.headers.length === 0 ? 0 : 1) : 2;
-  if (parts >= 1) {
-    writeLines(w, m.headers);
-    w.varint(0);
-  }
-  if (parts >= 2) {
-    for (let o = 0; o < m.body.length; o += chunk) w.varintBytes(m.body.subarray(o, o + chunk));
-    w.varint(0);
-  }
-  if (parts >= 3) {
-    writeLines(w, m.trailers);
-    w.varint(0);
-  }
-  w.zeros(padding);
-}
-
-function encodeIndeterminateRequest(r: BhttpRequest, chunk: number, truncate: boolean, padding: number): Uint8Array {
-  const w = new ByteWriter().varint(2);
-  for (const s of [r.method, r.scheme, r.authority, r.path]) w.varintBytes(Uint8Array.from(s, (c) => c.charCodeAt(0)));
-  writeIndeterminateTail(w, r, chunk, truncate, padding);
-  return w.finish().slice();
-}
-
-function encodeIndeterminateResponse(r: BhttpResponse, chunk: number, truncate: boolean, padding: number): Uint8Array {
-  const w = new ByteWriter().varint(3);
-  for (const i of r.informational) {
-    w.varint(i.status);
-    writeLines(w, i.headers);
-    w.varint(0);
-  }
-  w.varint(r.status);
-  writeIndeterminateTail(w, r, chunk, truncate, padding);
-  return w.finish().slice();
-}
 
 /** Returns normally, or throws a ProtocolError with a BHTTP_ code: nothing else is allowed. */
 function expectBhttpOutcome(f: () => unknown): void {

@@ -3,6 +3,8 @@
 // POST /token-request, plus /healthz, /readyz and /metrics from server/lifecycle.ts.
 // Keys (and the clock) are injected: see issuer/key-store.ts.
 
+import { ARC_MEDIA_TYPES } from "../core/privacypass/arc/index.js";
+import { ARC_TOKEN_TYPE } from "../core/privacypass/token-type.js";
 import type { FastifyInstance } from "fastify";
 import { Counter, Gauge } from "prom-client";
 import { ISSUER_DIRECTORY_PATH, MEDIA_TYPES } from "../core/privacypass/issuance.js";
@@ -26,7 +28,7 @@ export interface IssuerDeps {
   attester?: QuotaAttester;
 }
 
-const TOKEN_TYPE_LABEL: Readonly<Record<number, string>> = { 1: "voprf_p384", 2: "blind_rsa_2048" };
+const TOKEN_TYPE_LABEL: Readonly<Record<number, string>> = { 1: "voprf_p384", 2: "blind_rsa_2048", [ARC_TOKEN_TYPE]: "arc_p256" };
 
 export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInstance {
   const metrics = deps.metrics ?? createMetrics("issuer");
@@ -76,6 +78,7 @@ export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInst
   // Only token requests are parsed (as raw bytes): any other body is a 415, never parsed.
   app.removeAllContentTypeParsers();
   acceptBinaryBody(app, MEDIA_TYPES.tokenRequest);
+  acceptBinaryBody(app, ARC_MEDIA_TYPES.credentialRequest);
   app.addHook("onResponse", (request, reply, done) => {
     // The problem handler records the error code as the outcome: that is the reason label.
     if (request.routeOptions.url === TOKEN_REQUEST_PATH && reply.statusCode >= 400) {

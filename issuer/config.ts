@@ -5,7 +5,7 @@
 // then frozen. This is the only issuer file that reads process.env.
 
 import { ProtocolError } from "../core/errors.js";
-import { TOKEN_TYPE } from "../core/privacypass/token-type.js";
+import { ARC_TOKEN_TYPE, TOKEN_TYPE } from "../core/privacypass/token-type.js";
 import {
   httpLimitsSchema,
   listenSchema,
@@ -86,8 +86,8 @@ export const ISSUER_SCHEMA: Schema = {
     kind: "list",
     default: DEFAULTS.tokenTypes,
     minItems: 1,
-    items: { kind: "int", min: 1, max: 2, doc: "1 = VOPRF (P-384), 2 = Blind RSA (2048)." },
-    doc: "Token types issued, preferred first: 2 (Blind RSA, publicly verifiable) and/or 1 (VOPRF P-384).",
+    items: { kind: "int", min: 1, max: ARC_TOKEN_TYPE, doc: "1 = VOPRF (P-384), 2 = Blind RSA (2048), 58796 = ARC (P-256)." },
+    doc: "Token types issued, preferred first: 2 (Blind RSA, publicly verifiable), 1 (VOPRF P-384) and/or 58796 (ARC rate-limited credentials, 0xE5AC; the attester counts one credential as one token).",
   },
   keyLifetimeSec: {
     kind: "int",
@@ -136,6 +136,8 @@ export const ISSUER_SCHEMA: Schema = {
 
 /** Cross-field rules the schema cannot express. */
 function checkIssuerConfig(c: IssuerConfig): IssuerConfig {
+  const bad = c.tokenTypes.find((t) => t !== TOKEN_TYPE.VOPRF_P384 && t !== TOKEN_TYPE.BLIND_RSA_2048 && t !== ARC_TOKEN_TYPE);
+  if (bad !== undefined) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes: ${bad} is not 1, 2 or ${ARC_TOKEN_TYPE}`);
   if (new Set(c.tokenTypes).size !== c.tokenTypes.length) {
     throw new ProtocolError("CFG_ERR_INVALID", "tokenTypes: each token type may appear once");
   }

@@ -16,8 +16,13 @@
 //   "keys": [ { "tokenType": 2, "notBefore": 1764230400, "tokenKey": "<base64url SPKI>",
 //               "privateKey": "<base64 PKCS#8 DER>" },
 //             { "tokenType": 1, "notBefore": 1764230400, "tokenKey": "<base64url element>",
-//               "privateKey": "<hex scalar>" } ]
+//               "privateKey": "<hex scalar>" },
+//             { "tokenType": 58796, "notBefore": 1764230400, "tokenKey": "<base64url X0||X1||X2>",
+//               "privateKey": "<hex x0||x1||x2||x0Blinding>" } ]
 // }
+//
+// ARC keys (type 58796 = 0xE5AC) rotate on the same schedule as the others. The gateway reads
+// their private keys from this file (or a copy): ARC is privately verifiable.
 
 import { generateKeyPair as generateKeyPairCb, createPrivateKey, randomBytes, type KeyObject } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
@@ -25,22 +30,32 @@ import { basename, dirname, join } from "node:path";
 import { equalBytes, fromBase64Url, fromHex, toBase64Url, toHex } from "../core/bytes.js";
 import { ProtocolError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
-import { TOKEN_TYPE, type TokenType } from "../core/privacypass/token-type.js";
+import { ARC_TOKEN_TYPE, TOKEN_TYPE, type TokenType } from "../core/privacypass/token-type.js";
 import { deriveKeyPair } from "../core/privacypass/voprf.js";
+import { encodeServerPrivateKey, setupServer } from "../core/privacypass/arc/index.js";
+import { createArcSigner, type ArcSigner } from "./arc-signer.js";
 import { createBlindRsaSigner, createVoprfSigner, type Signer } from "./signer.js";
+
+/** The token types the issuer keeps keys for: 1, 2 and ARC (0xE5AC). */
+export type IssuerTokenType = TokenType | typeof ARC_TOKEN_TYPE;
+const ISSUER_TOKEN_TYPES: readonly number[] = [TOKEN_TYPE.VOPRF_P384, TOKEN_TYPE.BLIND_RSA_2048, ARC_TOKEN_TYPE];
+
+function isIssuerTokenType(t: unknown): t is IssuerTokenType {
+  return typeof t === "number" && ISSUER_TOKEN_TYPES.includes(t);
+}
 
 export const ISSUER_KEY_FILE_VERSION = 1;
 
 export interface IssuerKey {
-  readonly tokenType: TokenType;
+  readonly tokenType: IssuerTokenType;
   /** UNIX seconds from which the key may be used. */
   readonly notBefore: number;
   /** UNIX seconds at which the key expires: notBefore + keyLifetimeSec. */
   readonly expiresAt: number;
   readonly tokenKey: Uint8Array;
   readonly tokenKeyId: Uint8Array;
-  readonly signer: Signer;
-  /** The private key as stored in the file (PKCS#8 DER for type 2, the scalar for type 1). */
+  readonly signer: Signer | ArcSigner;
+  /** The private key as stored in the file (PKCS#8 DER for type 2, the scalar(s) for types 1 and ARC). */
   readonly privateKey: Secret<Uint8Array>;
 }
 
@@ -91,11 +106,13 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-function makeKey(tokenType: TokenType, notBefore: number, lifetimeSec: number, privateKey: Uint8Array): IssuerKey {
+function makeKey(tokenType: IssuerTokenType, notBefore: number, lifetimeSec: number, privateKey: Uint8Array): IssuerKey {
   const signer =
     tokenType === TOKEN_TYPE.BLIND_RSA_2048
       ? createBlindRsaSigner(createPrivateKey({ key: Buffer.from(privateKey), format: "der", type: "pkcs8" }))
-      : createVoprfSigner(privateKey);
+      : tokenType === ARC_TOKEN_TYPE
+        ? createArcSigner(privateKey)
+        : createVoprfSigner(privateKey);
   return {
     tokenType,
     notBefore,
@@ -111,7 +128,7 @@ function parseRecord(file: string, r: unknown, i: number, lifetimeSec: number): 
   const at = `keys[${i}]`;
   if (!isObject(r)) fail(file, `${at}: expected an object`);
   const { tokenType, notBefore, tokenKey, privateKey } = r;
-  if (tokenType !== TOKEN_TYPE.BLIND_RSA_2048 && tokenType !== TOKEN_TYPE.VOPRF_P384) fail(file, `${at}.tokenType: expected 1 or 2`);
+  if (!isIssuerTokenType(tokenType)) fail(file, `${at}.tokenType: expected 1, 2 or ${ARC_TOKEN_TYPE}`);
   if (typeof notBefore !== "number" || !Number.isSafeInteger(notBefore) || notBefore < 0) fail(file, `${at}.notBefore: expected UNIX seconds`);
   if (typeof privateKey !== "string") fail(file, `${at}.privateKey: expected a string`);
   const raw = tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? decodeBase64(privateKey) : decodeHexOrUndefined(privateKey);
@@ -181,7 +198,7 @@ export function writeKeyFileAtomic(file: string, text: string): void {
 
 export class IssuerKeyStore {
   readonly file: string;
-  readonly #tokenTypes: readonly TokenType[];
+  readonly #tokenTypes: readonly IssuerTokenType[];
   readonly #lifetimeSec: number;
   readonly #rotationSec: number;
   readonly #now: () => number;
@@ -197,7 +214,7 @@ export class IssuerKeyStore {
   private constructor(options: IssuerKeyStoreOptions) {
     this.file = options.file;
     this.#tokenTypes = options.tokenTypes.map((t) => {
-      if (t !== TOKEN_TYPE.BLIND_RSA_2048 && t !== TOKEN_TYPE.VOPRF_P384) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes: ${t} is not 1 or 2`);
+      if (!isIssuerTokenType(t)) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes: ${t} is not 1, 2 or ${ARC_TOKEN_TYPE}`);
       return t;
     });
     this.#lifetimeSec = options.keyLifetimeSec;
@@ -315,7 +332,7 @@ export class IssuerKeyStore {
     this.#nextChangeSec = this.#computeNextChange(now);
   }
 
-  async #generate(tokenType: TokenType, notBefore: number, existing: readonly IssuerKey[]): Promise<IssuerKey> {
+  async #generate(tokenType: IssuerTokenType, notBefore: number, existing: readonly IssuerKey[]): Promise<IssuerKey> {
     // RFC 9578 §5.5/§6.5: avoid truncated key id collisions among the keys in rotation.
     const taken = new Set(existing.filter((k) => k.tokenType === tokenType).map((k) => k.tokenKeyId[31]));
     for (let attempt = 0; ; attempt++) {
@@ -323,6 +340,9 @@ export class IssuerKeyStore {
       if (tokenType === TOKEN_TYPE.BLIND_RSA_2048) {
         const key = await this.#generateRsa();
         privateKey = new Uint8Array(key.export({ format: "der", type: "pkcs8" }));
+      } else if (tokenType === ARC_TOKEN_TYPE) {
+        // arc-crypto §4.1 SetupServer().
+        privateKey = encodeServerPrivateKey(setupServer().privateKey);
       } else {
         // RFC 9578 §5.5: DeriveKeyPair(seed, "PrivacyPass") with a random seed.
         privateKey = deriveKeyPair(this.#randomSeed()).skS;

@@ -1,5 +1,7 @@
 // POST /token-request (RFC 9578 §5.2 type 1, §6.2 type 2):
 //   application/private-token-request -> 200 application/private-token-response.
+// ARC credential requests (application/private-credential-request) are answered on the same URL
+// by ./credential-request.ts.
 //
 // Order of checks: media type (415), attester credential (401 + WWW-Authenticate: Bearer), the
 // request itself (422: malformed, unsupported token type, unknown truncated key id, blinded
@@ -14,6 +16,9 @@ import { methodNotAllowed } from "../../server/problem-handler.js";
 import type { QuotaAttester } from "../attester.js";
 import type { IssuerKeyStore } from "../key-store.js";
 import { signTokenRequest } from "../signer.js";
+import { ARC_MEDIA_TYPES } from "../../core/privacypass/arc/index.js";
+import { ARC_TOKEN_TYPE } from "../../core/privacypass/token-type.js";
+import { answerCredentialRequest } from "./credential-request.js";
 
 export const TOKEN_REQUEST_PATH = "/token-request";
 
@@ -26,8 +31,12 @@ export interface TokenRequestRouteOptions {
 export function registerTokenRequestRoute(app: FastifyInstance, options: TokenRequestRouteOptions): void {
   const { keys, attester } = options;
   app.post(TOKEN_REQUEST_PATH, async (request, reply) => {
-    if (!isMediaType(request.headers["content-type"], MEDIA_TYPES.tokenRequest) || !Buffer.isBuffer(request.body)) {
-      throw new ProtocolError("HTTP_ERR_MEDIA_TYPE", `send ${MEDIA_TYPES.tokenRequest}`);
+    const arc = isMediaType(request.headers["content-type"], ARC_MEDIA_TYPES.credentialRequest);
+    if ((!arc && !isMediaType(request.headers["content-type"], MEDIA_TYPES.tokenRequest)) || !Buffer.isBuffer(request.body)) {
+      throw new ProtocolError("HTTP_ERR_MEDIA_TYPE", `send ${MEDIA_TYPES.tokenRequest} or ${ARC_MEDIA_TYPES.credentialRequest}`);
+    }
+    if (arc) {
+      return answerCredentialRequest(request, reply, new Uint8Array(request.body.buffer, request.body.byteOffset, request.body.byteLength), options);
     }
     const credential = attester.authenticate(request.headers.authorization);
     await keys.refresh();
@@ -48,7 +57,7 @@ export function registerTokenRequestRoute(app: FastifyInstance, options: TokenRe
       throw new ProtocolError("ISSUER_ERR_REQUEST", isProtocolError(e) ? e.message : undefined, { cause: e });
     }
     const key = keys.find(tokenRequest.tokenType, tokenRequest.truncatedTokenKeyId);
-    if (key === undefined) throw new ProtocolError("ISSUER_ERR_KEY_UNKNOWN", "no current key has this truncated key id");
+    if (key === undefined || key.signer.tokenType === ARC_TOKEN_TYPE) throw new ProtocolError("ISSUER_ERR_KEY_UNKNOWN", "no current key has this truncated key id");
     const reservation = await attester.reserve(credential);
     let response: Uint8Array;
     try {

@@ -136,8 +136,8 @@ export const ISSUER_SCHEMA: Schema = {
 
 /** Cross-field rules the schema cannot express. */
 function checkIssuerConfig(c: IssuerConfig): IssuerConfig {
-  const bad = c.tokenTypes.find((t) => t !== TOKEN_TYPE.VOPRF_P384 && t !== TOKEN_TYPE.BLIND_RSA_2048 && t !== ARC_TOKEN_TYPE);
-  if (bad !== undefined) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes: ${bad} is not 1, 2 or ${ARC_TOKEN_TYPE}`);
+  const bad = c.tokenTypes.findIndex((t) => t !== TOKEN_TYPE.VOPRF_P384 && t !== TOKEN_TYPE.BLIND_RSA_2048 && t !== ARC_TOKEN_TYPE);
+  if (bad >= 0) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes[${bad}]: ${c.tokenTypes[bad]} is not 1, 2 or ${ARC_TOKEN_TYPE}`);
   if (new Set(c.tokenTypes).size !== c.tokenTypes.length) {
     throw new ProtocolError("CFG_ERR_INVALID", "tokenTypes: each token type may appear once");
   }

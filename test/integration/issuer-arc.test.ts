@@ -40,8 +40,8 @@ function currentArcKey(): { tokenKey: Uint8Array; keyId: Uint8Array } {
   return { tokenKey: k.tokenKey, keyId: k.tokenKeyId };
 }
 
-function post(body: Uint8Array, credential = CREDENTIAL, contentType: string = ARC_MEDIA_TYPES.credentialRequest): ReturnType<typeof fx.app.inject> {
-  return fx.app.inject({
+async function post(body: Uint8Array, credential = CREDENTIAL, contentType: string = ARC_MEDIA_TYPES.credentialRequest): Promise<Awaited<ReturnType<typeof fx.app.inject>>> {
+  return await fx.app.inject({
     method: "POST",
     url: "/token-request",
     headers: { "content-type": contentType, authorization: `Bearer ${credential}` },

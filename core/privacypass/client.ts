@@ -4,27 +4,28 @@
 //
 // Type 2 (Blind RSA) is Veil's own RSABSSA-SHA384-PSS-Deterministic client (./blind-rsa.ts,
 // native BigInt, about two orders of magnitude faster than the sjcl-based stock one).
-// Type 1 (VOPRF) wraps the stock @cloudflare/privacypass-ts Client (browser-safe: WebCrypto and JS
-// big numbers). Inputs are checked with Veil's strict decoders first and passed to privacypass-ts
-// as exact-length copies (its parsers ignore byteOffset and accept trailing bytes).
+// Type 1 (VOPRF) is Veil's own VOPRF(P-384, SHA-384) client (./voprf.ts, @noble/curves): Blind,
+// then VerifyProof and Finalize. Both run in browsers (no node: modules) and are proven against
+// the RFC 9578 vectors of three other implementations and against @cloudflare/privacypass-ts.
+// Every input is checked with Veil's strict decoders first.
 
-import { privateVerif, TokenChallenge as PpTokenChallenge } from "@cloudflare/privacypass-ts";
 import { sha256 } from "@noble/hashes/sha2.js";
-import { equalBytes, exactCopy } from "../bytes.js";
-import { isProtocolError, ProtocolError, wrapError } from "../errors.js";
+import { exactCopy } from "../bytes.js";
+import { ProtocolError } from "../errors.js";
 import { blind, defaultRandomBytes, finalize as finalizeBlindRsa, parseRsaPssTokenKey, type RandomBytes, type RsaPublicKey } from "./blind-rsa.js";
 import { decodeTokenChallenge } from "./challenge.js";
-import { decodeTokenRequest, decodeTokenResponse, encodeTokenRequest, truncateTokenKeyId } from "./issuance.js";
-import { decodeToken, encodeAuthenticatorInput, encodeToken, NONCE_LENGTH } from "./token.js";
-import { TOKEN_TYPE } from "./token-type.js";
+import { decodeTokenResponse, encodeTokenRequest, truncateTokenKeyId, type TokenResponse } from "./issuance.js";
+import { encodeAuthenticatorInput, encodeToken, NONCE_LENGTH } from "./token.js";
+import { TOKEN_TYPE, type TokenType } from "./token-type.js";
 import { tokenKeyId as computeTokenKeyId } from "./token-key.js";
-import { deserializeElement } from "./voprf.js";
+import { blindInput, deserializeElement, finalizeOutput } from "./voprf.js";
 
 export interface TokenRequestDeps {
   /**
-   * Randomness for type 2 (default crypto.getRandomValues): drawn in order as the nonce (32
-   * bytes), the PSS salt (48 bytes) and the blind r (256 bytes, redrawn in the rare case it is
-   * out of range or not invertible). Tests inject it; type 1 ignores it.
+   * Randomness (default crypto.getRandomValues), drawn in order as the nonce (32 bytes), then
+   * for type 2 the PSS salt (48 bytes) and the blind r (256 bytes, redrawn in the rare case it is
+   * out of range or not invertible), for type 1 the blind scalar (72 bytes reduced modulo the
+   * group order, redrawn if zero). Tests inject it.
    */
   randomBytes?: RandomBytes;
 }
@@ -41,42 +42,28 @@ export interface PendingTokenRequest {
   finalize(response: Uint8Array): Promise<Uint8Array>;
 }
 
-interface StockFinalizer<R> {
-  deserializeTokenResponse(bytes: Uint8Array): R;
-  finalize(res: R): Promise<{ serialize(): Uint8Array }>;
+/** The token-type-specific half of issuance: the blinded message, and how to unblind the answer. */
+interface Blinding {
+  blindedMsg: Uint8Array;
+  /** The authenticator from the decoded TokenResponse; throws PP_ERR_TOKEN_SIGNATURE if it does not verify. */
+  unblind(res: TokenResponse): Uint8Array;
 }
 
-function pending<R>(tokenType: number, request: Uint8Array, client: StockFinalizer<R>): PendingTokenRequest {
-  let used = false;
-  return {
-    tokenType,
-    request,
-    async finalize(response: Uint8Array): Promise<Uint8Array> {
-      if (used) throw new ProtocolError("INTERNAL_ERR", "token request already finalized");
-      decodeTokenResponse(tokenType, response); // strict length check before the stock parser
-      let token: Uint8Array;
-      try {
-        token = (await client.finalize(client.deserializeTokenResponse(exactCopy(response)))).serialize();
-      } catch (e) {
-        // A response that does not verify leaves the request usable with the right response.
-        throw wrapError(e, "PP_ERR_TOKEN_SIGNATURE", "token response does not verify");
-      }
-      used = true;
-      decodeToken(token);
-      return token;
-    },
-  };
-}
-
-/** Type 2 (RFC 9578 §6.1, §6.3): blind the AuthenticatorInput, then unblind and verify. */
-function createBlindRsaTokenRequest(challenge: Uint8Array, tokenKey: Uint8Array, pk: RsaPublicKey, deps: TokenRequestDeps): PendingTokenRequest {
-  const randomBytes = deps.randomBytes ?? defaultRandomBytes;
-  const tokenType = TOKEN_TYPE.BLIND_RSA_2048;
+/**
+ * RFC 9578 §5.1/§6.1: nonce, AuthenticatorInput, TokenRequest; §5.3/§6.3: TokenResponse to Token.
+ * `blinding` does the type's blind/unblind steps on the AuthenticatorInput.
+ */
+function startIssuance(
+  tokenType: TokenType,
+  challenge: Uint8Array,
+  tokenKey: Uint8Array,
+  randomBytes: RandomBytes,
+  blinding: (tokenInput: Uint8Array) => Blinding,
+): PendingTokenRequest {
   const nonce = randomBytes(NONCE_LENGTH).slice();
   if (nonce.length !== NONCE_LENGTH) throw new ProtocolError("INTERNAL_ERR", "random source returned the wrong length");
   const fields = { tokenType, nonce, challengeDigest: sha256(challenge), tokenKeyId: computeTokenKeyId(tokenKey) };
-  const tokenInput = encodeAuthenticatorInput(fields);
-  const { blindedMsg, inv } = blind(pk, tokenInput, { randomBytes });
+  const { blindedMsg, unblind } = blinding(encodeAuthenticatorInput(fields));
   const request = encodeTokenRequest({ tokenType, truncatedTokenKeyId: truncateTokenKeyId(fields.tokenKeyId), blindedMsg });
   let used = false;
   return {
@@ -85,20 +72,44 @@ function createBlindRsaTokenRequest(challenge: Uint8Array, tokenKey: Uint8Array,
     async finalize(response: Uint8Array): Promise<Uint8Array> {
       if (used) throw new ProtocolError("INTERNAL_ERR", "token request already finalized");
       const res = decodeTokenResponse(tokenType, response);
-      if (res.tokenType !== tokenType) throw new ProtocolError("PP_ERR_FORMAT", "token response of another type");
       let authenticator: Uint8Array;
       try {
-        authenticator = finalizeBlindRsa(pk, tokenInput, res.blindSig, inv);
+        authenticator = unblind(res);
       } catch (e) {
         // A response that does not verify leaves the request usable with the right response.
-        if (isProtocolError(e) && e.code === "PP_ERR_TOKEN_SIGNATURE") {
-          throw new ProtocolError("PP_ERR_TOKEN_SIGNATURE", "token response does not verify", { cause: e });
-        }
-        throw wrapError(e, "PP_ERR_TOKEN_SIGNATURE", "token response does not verify");
+        throw new ProtocolError("PP_ERR_TOKEN_SIGNATURE", "token response does not verify", { cause: e });
       }
       used = true;
       return encodeToken({ ...fields, authenticator });
     },
+  };
+}
+
+/** Type 2 (RFC 9578 §6.1, §6.3): RSABSSA blind of the AuthenticatorInput; unblind and verify. */
+function blindRsa(pk: RsaPublicKey, randomBytes: RandomBytes): (tokenInput: Uint8Array) => Blinding {
+  return (tokenInput) => {
+    const { blindedMsg, inv } = blind(pk, tokenInput, { randomBytes });
+    return {
+      blindedMsg,
+      unblind: (res) => {
+        if (res.tokenType !== TOKEN_TYPE.BLIND_RSA_2048) throw new ProtocolError("PP_ERR_FORMAT", "token response of another type");
+        return finalizeBlindRsa(pk, tokenInput, res.blindSig, inv);
+      },
+    };
+  };
+}
+
+/** Type 1 (RFC 9578 §5.1, §5.3): VOPRF Blind of the AuthenticatorInput; VerifyProof and Finalize. */
+function blindVoprf(pkS: Uint8Array, randomBytes: RandomBytes): (tokenInput: Uint8Array) => Blinding {
+  return (tokenInput) => {
+    const blinded = blindInput(tokenInput, randomBytes);
+    return {
+      blindedMsg: blinded.blindedElement,
+      unblind: (res) => {
+        if (res.tokenType !== TOKEN_TYPE.VOPRF_P384) throw new ProtocolError("PP_ERR_FORMAT", "token response of another type");
+        return finalizeOutput(tokenInput, blinded, res.evaluateMsg, res.evaluateProof, pkS);
+      },
+    };
   };
 }
 
@@ -108,33 +119,23 @@ function createBlindRsaTokenRequest(challenge: Uint8Array, tokenKey: Uint8Array,
  * challenge.
  */
 export async function createTokenRequest(challenge: Uint8Array, tokenKey: Uint8Array, deps: TokenRequestDeps = {}): Promise<PendingTokenRequest> {
-  const decoded = decodeTokenChallenge(challenge);
-  const stockChallenge = PpTokenChallenge.deserialize(exactCopy(challenge));
-  if (!equalBytes(stockChallenge.serialize(), challenge)) {
-    throw new ProtocolError("PP_ERR_FORMAT", "challenge does not round-trip");
+  const { tokenType } = decodeTokenChallenge(challenge);
+  if (tokenType !== TOKEN_TYPE.BLIND_RSA_2048 && tokenType !== TOKEN_TYPE.VOPRF_P384) {
+    throw new ProtocolError("PP_ERR_FORMAT", "unsupported token type");
   }
-  // Strict checks of the key before the stock client sees it (it checks little itself).
-  let rsaKey: RsaPublicKey | undefined;
+  const randomBytes = deps.randomBytes ?? defaultRandomBytes;
+  let blinding: (tokenInput: Uint8Array) => Blinding;
   try {
-    if (decoded.tokenType === TOKEN_TYPE.BLIND_RSA_2048) {
-      rsaKey = parseRsaPssTokenKey(tokenKey);
-      if (rsaKey.modBits !== 2048) throw new ProtocolError("PP_ERR_FORMAT", "token key is not RSA-2048");
+    if (tokenType === TOKEN_TYPE.BLIND_RSA_2048) {
+      const pk = parseRsaPssTokenKey(tokenKey);
+      if (pk.modBits !== 2048) throw new ProtocolError("PP_ERR_FORMAT", "token key is not RSA-2048");
+      blinding = blindRsa(pk, randomBytes);
+    } else {
+      deserializeElement(tokenKey);
+      blinding = blindVoprf(exactCopy(tokenKey), randomBytes);
     }
-    if (decoded.tokenType === TOKEN_TYPE.VOPRF_P384) deserializeElement(tokenKey);
   } catch (e) {
     throw new ProtocolError("PP_ERR_FORMAT", "token key is unusable", { cause: e });
   }
-  try {
-    if (rsaKey !== undefined) return createBlindRsaTokenRequest(exactCopy(challenge), exactCopy(tokenKey), rsaKey, deps);
-    if (decoded.tokenType === TOKEN_TYPE.VOPRF_P384) {
-      const client = new privateVerif.Client();
-      const req = await client.createTokenRequest(stockChallenge, exactCopy(tokenKey));
-      const request = req.serialize();
-      decodeTokenRequest(request);
-      return pending(decoded.tokenType, request, client);
-    }
-  } catch (e) {
-    throw wrapError(e, "PP_ERR_FORMAT", "token key is unusable");
-  }
-  throw new ProtocolError("PP_ERR_FORMAT", "unsupported token type");
+  return startIssuance(tokenType, exactCopy(challenge), exactCopy(tokenKey), randomBytes, blinding);
 }

@@ -173,3 +173,81 @@ export function blindEvaluate(skS: Uint8Array, blindedElement: Uint8Array, opts:
   const s = (((r - c * k) % ORDER) + ORDER) % ORDER;
   return { evaluatedElement: Dm, proof: concatBytes(serializeScalar(c), serializeScalar(s)) };
 }
+
+/** RFC 9497 §2.2.1 ComputeCompositesFast's client side (one element): M = d*C, Z = d*D. */
+function compositeScalar(Bm: Uint8Array, Cm: Uint8Array, Dm: Uint8Array): bigint {
+  const seed = sha384(concatBytes(lp(Bm), lp(SEED_DST)));
+  return hashToScalar(concatBytes(lp(seed), i2osp2(0), lp(Cm), lp(Dm), COMPOSITE));
+}
+
+export interface BlindedInput {
+  /** The blind scalar, kept by the client until Finalize. */
+  blind: bigint;
+  /** blindedElement = blind * HashToGroup(input), serialized (Ne bytes): the TokenRequest's blinded_msg. */
+  blindedElement: Uint8Array;
+}
+
+/**
+ * RFC 9497 §3.3.2 Blind (VOPRF mode): blind = RandomScalar(), blindedElement = blind *
+ * HashToGroup(input). `random` is injectable for tests (72 bytes per draw, see randomScalar).
+ */
+export function blindInput(input: Uint8Array, random?: (n: number) => Uint8Array): BlindedInput {
+  const blind = randomScalar(random);
+  return { blind, blindedElement: serializeElement(hashToGroup(input).multiply(blind)) };
+}
+
+/**
+ * RFC 9497 §2.2.2 VerifyProof for one element (A = G, B = pkS, C = blindedElement, D =
+ * evaluatedElement), with ComputeComposites:
+ *
+ *   d = HashToScalar(lp(seed) || I2OSP(0, 2) || lp(Cm) || lp(Dm) || "Composite"); M = d*C; Z = d*D
+ *   t2 = s*G + c*B; t3 = s*M + c*Z
+ *   valid iff c == HashToScalar(lp(Bm) || lp(M) || lp(Z) || lp(t2) || lp(t3) || "Challenge")
+ *
+ * Throws PP_ERR_FORMAT for elements or scalars that do not deserialize.
+ */
+export function verifyProof(pkS: Uint8Array, blindedElement: Uint8Array, evaluatedElement: Uint8Array, proof: Uint8Array): boolean {
+  if (proof.length !== 2 * Ns) throw new ProtocolError("PP_ERR_FORMAT", "proof must be 96 bytes");
+  const B = deserializeElement(pkS);
+  const C = deserializeElement(blindedElement);
+  const D = deserializeElement(evaluatedElement);
+  // c and s are scalars in [0, order); zero is a valid (if unlikely) value, so no deserializeScalar.
+  const c = bytesToNumberBE(proof.subarray(0, Ns));
+  const s = bytesToNumberBE(proof.subarray(Ns));
+  if (c >= ORDER || s >= ORDER) throw new ProtocolError("PP_ERR_FORMAT", "proof scalar out of range");
+  const d = compositeScalar(pkS, blindedElement, evaluatedElement);
+  const M = C.multiply(d);
+  const Z = D.multiply(d);
+  const t2 = mulAdd(Point.BASE, s, B, c);
+  const t3 = mulAdd(M, s, Z, c);
+  const expected = hashToScalar(
+    concatBytes(lp(pkS), lp(serializeElement(M)), lp(serializeElement(Z)), lp(serializeElement(t2)), lp(serializeElement(t3)), CHALLENGE),
+  );
+  return expected === c;
+}
+
+/** s*P + c*Q, where either scalar may be zero (noble's multiply refuses 0). */
+function mulAdd(P: Point, s: bigint, Q: Point, c: bigint): Point {
+  const a = s === 0n ? Point.ZERO : P.multiply(s);
+  const b = c === 0n ? Point.ZERO : Q.multiply(c);
+  return a.add(b);
+}
+
+/**
+ * RFC 9497 §3.3.2 Finalize (VOPRF mode): verifies the issuer's proof, then unblinds:
+ * N = blind^-1 * evaluatedElement; output = Hash(lp(input) || lp(N) || "Finalize").
+ * Throws PP_ERR_TOKEN_SIGNATURE when the proof does not verify, PP_ERR_FORMAT for bad encodings.
+ */
+export function finalizeOutput(
+  input: Uint8Array,
+  blinded: BlindedInput,
+  evaluatedElement: Uint8Array,
+  proof: Uint8Array,
+  pkS: Uint8Array,
+): Uint8Array {
+  if (!verifyProof(pkS, blinded.blindedElement, evaluatedElement, proof)) {
+    throw new ProtocolError("PP_ERR_TOKEN_SIGNATURE", "VOPRF proof does not verify");
+  }
+  const N = deserializeElement(evaluatedElement).multiply(Point.Fn.inv(blinded.blind));
+  return finalizeHash(input, serializeElement(N));
+}

@@ -15,7 +15,8 @@ import cliProgress from "cli-progress";
 import { ProtocolError, isProtocolError } from "../core/errors.js";
 import { createObliviousFetch, type ObliviousFetch } from "./oblivious-fetch.js";
 import { createTokenSource, type TokenSource } from "./token-source.js";
-import { createDapTask, parseMeasurement, resolveVdaf, uploadOne, uploadUrl, type UploadOutcome, type VdafName } from "./dap.js";
+import { importOptional } from "../server/optional-dependency.js";
+import type { UploadOutcome, VdafName } from "./dap.js";
 
 interface ConnectionOptions {
   relay: string;
@@ -122,6 +123,11 @@ function fail(prefix: string, e: unknown): void {
 
 async function runUpload(o: UploadOptions): Promise<void> {
   const started = performance.now();
+  const { createDapTask, parseMeasurement, resolveVdaf, uploadOne, uploadUrl } = await importOptional(
+    () => import("./dap.js"),
+    "@divviup/dap",
+    "veil client upload",
+  );
   const vdaf = resolveVdaf({
     vdaf: o.vdaf,
     ...(o.bits === undefined ? {} : { bits: o.bits }),

@@ -12,7 +12,8 @@ import { Command, InvalidArgumentError } from "commander";
 import cliProgress from "cli-progress";
 import { isProtocolError } from "../core/errors.js";
 import { createObliviousFetch, createTokenSource, type TokenSource } from "../client/index.js";
-import { createDapTask, uploadOne, uploadUrl, type DapMeasurement } from "../client/dap.js";
+import type { DapMeasurement } from "../client/dap.js";
+import { importOptional } from "../server/optional-dependency.js";
 import { readDemoState, readSecretFile, type DemoState } from "./local-data.js";
 import type { DemoVdaf } from "./prio3-aggregate.js";
 import { START_DEFAULTS } from "./start.js";
@@ -82,6 +83,7 @@ function describeSent(v: DemoVdaf, sent: DapMeasurement[]): string {
 export async function runDemo(o: DemoRunOptions): Promise<DemoSummary> {
   const out = o.out ?? ((t: string) => process.stdout.write(t));
   const err = o.err ?? ((t: string) => process.stderr.write(t));
+  const { createDapTask, uploadOne, uploadUrl } = await importOptional(() => import("../client/dap.js"), "@divviup/dap", "veil demo");
   const state: DemoState = readDemoState(o.dataDir);
   const credential = readSecretFile(state.credentialFile).trim();
   const next = measurementFor(state.vdaf, o.measurement);

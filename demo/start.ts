@@ -40,7 +40,8 @@ import {
   writeFileAtomic,
   type DemoState,
 } from "./local-data.js";
-import { Prio3Aggregation, type DemoVdaf } from "./prio3-aggregate.js";
+import type { DemoVdaf, Prio3Aggregation } from "./prio3-aggregate.js";
+import { importOptional } from "../server/optional-dependency.js";
 
 /** Every default of `veil start`, in one place. */
 export const START_DEFAULTS = Object.freeze({
@@ -214,6 +215,7 @@ export async function startLocalSystem(o: StartOptions, workers?: { count: numbe
   const logger = o.logger ?? ((component: string) => createLogger(component, { level: o.logLevel }));
   const p = await prepareData(o.dataDir);
 
+  const { Prio3Aggregation } = await importOptional(() => import("./prio3-aggregate.js"), "@divviup/prio3", "veil start (the demo leader's aggregation)");
   const aggregation = new Prio3Aggregation(p.demo.vdaf);
   let pending = Promise.resolve();
   const onReport = (r: AcceptedReport): void => {

@@ -12,7 +12,7 @@
 // credential itself. Store errors are ISSUER_ERR_STORE_UNAVAILABLE (503): fail closed.
 
 import type Database from "better-sqlite3";
-import { closeQuietly, isConnectionBroken, openSqlite } from "../server/sqlite.js";
+import { closeQuietly, isConnectionBroken, loadSqlite, openSqlite } from "../server/sqlite.js";
 import { ProtocolError } from "../core/errors.js";
 
 export const QUOTA_STORE_DEFAULTS = Object.freeze({
@@ -126,6 +126,7 @@ export class SqliteQuotaStore implements QuotaStore {
 
   constructor(path: string, options: { busyTimeoutMs?: number } = {}) {
     if (path === "") throw new ProtocolError("CFG_ERR_INVALID", "attester.store: empty sqlite path");
+    loadSqlite("attester.store sqlite:PATH");
     this.path = path;
     this.#busyTimeoutMs = options.busyTimeoutMs ?? QUOTA_STORE_DEFAULTS.busyTimeoutMs;
     // Open now so a bad path shows up at start, but do not throw: every take retries the open

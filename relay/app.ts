@@ -32,6 +32,7 @@ import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-li
 import { registerForwardRoute } from "./routes/forward.js";
 import { registerKeysRoute } from "./routes/keys.js";
 import { Upstream } from "./upstream.js";
+import { requireOptional } from "../server/optional-dependency.js";
 
 export interface RelayDeps {
   log: Logger;
@@ -80,9 +81,10 @@ function createLimiter(config: RelayConfig, deps: RelayDeps, onStoreError: (e: u
     keySecret = (deps.randomBytes ?? nodeRandomBytes)(32);
     deps.log.warn("rateLimit.keySecret is not set: a random per-process secret is used, so replicas sharing this Redis count each client separately");
   }
-  // ioredis is loaded only when configured: it is a tenth of the relay's memory otherwise.
-  const redis = import("ioredis").then(({ Redis }) => {
-    const client = new Redis(rl.store, {
+  // ioredis (an optional dependency) is loaded only when configured: it is a tenth of the relay's memory otherwise.
+  const ioredis = requireOptional<typeof import("ioredis")>("ioredis", "rateLimit.store redis://");
+  const redis = Promise.resolve().then(() => {
+    const client = new ioredis.Redis(rl.store, {
       // Fail fast instead of queueing while Redis is away (the limiter then lets requests through).
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,

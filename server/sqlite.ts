@@ -4,7 +4,8 @@
 
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { requireOptional } from "./optional-dependency.js";
 
 export interface SqliteOpenOptions {
   /** How long to wait for another process's write lock (ms). */
@@ -13,6 +14,17 @@ export interface SqliteOpenOptions {
   synchronous: "normal" | "full";
   /** CREATE TABLE IF NOT EXISTS ... statements. */
   schema: string;
+}
+
+let loaded: typeof Database | undefined;
+
+/**
+ * better-sqlite3 (an optional dependency, loaded on first use). The stores call it in their
+ * constructors, so a sqlite: setting without the package fails at start-up, naming `purpose`.
+ */
+export function loadSqlite(purpose: string): typeof Database {
+  loaded ??= requireOptional<typeof Database>("better-sqlite3", purpose);
+  return loaded;
 }
 
 /** SQLite errors after which the connection is closed and reopened on the next operation. */
@@ -33,6 +45,7 @@ export function closeQuietly(db: Database.Database | undefined): void {
 
 /** Opens `path` (creating its folder, mode 0700) with WAL and the schema; throws what SQLite throws. */
 export function openSqlite(path: string, options: SqliteOpenOptions): Database.Database {
+  const Sqlite = loadSqlite("a sqlite: store");
   try {
     // The default paths (under data/) must work on a fresh checkout.
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -41,7 +54,7 @@ export function openSqlite(path: string, options: SqliteOpenOptions): Database.D
   }
   let db: Database.Database | undefined;
   try {
-    db = new Database(path, { timeout: options.busyTimeoutMs });
+    db = new Sqlite(path, { timeout: options.busyTimeoutMs });
     db.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
     // journal_mode needs a lock that the busy handler may not wait for: retry a few times.
     for (let attempt = 0; ; attempt++) {

@@ -9,7 +9,8 @@
 // - Commands never queue while Redis is unreachable (`enableOfflineQueue: false`) and time out
 //   after `commandTimeoutMs`: an upload gets a prompt 503 instead of waiting on a reconnect.
 
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { requireOptional } from "../../server/optional-dependency.js";
 import { ProtocolError } from "../../core/errors.js";
 import { toHex } from "../../core/bytes.js";
 import { MIN_ENTRY_TTL_MS, NONCE_STORE_DEFAULTS, type NonceStore, type NonceStoreOptions, type ReserveOutcome } from "./types.js";
@@ -62,7 +63,9 @@ export class RedisNonceStore implements NonceStore {
   constructor(url: string, options: RedisNonceStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
     this.#prefix = options.keyPrefix ?? NONCE_STORE_DEFAULTS.redisKeyPrefix;
-    this.#redis = new Redis(url, {
+    // ioredis is an optional dependency, loaded only for a redis:// store.
+    const ioredis = requireOptional<typeof import("ioredis")>("ioredis", "tokens.store redis://");
+    this.#redis = new ioredis.Redis(url, {
       lazyConnect: true,
       // Why not ioredis's defaults (queue commands while disconnected, retry each 20 times): an
       // upload must get an answer promptly; failing closed with 503 is the answer when Redis is down.

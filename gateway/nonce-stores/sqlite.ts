@@ -12,7 +12,7 @@
 // trades an fsync per upload for surviving those too.
 
 import type Database from "better-sqlite3";
-import { closeQuietly, isConnectionBroken, openSqlite } from "../../server/sqlite.js";
+import { closeQuietly, isConnectionBroken, loadSqlite, openSqlite } from "../../server/sqlite.js";
 import { ProtocolError } from "../../core/errors.js";
 import { equalBytes } from "../../core/bytes.js";
 import { MIN_ENTRY_TTL_MS, NONCE_STORE_DEFAULTS, type NonceStore, type NonceStoreOptions, type ReserveOutcome } from "./types.js";
@@ -82,6 +82,7 @@ export class SqliteNonceStore implements NonceStore {
 
   constructor(path: string, options: SqliteNonceStoreOptions = {}) {
     if (path === "") throw new ProtocolError("CFG_ERR_INVALID", "sqlite nonce store: empty path");
+    loadSqlite("tokens.store sqlite:PATH");
     this.path = path;
     this.#now = options.now ?? Date.now;
     this.#purgeIntervalMs = options.purgeIntervalMs ?? NONCE_STORE_DEFAULTS.purgeIntervalMs;

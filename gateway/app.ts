@@ -3,9 +3,9 @@
 // server/lifecycle.ts. Keys, the token gate and the forwarder are injected.
 
 import type { FastifyInstance } from "fastify";
-import { Counter, Gauge } from "prom-client";
+import { Counter, Gauge, type Registry } from "prom-client";
 import { ProtocolError } from "../core/errors.js";
-import { createServerApp } from "../server/lifecycle.js";
+import { createServerApp, type ReadinessChecks } from "../server/lifecycle.js";
 import type { Logger } from "../server/logging.js";
 import { createMetrics, type HttpMetrics } from "../server/metrics.js";
 import { installCors } from "../server/cors.js";
@@ -33,12 +33,34 @@ export interface GatewayDeps {
   forwarder?: Forwarder & { close?(): Promise<void> };
 }
 
-export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyInstance {
+/** /readyz checks of a gateway: an active key, and the token gate's store (when it has one). */
+export function gatewayReadiness(keys: KeyStore, gate: Gate): ReadinessChecks {
+  return {
+    keys: () => {
+      if (keys.published().body.length === 0) throw new Error("no active key");
+    },
+    ...(gate.ready === undefined ? {} : { tokens: () => gate.ready!() }),
+  };
+}
+
+export interface GatewayResourceDeps extends Omit<GatewayDeps, "metrics"> {
+  /** Where the gateway's own metrics (decapsulations, upstream results, keys) are registered. */
+  registry: Registry;
+}
+
+/**
+ * The Oblivious Gateway Resource on `app`: GET /ohttp-keys and POST /gateway (with CORS for the
+ * keys), the gateway's metrics, and the forwarder and token gate closed with `app`. Used by
+ * buildGateway (the standalone server) and by the Fastify plugin (gateway/plugin.ts). Returns what
+ * the lean path needs to serve POST /gateway itself. `app` must parse no other bodies than the
+ * ones registered here (call removeAllContentTypeParsers first).
+ */
+export function registerGatewayResource(app: FastifyInstance, config: GatewayConfig, deps: GatewayResourceDeps): GatewayRouteDeps {
   if (config.tokens.required && deps.gate === undefined) {
     throw new ProtocolError("CFG_ERR_INVALID", "tokens.required is true but no token gate was given");
   }
   const gate = deps.gate ?? OPEN_GATE;
-  const metrics = deps.metrics ?? createMetrics("gateway");
+  const registry = deps.registry;
   const table = compileTargets(config.targets);
   const forwarder = deps.forwarder ?? new Targets(table, config.upstream);
 
@@ -46,20 +68,20 @@ export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyI
     name: "veil_gateway_decapsulations_total",
     help: "Requests decapsulated, by key id (shows which keys clients still use)",
     labelNames: ["key_id"],
-    registers: [metrics.registry],
+    registers: [registry],
   });
   const upstream = new Counter({
     name: "veil_gateway_upstream_total",
     help: "Forwarded requests by target and result (status class or error code)",
     labelNames: ["target", "result"],
-    registers: [metrics.registry],
+    registers: [registry],
   });
   const keys = deps.keys;
   new Gauge({
     name: "veil_gateway_keys",
     help: "Keys in the key file by id, KEM and state (1 = usable for decryption)",
     labelNames: ["key_id", "kem", "state"],
-    registers: [metrics.registry],
+    registers: [registry],
     collect() {
       this.reset();
       for (const k of keys.states()) {
@@ -67,21 +89,6 @@ export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyI
       }
     },
   });
-
-  const app = createServerApp({
-    listen: config.listen,
-    limits: config.limits,
-    log: deps.log,
-    metrics,
-    readiness: {
-      keys: () => {
-        if (keys.published().body.length === 0) throw new Error("no active key");
-      },
-      ...(gate.ready === undefined ? {} : { tokens: () => gate.ready!() }),
-    },
-  });
-  // Only message/ohttp-req bodies are parsed: anything else is a 415, never parsed as JSON or text.
-  app.removeAllContentTypeParsers();
 
   // Opt-in CORS for browser clients fetching the keys directly (RFC 9458 §6.1; server/cors.ts).
   installCors(app, config.cors, [{ url: "/ohttp-keys", methods: ["GET"], headers: ["content-type"] }]);
@@ -106,6 +113,26 @@ export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyI
     },
   };
   registerGatewayRoute(app, routeDeps);
+
+  app.addHook("onClose", async () => {
+    if (deps.forwarder === undefined) await (forwarder as Targets).close();
+    await gate.close?.();
+  });
+  return routeDeps;
+}
+
+export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyInstance {
+  const metrics = deps.metrics ?? createMetrics("gateway");
+  const app = createServerApp({
+    listen: config.listen,
+    limits: config.limits,
+    log: deps.log,
+    metrics,
+    readiness: gatewayReadiness(deps.keys, deps.gate ?? OPEN_GATE),
+  });
+  // Only message/ohttp-req bodies are parsed: anything else is a 415, never parsed as JSON or text.
+  app.removeAllContentTypeParsers();
+  const routeDeps = registerGatewayResource(app, config, { ...deps, registry: metrics.registry });
   // Canonical POST /gateway requests skip Fastify (routes/lean-gateway.ts explains why).
   installLeanGatewayPath(app, {
     maxRequestBytes: config.limits.maxRequestBytes,
@@ -113,11 +140,6 @@ export function buildGateway(config: GatewayConfig, deps: GatewayDeps): FastifyI
     serve: (body) => serveEncapsulatedRequest(body, routeDeps),
     log: deps.log,
     metrics,
-  });
-
-  app.addHook("onClose", async () => {
-    if (deps.forwarder === undefined) await (forwarder as Targets).close();
-    await gate.close?.();
   });
   return app;
 }

@@ -63,12 +63,17 @@ export function sendProblem(reply: FastifyReply, e: unknown, taskId?: string): F
   return reply.send(Buffer.from(p.body.buffer, p.body.byteOffset, p.body.byteLength));
 }
 
-export function installProblemHandler(app: FastifyInstance): void {
+/**
+ * Problem documents for every error on `app`, and for unknown paths unless `notFound` is false (a
+ * plugin inside someone else's app leaves their 404s alone).
+ */
+export function installProblemHandler(app: FastifyInstance, options: { notFound?: boolean } = {}): void {
   app.setErrorHandler((e: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const err = toProtocolError(e);
     if (err.code === "INTERNAL_ERR") request.log.error({ err: safeError(e) }, "unexpected error");
     return sendProblem(reply, err);
   });
+  if (options.notFound === false) return;
   app.setNotFoundHandler((_request, reply) => sendProblem(reply, new ProtocolError("HTTP_ERR_NOT_FOUND")));
 }
 

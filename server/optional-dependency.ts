@@ -10,7 +10,10 @@ import { ProtocolError } from "../core/errors.js";
 
 export type OptionalDependency = "better-sqlite3" | "ioredis" | "@divviup/dap" | "@divviup/prio3";
 
-const requireHere = createRequire(import.meta.url);
+/** require() relative to this module; a CommonJS bundle of it (esbuild) has no import.meta.url but has require. */
+function requireHere(name: string): unknown {
+  return (typeof require === "function" ? require : createRequire(import.meta.url))(name);
+}
 
 function missing(name: OptionalDependency, purpose: string, cause: unknown): ProtocolError {
   return new ProtocolError(

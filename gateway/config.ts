@@ -69,6 +69,16 @@ export interface TokenIssuerConfig {
   keyLifetimeSec: number;
   /** The issuer's key file (same operator): its type 1 private keys let the gate verify type 1 tokens. */
   keyFile?: string;
+  /** "arc": an ARC issuer (token type 0xE5AC, rate-limited credentials; gateway/arc-verifier.ts). */
+  tokenType?: "arc";
+  /** ARC: presentations per credential and presentation context (the challenge's rate-limit). */
+  rateLimit?: number;
+  /** ARC: the issuer's key file (or a copy) holding its ARC private keys; re-read when it changes. */
+  keys?: string;
+  /** ARC: what the limit counts per: "task-epoch" (DAP task and epoch), "epoch", or "none" (the key's lifetime). */
+  redemptionContext?: "task-epoch" | "epoch" | "none";
+  /** ARC: "epoch" binds credentials to an epoch (a new credential each epoch), "none" to the key. */
+  credentialContext?: "epoch" | "none";
 }
 
 export interface TokensConfig {
@@ -178,6 +188,36 @@ export const GATEWAY_SCHEMA: Schema = {
               optional: true,
               doc: "The issuer's key file, when the same operator runs issuer and gateway: its type 1 (VOPRF) private keys let the gate verify type 1 tokens.",
             },
+            tokenType: {
+              kind: "string",
+              optional: true,
+              oneOf: ["arc"],
+              doc: "arc: an ARC issuer (token type 0xE5AC, rate-limited credentials); needs rateLimit and keys.",
+            },
+            rateLimit: {
+              kind: "int",
+              optional: true,
+              min: 2,
+              max: 0xffffffff,
+              doc: "ARC: presentations (uploads) one credential allows per presentation context (the challenge's rate-limit).",
+            },
+            keys: {
+              kind: "string",
+              optional: true,
+              doc: "ARC: the issuer's key file, or a copy, with its ARC private keys (mode 0600; re-read when it changes, so the gate follows rotation).",
+            },
+            redemptionContext: {
+              kind: "string",
+              optional: true,
+              oneOf: ["task-epoch", "epoch", "none"],
+              doc: "ARC (default task-epoch): the limit counts per DAP task and epoch, per epoch, or per issuer key.",
+            },
+            credentialContext: {
+              kind: "string",
+              optional: true,
+              oneOf: ["epoch", "none"],
+              doc: "ARC (default none): epoch binds credentials to the epoch (clients fetch one per epoch); none binds them to the issuer key.",
+            },
           },
         },
       },
@@ -258,6 +298,15 @@ function checkGatewayConfig(c: GatewayConfig): GatewayConfig {
       `retiredKeyGraceSec: expected at least twice keysMaxAgeSec (${2 * c.keysMaxAgeSec}), or clients holding a cached key config fail`,
     );
   }
+  c.tokens.issuers.forEach((i, n) => {
+    const arcOnly = (["rateLimit", "keys", "redemptionContext", "credentialContext"] as const).filter((f) => i[f] !== undefined);
+    if (i.tokenType === "arc" && (i.rateLimit === undefined || i.keys === undefined)) {
+      throw new ProtocolError("CFG_ERR_INVALID", `tokens.issuers[${n}]: an ARC issuer needs rateLimit and keys`);
+    }
+    if (i.tokenType !== "arc" && arcOnly.length > 0) {
+      throw new ProtocolError("CFG_ERR_INVALID", `tokens.issuers[${n}].${arcOnly[0]}: only for "tokenType": "arc"`);
+    }
+  });
   for (const key of Object.keys(c.targets)) {
     try {
       new URL(key);

@@ -11,6 +11,9 @@
 //   5. challenge digest: SHA-256 of the TokenChallenge this gate issues for the target the client
 //      addressed (token type, issuer name, redemption context, origin_info) -> PP_ERR_TOKEN_CHALLENGE
 //   6. authenticator: RSASSA-PSS for type 2, VOPRF Evaluate for type 1     -> PP_ERR_TOKEN_SIGNATURE
+//      (ARC tokens, type 0xE5AC, take steps 4-6 in gateway/arc-verifier.ts: key from the issuer's
+//      key file, challenge with credential_context, presentation proof; their spend key is
+//      derived from the presentation tag and goes through step 7 like a nonce)
 //   7. atomic nonce reservation bound to a digest of this request (method, target URL, body):
 //        "new" / "retry" (the identical request again) pass; "spent"      -> PP_ERR_TOKEN_REPLAYED
 //      store unreachable: sealed 503 PP_ERR_STORE_UNAVAILABLE (fail closed, never open);
@@ -24,6 +27,7 @@ import { Counter, type Registry } from "prom-client";
 import { ProtocolError, isProtocolError, type ErrorCode } from "../core/errors.js";
 import { equalBytes, exactCopy } from "../core/bytes.js";
 import {
+  ARC_TOKEN_TYPE,
   GREASE_TOKEN_TYPES,
   TOKEN_TYPE,
   decodeToken,
@@ -38,6 +42,7 @@ import { verifyToken } from "../core/privacypass/verify-node.js";
 import type { NonceStore } from "../core/privacypass/nonce-store.js";
 import type { Gate, GateInput, GateTicket } from "./gate-contract.js";
 import type { DirectoryKey, TokenKeyDirectory } from "./issuer-directory.js";
+import type { ArcVerifier } from "./arc-verifier.js";
 
 export type OriginInfoMode = "authority" | "empty";
 export type RedemptionContextMode = "empty" | "epoch";
@@ -76,6 +81,8 @@ export interface TokenGateDeps {
   random?: (n: number) => Uint8Array;
   /** Prometheus registry for the gate's counters. */
   registry?: Registry;
+  /** ARC issuers (token type 0xE5AC), when any is configured. */
+  arc?: ArcVerifier;
 }
 
 /** Why a token was refused: metric label values (low cardinality, nothing about the token). */
@@ -108,6 +115,12 @@ function u64(n: number): Uint8Array {
   const b = new Uint8Array(8);
   new DataView(b.buffer).setBigUint64(0, BigInt(n));
   return b;
+}
+
+/** The PRF of derived contexts: HMAC-SHA256(secret, data), or SHA-256(data) without a secret. */
+export function contextPrf(secret: Uint8Array | undefined, data: Uint8Array): Uint8Array {
+  const h = secret === undefined ? createHash("sha256").update(data) : createHmac("sha256", secret).update(data);
+  return new Uint8Array(h.digest());
 }
 
 function writeU64(b: Buffer, n: number, offset: number): number {
@@ -165,7 +178,8 @@ export class TokenGate implements Gate {
   readonly #redeemed: Counter<"type" | "outcome">;
   readonly #refused: Counter<"reason">;
   readonly #settled: Counter<"result">;
-  readonly #acceptedTypes: ReadonlySet<number> = new Set([TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_P384]);
+  readonly #acceptedTypes: ReadonlySet<number>;
+  readonly #arc: ArcVerifier | undefined;
 
   constructor(options: Partial<TokenGateOptions>, deps: TokenGateDeps) {
     const { epochSecret, ...rest } = { ...GATE_DEFAULTS, ...options };
@@ -175,6 +189,10 @@ export class TokenGate implements Gate {
     if (!Number.isInteger(o.epochSec) || o.epochSec < 1) throw new ProtocolError("CFG_ERR_INVALID", "tokens.epochSec: expected a positive integer");
     if (!(o.greaseProbability >= 0 && o.greaseProbability <= 1)) throw new ProtocolError("CFG_ERR_INVALID", "tokens.greaseProbability: expected 0..1");
     this.#dir = deps.directory;
+    this.#arc = deps.arc !== undefined && deps.arc.issuers.length > 0 ? deps.arc : undefined;
+    const types: number[] = [TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_P384];
+    if (this.#arc !== undefined) types.push(ARC_TOKEN_TYPE);
+    this.#acceptedTypes = new Set(types);
     this.#store = deps.store;
     this.#now = deps.now ?? Date.now;
     this.#random = deps.random ?? ((n) => new Uint8Array(randomBytes(n)));
@@ -217,7 +235,7 @@ export class TokenGate implements Gate {
       // Anything unexpected is a 500, never an admitted request (fail closed).
       const err = isProtocolError(e) ? e : new ProtocolError("INTERNAL_ERR", undefined, { cause: e });
       this.#refused.inc({ reason: REASONS[err.code] ?? "internal" });
-      if (err.status === 401) throw this.#withChallenge(err, origin);
+      if (err.status === 401) throw this.#withChallenge(err, origin, input.taskId);
       if (err.status === 503) {
         throw new ProtocolError(err.code, err.message, { cause: err.cause ?? err, headers: { "retry-after": "5" } });
       }
@@ -239,6 +257,10 @@ export class TokenGate implements Gate {
     if (bytes.length < 2) throw new ProtocolError("PP_ERR_TOKEN_MALFORMED", "token is truncated");
     const tokenType = (bytes[0]! << 8) | bytes[1]!;
     if (!this.#acceptedTypes.has(tokenType)) throw new ProtocolError("PP_ERR_TOKEN_TYPE", `token type ${tokenType} is not accepted`);
+    if (tokenType === ARC_TOKEN_TYPE && this.#arc !== undefined) {
+      const arc = this.#arc.verify(bytes, origin, input.taskId, this.#now());
+      return this.#spend(arc.spendKey, arc.expiresAtMs, input, tokenType);
+    }
     let token: Token;
     try {
       token = decodeToken(bytes);
@@ -263,13 +285,17 @@ export class TokenGate implements Gate {
     if (window === undefined) throw new ProtocolError("PP_ERR_TOKEN_CHALLENGE", "token answers another challenge");
     // 6. the authenticator
     if (!verifyToken(token, key.verification)) throw new ProtocolError("PP_ERR_TOKEN_SIGNATURE");
-    // 7. the nonce, bound to this request
+    return this.#spend(token.nonce, Math.min(key.expiresAtMs, window.untilMs), input, token.tokenType);
+  }
+
+  /** 7. the nonce (or ARC spend key), reserved for this request until `untilMs` plus clock skew. */
+  async #spend(nonce: Uint8Array, untilMs: number, input: GateInput, tokenType: number): Promise<GateTicket> {
+    const { request } = input;
     const digest = requestDigest(request.method, input.target.innerOrigin + request.path, request.body);
-    const expiresAtMs = Math.min(key.expiresAtMs, window.untilMs) + this.options.clockSkewSec * 1000;
-    const outcome = await this.#store.reserve(token.nonce, digest, expiresAtMs);
+    const outcome = await this.#store.reserve(nonce, digest, untilMs + this.options.clockSkewSec * 1000);
     if (outcome === "spent") throw new ProtocolError("PP_ERR_TOKEN_REPLAYED");
-    this.#redeemed.inc({ type: String(token.tokenType), outcome });
-    return this.#ticket(token.nonce, digest);
+    this.#redeemed.inc({ type: String(tokenType), outcome });
+    return this.#ticket(nonce, digest);
   }
 
   #ticket(nonce: Uint8Array, digest: Uint8Array): GateTicket {
@@ -307,10 +333,7 @@ export class TokenGate implements Gate {
   epochContext(epoch: number): Uint8Array {
     let c = this.#epochContexts.get(epoch);
     if (c === undefined) {
-      const data = Buffer.concat([EPOCH_LABEL, u64(epoch)]);
-      const secret = this.#epochSecret;
-      const h = secret === undefined ? createHash("sha256").update(data) : createHmac("sha256", secret).update(data);
-      c = new Uint8Array(h.digest());
+      c = contextPrf(this.#epochSecret, Buffer.concat([EPOCH_LABEL, u64(epoch)]));
       if (this.#epochContexts.size >= 16) this.#epochContexts.clear();
       this.#epochContexts.set(epoch, c);
     }
@@ -333,11 +356,14 @@ export class TokenGate implements Gate {
     return d;
   }
 
-  /** The WWW-Authenticate challenges for a target: per issuer and type, its preferred key. */
-  challenges(origin: string[]): WwwAuthenticateChallenge[] {
+  /**
+   * The WWW-Authenticate challenges for a target: ARC issuers first (their rate limit is what the
+   * operator asked for), then per issuer and type its preferred key.
+   */
+  challenges(origin: string[], taskId?: string): WwwAuthenticateChallenge[] {
     const now = this.#now();
     const current = this.#contexts(now)[0]!;
-    const out: WwwAuthenticateChallenge[] = [];
+    const out: WwwAuthenticateChallenge[] = this.#arc?.challenges(origin, taskId, now) ?? [];
     const keys = this.#dir.challengeKeys(now);
     // Type 2 first (publicly verifiable: the default), then type 1; issuers in configured order.
     keys.sort((a, b) => (b.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? 1 : 0) - (a.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? 1 : 0));
@@ -370,8 +396,8 @@ export class TokenGate implements Gate {
     return new DataView(r.buffer, r.byteOffset, 4).getUint32(0) / 2 ** 32 < p;
   }
 
-  #withChallenge(err: ProtocolError, origin: string[]): ProtocolError {
-    const challenges = this.challenges(origin);
+  #withChallenge(err: ProtocolError, origin: string[], taskId: string | undefined): ProtocolError {
+    const challenges = this.challenges(origin, taskId);
     if (challenges.length === 0) {
       // No key to name in a challenge: the client cannot do anything but wait (fail closed).
       return new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", undefined, { cause: err, headers: { "retry-after": "5" } });

@@ -1,6 +1,6 @@
 // Builds the token gate from `tokens` of the gateway config: the trusted issuers' directories,
-// the double-spend store named by `tokens.store`, type 1 keys from the issuer's key file (when the
-// same operator runs both) and the epoch secret. gateway/main.ts calls createTokenGate at start-up.
+// the double-spend store named by `tokens.store`, type 1 keys and ARC keys from the issuer's key
+// file (when the same operator runs both) and the epoch secret. gateway/main.ts calls createTokenGate at start-up.
 
 import { readFileSync, statSync } from "node:fs";
 import type { Registry } from "prom-client";
@@ -10,7 +10,8 @@ import { TOKEN_TYPE } from "../core/privacypass/index.js";
 import { importVoprfPrivateKey, type VerificationKey } from "../core/privacypass/verify-node.js";
 import type { Logger } from "../server/logging.js";
 import type { TokensConfig } from "./config.js";
-import { TokenGate } from "./gate.js";
+import { TokenGate, contextPrf } from "./gate.js";
+import { ArcVerifier, readArcKeys, type ArcIssuer, type ArcKey } from "./arc-verifier.js";
 import { TokenKeyDirectory, type DirectoryFetcher, type IssuerSource } from "./issuer-directory.js";
 import { describeNonceStore, openNonceStore } from "./nonce-stores/index.js";
 
@@ -56,8 +57,8 @@ export function readVoprfKeys(file: string): VerificationKey[] {
 }
 
 /** Re-reads the file when it changed (the issuer rotates keys); keeps the last good keys on errors. */
-function voprfKeyProvider(file: string, log: Pick<Logger, "warn">, now: () => number): () => readonly VerificationKey[] {
-  let keys = readVoprfKeys(file);
+function followKeyFile<K>(file: string, read: (file: string) => K[], log: Pick<Logger, "warn">, now: () => number): () => readonly K[] {
+  let keys = read(file);
   let mtimeMs = statSync(file).mtimeMs;
   let checkedAt = now();
   return () => {
@@ -66,7 +67,7 @@ function voprfKeyProvider(file: string, log: Pick<Logger, "warn">, now: () => nu
     try {
       const m = statSync(file).mtimeMs;
       if (m !== mtimeMs) {
-        keys = readVoprfKeys(file);
+        keys = read(file);
         mtimeMs = m;
       }
     } catch (e) {
@@ -74,6 +75,17 @@ function voprfKeyProvider(file: string, log: Pick<Logger, "warn">, now: () => nu
     }
     return keys;
   };
+}
+
+/** The ARC keys of an issuer key file that only its owner can read (CFG_ERR_KEY_FILE otherwise). */
+function readProtectedArcKeys(file: string): ArcKey[] {
+  try {
+    refuseLooseMode(file, "ARC issuer key file");
+    return readArcKeys(file);
+  } catch (e) {
+    if (e instanceof ProtocolError) throw e;
+    throw new ProtocolError("CFG_ERR_KEY_FILE", `ARC issuer key file ${file}: unreadable`, { cause: e });
+  }
 }
 
 function readEpochSecret(file: string): Uint8Array {
@@ -99,7 +111,7 @@ export interface CreateTokenGateDeps {
 /** The gate for `tokens` (fetches the issuer directories once; an unreachable issuer is not fatal). */
 export async function createTokenGate(tokens: TokensConfig, deps: CreateTokenGateDeps): Promise<TokenGate> {
   const now = deps.now ?? Date.now;
-  const providers = tokens.issuers.filter((i) => i.keyFile !== undefined).map((i) => voprfKeyProvider(i.keyFile!, deps.log, now));
+  const providers = tokens.issuers.filter((i) => i.keyFile !== undefined).map((i) => followKeyFile(i.keyFile!, readVoprfKeys, deps.log, now));
   const voprfKeys = (): VerificationKey[] => {
     const seen = new Set<string>();
     const out: VerificationKey[] = [];
@@ -122,6 +134,22 @@ export async function createTokenGate(tokens: TokensConfig, deps: CreateTokenGat
     ...(deps.fetcher === undefined ? {} : { fetcher: deps.fetcher }),
   });
   const epochSecret = tokens.epochSecretFile === undefined ? undefined : readEpochSecret(tokens.epochSecretFile);
+  const arc = new ArcVerifier(
+    tokens.issuers
+      .filter((i) => i.tokenType === "arc")
+      .map((i): ArcIssuer => {
+        const keys = followKeyFile(i.keys!, readProtectedArcKeys, deps.log, now);
+        return {
+          name: i.name,
+          rateLimit: i.rateLimit!,
+          keyLifetimeSec: i.keyLifetimeSec,
+          redemptionContext: i.redemptionContext ?? "task-epoch",
+          credentialContext: i.credentialContext ?? "none",
+          keys,
+        };
+      }),
+    { prf: (data) => contextPrf(epochSecret, data), epochSec: tokens.epochSec },
+  );
   const store = openNonceStore(tokens.store, { now });
   const gate = new TokenGate(
     {
@@ -132,7 +160,7 @@ export async function createTokenGate(tokens: TokensConfig, deps: CreateTokenGat
       greaseProbability: tokens.greaseProbability,
       ...(epochSecret === undefined ? {} : { epochSecret }),
     },
-    { directory, store, now, ...(deps.registry === undefined ? {} : { registry: deps.registry }) },
+    { directory, store, now, arc, ...(deps.registry === undefined ? {} : { registry: deps.registry }) },
   );
   await directory.start();
   deps.log.info(

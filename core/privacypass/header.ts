@@ -20,6 +20,8 @@ export interface WwwAuthenticateChallenge {
   tokenKey: Uint8Array;
   /** Seconds the challenge stays acceptable (RFC 9577 §2.1), if the origin said. */
   maxAge?: number;
+  /** ARC's presentation limit: the `rate-limit` attribute, a JSON number (arc-protocol §5). */
+  rateLimit?: number;
 }
 
 /** One parsed challenge or credentials: scheme and lower-cased parameter names. */
@@ -182,6 +184,8 @@ export function parseWwwAuthenticate(h: string): WwwAuthenticateChallenge[] {
     const maxAge = item.params.get("max-age");
     // An unparsable max-age is ignored (RFC 9577 §2.1 makes the attribute optional).
     if (maxAge !== undefined && MAX_AGE.test(maxAge)) parsed.maxAge = Number(maxAge);
+    const rateLimit = item.params.get("rate-limit");
+    if (rateLimit !== undefined && MAX_AGE.test(rateLimit)) parsed.rateLimit = Number(rateLimit);
     out.push(parsed);
   }
   return out;
@@ -194,7 +198,7 @@ function quoted(b: Uint8Array): string {
 
 /** `PrivateToken challenge="...", token-key="...", max-age="..."`, challenges joined by ", ". */
 export function formatWwwAuthenticate(
-  challenges: readonly { challenge: Uint8Array; tokenKey: Uint8Array; maxAge?: number | undefined }[],
+  challenges: readonly { challenge: Uint8Array; tokenKey: Uint8Array; maxAge?: number | undefined; rateLimit?: number | undefined }[],
 ): string {
   return challenges
     .map((c) => {
@@ -202,6 +206,11 @@ export function formatWwwAuthenticate(
       if (c.maxAge !== undefined) {
         if (!Number.isSafeInteger(c.maxAge) || c.maxAge < 0) throw new RangeError("max-age must be a non-negative integer");
         s += `, max-age="${c.maxAge}"`;
+      }
+      if (c.rateLimit !== undefined) {
+        if (!Number.isSafeInteger(c.rateLimit) || c.rateLimit < 1) throw new RangeError("rate-limit must be a positive integer");
+        // A JSON number, so unquoted (arc-protocol §5).
+        s += `, rate-limit=${c.rateLimit}`;
       }
       return s;
     })

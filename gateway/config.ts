@@ -4,16 +4,8 @@
 // once, then frozen. This is the only gateway file that reads process.env.
 
 import { ProtocolError } from "../core/errors.js";
-import {
-  httpLimitsSchema,
-  listenSchema,
-  loadConfig,
-  parseConfig,
-  type HttpLimits,
-  type ListenConfig,
-  type Schema,
-} from "../server/config.js";
-import { corsSchema, type CorsConfig } from "../server/cors.js";
+import { httpLimitsSchema, listenSchema, loadConfig, parseConfig, type ConfigOf, type Schema } from "../server/config.js";
+import { corsSchema } from "../server/cors.js";
 
 /** Every default of the gateway, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -59,80 +51,12 @@ export const DEFAULTS = Object.freeze({
   greaseProbability: 0.1,
 });
 
-export type PolicyName = "dap" | "targets-only";
-
-export interface TokenIssuerConfig {
-  /** Issuer name as in TokenChallenge.issuer_name (RFC 9577 §2.1). */
-  name: string;
-  /** URL of the issuer's /.well-known/private-token-issuer-directory. */
-  directory: string;
-  keyLifetimeSec: number;
-  /** The issuer's key file (same operator): its type 1 private keys let the gate verify type 1 tokens. */
-  keyFile?: string;
-  /** "arc": an ARC issuer (token type 0xE5AC, rate-limited credentials; gateway/arc-verifier.ts). */
-  tokenType?: "arc";
-  /** ARC: presentations per credential and presentation context (the challenge's rate-limit). */
-  rateLimit?: number;
-  /** ARC: the issuer's key file (or a copy) holding its ARC private keys; re-read when it changes. */
-  keys?: string;
-  /** ARC: what the limit counts per: "task-epoch" (DAP task and epoch), "epoch", or "none" (the key's lifetime). */
-  redemptionContext?: "task-epoch" | "epoch" | "none";
-  /** ARC: "epoch" binds credentials to an epoch (a new credential each epoch), "none" to the key. */
-  credentialContext?: "epoch" | "none";
-}
-
-export interface TokensConfig {
-  required: boolean;
-  issuers: TokenIssuerConfig[];
-  /** "memory", "sqlite:PATH" or "redis://..." / "rediss://...". */
-  store: string;
-  /** origin_info of challenges: the target's authority, or empty (tokens good for every target). */
-  originInfo: "authority" | "empty";
-  /** Redemption context of challenges: empty, or derived from the time epoch (current and previous accepted). */
-  redemptionContext: "empty" | "epoch";
-  epochSec: number;
-  /** File holding the secret (at least 32 bytes) keying epoch contexts; shared by all gateways. */
-  epochSecretFile?: string;
-  clockSkewSec: number;
-  greaseProbability: number;
-}
-
-export interface UpstreamConfig {
-  connectTimeoutMs: number;
-  headersTimeoutMs: number;
-  bodyTimeoutMs: number;
-  totalTimeoutMs: number;
-  maxResponseBytes: number;
-  connectionsPerTarget: number;
-  keepAliveTimeoutMs: number;
-  /** PEM file of extra CAs trusted for https targets. */
-  ca?: string;
-}
-
-export interface GatewayConfig {
-  listen: ListenConfig;
-  limits: HttpLimits;
-  /** Path of the key file (`veil keys generate --out`). */
-  keys: string;
-  keysMaxAgeSec: number;
-  retiredKeyGraceSec: number;
-  /** Inner origin (optionally with a path prefix) -> upstream base URL. */
-  targets: Record<string, string>;
-  policy: PolicyName;
-  tokens: TokensConfig;
-  upstream: UpstreamConfig;
-  inner: { maxFields: number; maxFieldBytes: number };
-  /** Browser clients on these origins may GET /ohttp-keys (server/cors.ts). */
-  cors: CorsConfig;
-  logLevel: string;
-}
-
 /** `https://leader.example` or `https://leader.example/dap/`: scheme, host, optional port and path. */
 const TARGET_KEY = /^https?:\/\/[^/?#@\s]+(\/[^?#\s]*)?$/;
 const UPSTREAM_URL = /^https?:\/\/[^/?#@\s]+(\/[^?#\s]*)?$/;
 const STORE = /^(memory|sqlite:.+|rediss?:\/\/.+)$/;
 
-export const GATEWAY_SCHEMA: Schema = {
+export const GATEWAY_SCHEMA = {
   listen: listenSchema(DEFAULTS.port),
   limits: httpLimitsSchema({ maxRequestBytes: DEFAULTS.maxRequestBytes }),
   keys: { kind: "string", default: DEFAULTS.keys, doc: "Key file written by `veil keys generate` (mode 0600; re-read on SIGHUP)." },
@@ -285,7 +209,14 @@ export const GATEWAY_SCHEMA: Schema = {
   },
   cors: corsSchema("GET /ohttp-keys"),
   logLevel: { kind: "string", default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"], doc: "Log level." },
-};
+} as const satisfies Schema;
+
+/** The gateway's configuration, as GATEWAY_SCHEMA defines it (server/config.ts says how to add a field). */
+export type GatewayConfig = ConfigOf<typeof GATEWAY_SCHEMA>;
+export type PolicyName = GatewayConfig["policy"];
+export type TokensConfig = GatewayConfig["tokens"];
+export type TokenIssuerConfig = TokensConfig["issuers"][number];
+export type UpstreamConfig = GatewayConfig["upstream"];
 
 /** Checks what the schema cannot: cross-field rules. */
 function checkGatewayConfig(c: GatewayConfig): GatewayConfig {
@@ -321,11 +252,11 @@ function checkGatewayConfig(c: GatewayConfig): GatewayConfig {
 /** Validates a parsed JSON config (no environment), e.g. in tests. */
 export function parseGatewayConfig(raw: unknown, env?: Readonly<Record<string, string | undefined>>): GatewayConfig {
   return checkGatewayConfig(
-    parseConfig<GatewayConfig>(GATEWAY_SCHEMA, raw, env === undefined ? {} : { env, envPrefix: "VEIL_GATEWAY_" }),
+    parseConfig(GATEWAY_SCHEMA, raw, env === undefined ? {} : { env, envPrefix: "VEIL_GATEWAY_" }),
   );
 }
 
 /** `veil gateway --config FILE`: the file plus VEIL_GATEWAY_* environment overrides. */
 export function loadGatewayConfig(file: string | undefined): GatewayConfig {
-  return checkGatewayConfig(loadConfig<GatewayConfig>(GATEWAY_SCHEMA, file, { env: process.env, envPrefix: "VEIL_GATEWAY_" }));
+  return checkGatewayConfig(loadConfig(GATEWAY_SCHEMA, file, { env: process.env, envPrefix: "VEIL_GATEWAY_" }));
 }

@@ -6,16 +6,8 @@
 
 import { ProtocolError } from "../core/errors.js";
 import { ARC_TOKEN_TYPE, TOKEN_TYPE } from "../core/privacypass/token-type.js";
-import {
-  httpLimitsSchema,
-  listenSchema,
-  loadConfig,
-  parseConfig,
-  type HttpLimits,
-  type ListenConfig,
-  type Schema,
-} from "../server/config.js";
-import { corsSchema, type CorsConfig } from "../server/cors.js";
+import { httpLimitsSchema, listenSchema, loadConfig, parseConfig, type ConfigOf, type Schema } from "../server/config.js";
+import { corsSchema } from "../server/cors.js";
 
 /** Every default of the issuer, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -42,37 +34,10 @@ export const DEFAULTS = Object.freeze({
   directoryMaxAgeSec: 3600,
 });
 
-export interface AttesterConfig {
-  /** Bearer credentials of the attested clients (secret: redacted by --print-config). */
-  credentials: string[];
-  tokensPerWindow: number;
-  windowSec: number;
-  /** Where the token counts live: "memory" (lost on restart) or "sqlite:PATH" (issuer/quota-store.ts). */
-  store: string;
-}
-
-export interface IssuerConfig {
-  listen: ListenConfig;
-  limits: HttpLimits;
-  /** The issuer name clients and origins use in TokenChallenge.issuer_name. */
-  name: string;
-  /** Path of the key file. */
-  keys: string;
-  /** Token types issued, in order of preference (the directory lists them in this order). */
-  tokenTypes: number[];
-  keyLifetimeSec: number;
-  attester: AttesterConfig;
-  issuerRequestUri: string;
-  directoryMaxAgeSec: number;
-  /** Browser clients on these origins may fetch the directory and POST /token-request (server/cors.ts). */
-  cors: CorsConfig;
-  logLevel: string;
-}
-
 /** RFC 6750 §2.1 b64token: what can follow "Bearer " in an Authorization header. */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 
-export const ISSUER_SCHEMA: Schema = {
+export const ISSUER_SCHEMA = {
   listen: listenSchema(DEFAULTS.port),
   limits: httpLimitsSchema({ maxRequestBytes: DEFAULTS.maxRequestBytes }),
   name: {
@@ -132,7 +97,11 @@ export const ISSUER_SCHEMA: Schema = {
   },
   cors: corsSchema("GET /.well-known/private-token-issuer-directory and POST /token-request"),
   logLevel: { kind: "string", default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"], doc: "Log level." },
-};
+} as const satisfies Schema;
+
+/** The issuer's configuration, as ISSUER_SCHEMA defines it (server/config.ts says how to add a field). */
+export type IssuerConfig = ConfigOf<typeof ISSUER_SCHEMA>;
+export type AttesterConfig = IssuerConfig["attester"];
 
 /** Cross-field rules the schema cannot express. */
 function checkIssuerConfig(c: IssuerConfig): IssuerConfig {
@@ -149,10 +118,10 @@ function checkIssuerConfig(c: IssuerConfig): IssuerConfig {
 
 /** Validates a parsed JSON config (no environment unless given), e.g. in tests. */
 export function parseIssuerConfig(raw: unknown, env?: Readonly<Record<string, string | undefined>>): IssuerConfig {
-  return checkIssuerConfig(parseConfig<IssuerConfig>(ISSUER_SCHEMA, raw, env === undefined ? {} : { env, envPrefix: "VEIL_ISSUER_" }));
+  return checkIssuerConfig(parseConfig(ISSUER_SCHEMA, raw, env === undefined ? {} : { env, envPrefix: "VEIL_ISSUER_" }));
 }
 
 /** `veil issuer --config FILE`: the file plus VEIL_ISSUER_* environment overrides. */
 export function loadIssuerConfig(file: string | undefined): IssuerConfig {
-  return checkIssuerConfig(loadConfig<IssuerConfig>(ISSUER_SCHEMA, file, { env: process.env, envPrefix: "VEIL_ISSUER_" }));
+  return checkIssuerConfig(loadConfig(ISSUER_SCHEMA, file, { env: process.env, envPrefix: "VEIL_ISSUER_" }));
 }

@@ -5,17 +5,8 @@
 // process.env.
 
 import { ProtocolError } from "../core/errors.js";
-import {
-  httpLimitsSchema,
-  listenSchema,
-  loadConfig,
-  parseConfig,
-  type FieldSpec,
-  type HttpLimits,
-  type ListenConfig,
-  type Schema,
-} from "../server/config.js";
-import { corsSchema, type CorsConfig } from "../server/cors.js";
+import { httpLimitsSchema, listenSchema, loadConfig, parseConfig, type ConfigOf, type FieldSpec, type Schema } from "../server/config.js";
+import { corsSchema } from "../server/cors.js";
 
 /** Every default of the relay, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -58,72 +49,6 @@ export const DEFAULTS = Object.freeze({
   keysRetrySec: 5,
 });
 
-export interface RouteConfig {
-  /** Path of the relay resource, e.g. "/leader-gateway"; keys are at `${path}/ohttp-keys`. */
-  path: string;
-  /** Gateway URL the encapsulated requests are POSTed to. */
-  gateway: string;
-  /** URL of the gateway's key configurations (application/ohttp-keys). */
-  keys?: string;
-  /** PEM file of the CA(s) trusted for an https gateway (instead of the system store). */
-  ca?: string;
-  /** PEM client certificate (chain) for mTLS to the gateway. */
-  clientCert?: string;
-  /** PEM private key of clientCert. */
-  clientKey?: string;
-  /** The operator's own authentication header sent to the gateway (never anything from a client). */
-  authHeader?: { name: string; value: string };
-}
-
-export interface RateLimitConfig {
-  perClientPerWindow: number;
-  windowMs: number;
-  /** "memory" or "redis://HOST:PORT[/DB]" / "rediss://...". */
-  store: string;
-  /** Keyed-hash secret for Redis keys (the same on every replica that shares the Redis). */
-  keySecret?: string;
-  /** Prefix of Redis keys. */
-  redisPrefix: string;
-  /** IPv6 clients are counted per prefix of this length (one host usually owns a whole /64). */
-  ipv6PrefixBits: number;
-}
-
-export interface RelayLimits extends HttpLimits {
-  maxResponseBytes: number;
-  maxKeysBytes: number;
-  upstreamConnections: number;
-}
-
-export interface RelayTimeouts {
-  connectMs: number;
-  headersMs: number;
-  bodyMs: number;
-  keepAliveMs: number;
-  keysFetchMs: number;
-}
-
-export interface KeyCacheConfig {
-  defaultMaxAgeSec: number;
-  minMaxAgeSec: number;
-  maxMaxAgeSec: number;
-  staleIfErrorSec: number;
-  retrySec: number;
-}
-
-export interface RelayConfig {
-  listen: ListenConfig;
-  routes: RouteConfig[];
-  rateLimit: RateLimitConfig;
-  limits: RelayLimits;
-  timeouts: RelayTimeouts;
-  keyCache: KeyCacheConfig;
-  /** Serve canonical POSTs on a lean HTTP/1.1 path (relay/front.ts) instead of node:http + Fastify. */
-  fastPath: boolean;
-  /** Browser clients on these origins may POST <path> and GET <path>/ohttp-keys (server/cors.ts). */
-  cors: CorsConfig;
-  logLevel: string;
-}
-
 /** A path segment list: no query, fragment, dot segments, double or trailing slashes. */
 const ROUTE_PATH = /^(\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$/;
 const HTTP_URL = /^https?:\/\/[^/?#@\s]+(\/[^#\s]*)?$/;
@@ -137,9 +62,8 @@ const RESERVED_PATHS = ["/healthz", "/readyz", "/metrics"];
 /** Headers the relay writes itself: the operator's auth header cannot replace one of them. */
 const RESERVED_HEADERS = ["host", "content-type", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "upgrade", "expect", "trailer"];
 
-function limitsSchema(): FieldSpec {
+function limitsSchema() {
   const base = httpLimitsSchema({ maxRequestBytes: DEFAULTS.maxRequestBytes });
-  if (base.kind !== "object") throw new Error("httpLimitsSchema is an object");
   return {
     ...base,
     fields: {
@@ -148,10 +72,10 @@ function limitsSchema(): FieldSpec {
       maxKeysBytes: { kind: "int", default: DEFAULTS.maxKeysBytes, min: 2, doc: "Largest key configuration list accepted from a gateway." },
       upstreamConnections: { kind: "int", default: DEFAULTS.upstreamConnections, min: 1, doc: "Pooled keep-alive connections per gateway." },
     },
-  };
+  } as const satisfies FieldSpec;
 }
 
-export const RELAY_SCHEMA: Schema = {
+export const RELAY_SCHEMA = {
   listen: listenSchema(DEFAULTS.port),
   routes: {
     kind: "list",
@@ -172,10 +96,8 @@ export const RELAY_SCHEMA: Schema = {
           optional: true,
           doc: "The operator's own header authenticating the relay to the gateway.",
           fields: {
-            // Both are required when authHeader is given (checked below): server/config.ts omits an
-            // absent object only when all its fields are optional.
-            name: { kind: "string", optional: true, pattern: FIELD_NAME, expect: "an HTTP header name", doc: "Header name, e.g. authorization." },
-            value: { kind: "string", optional: true, pattern: FIELD_VALUE, expect: "a header value (visible ASCII)", secret: true, doc: "Header value (a shared secret)." },
+            name: { kind: "string", pattern: FIELD_NAME, expect: "an HTTP header name", doc: "Header name, e.g. authorization." },
+            value: { kind: "string", pattern: FIELD_VALUE, expect: "a header value (visible ASCII)", secret: true, doc: "Header value (a shared secret)." },
           },
         },
       },
@@ -224,7 +146,15 @@ export const RELAY_SCHEMA: Schema = {
   fastPath: { kind: "boolean", default: true, doc: "Serve canonical HTTP/1.1 POSTs on the lean forwarding path (false: node:http + Fastify only)." },
   cors: corsSchema("POST <path> and GET <path>/ohttp-keys"),
   logLevel: { kind: "string", default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"], doc: "Log level." },
-};
+} as const satisfies Schema;
+
+/** The relay's configuration, as RELAY_SCHEMA defines it (server/config.ts says how to add a field). */
+export type RelayConfig = ConfigOf<typeof RELAY_SCHEMA>;
+export type RouteConfig = RelayConfig["routes"][number];
+export type RateLimitConfig = RelayConfig["rateLimit"];
+export type RelayLimits = RelayConfig["limits"];
+export type RelayTimeouts = RelayConfig["timeouts"];
+export type KeyCacheConfig = RelayConfig["keyCache"];
 
 function invalid(message: string): never {
   throw new ProtocolError("CFG_ERR_INVALID", message);
@@ -254,9 +184,6 @@ function checkRelayConfig(c: RelayConfig): RelayConfig {
     if ((r.clientCert === undefined) !== (r.clientKey === undefined)) invalid(`${at}: clientCert and clientKey go together`);
     if (gateway.username !== "" || gateway.password !== "") invalid(`${at}.gateway: no credentials in the URL (use authHeader)`);
     if (r.keys !== undefined) parseUrl(r.keys, `${at}.keys`);
-    if (r.authHeader !== undefined && (r.authHeader.name === undefined || r.authHeader.value === undefined)) {
-      invalid(`${at}.authHeader: needs both name and value`);
-    }
     if (r.authHeader !== undefined && RESERVED_HEADERS.includes(r.authHeader.name.toLowerCase())) {
       invalid(`${at}.authHeader.name: ${r.authHeader.name} is written by the relay itself`);
     }
@@ -269,10 +196,10 @@ const ENV_PREFIX = "VEIL_RELAY_";
 
 /** Validates a parsed JSON config (environment overrides only if `env` is given), e.g. in tests. */
 export function parseRelayConfig(raw: unknown, env?: Readonly<Record<string, string | undefined>>): RelayConfig {
-  return checkRelayConfig(parseConfig<RelayConfig>(RELAY_SCHEMA, raw, env === undefined ? {} : { env, envPrefix: ENV_PREFIX }));
+  return checkRelayConfig(parseConfig(RELAY_SCHEMA, raw, env === undefined ? {} : { env, envPrefix: ENV_PREFIX }));
 }
 
 /** `veil relay --config FILE`: the file plus VEIL_RELAY_* environment overrides. */
 export function loadRelayConfig(file: string | undefined): RelayConfig {
-  return checkRelayConfig(loadConfig<RelayConfig>(RELAY_SCHEMA, file, { env: process.env, envPrefix: ENV_PREFIX }));
+  return checkRelayConfig(loadConfig(RELAY_SCHEMA, file, { env: process.env, envPrefix: ENV_PREFIX }));
 }

@@ -4,6 +4,18 @@
 // errors with a "did you mean" hint), then deeply frozen.
 //
 // Only config.ts files read process.env: they pass it in here.
+//
+// The schema is the single source: the TypeScript type of a component's config is derived from it
+// (ConfigOf), so the two cannot drift. To add a config field:
+//   1. add it to the component's schema in <component>/config.ts, with `kind`, a `default` (put the
+//      value in the component's DEFAULTS object with a comment saying why) or `optional: true`, and
+//      a one-sentence `doc`; `secret: true` if --print-config must not show it;
+//   2. that's the type: `config.the.field` is now typed (a `oneOf` list gives a union of literals;
+//      `optional` without a default gives an optional property);
+//   3. regenerate the README's configuration tables: VEIL_UPDATE_DOCS=1 npx vitest run test/unit/docs.test.ts
+//      (the environment variable VEIL_<COMPONENT>_<PATH> comes for free).
+// Schemas are written `{ ... } as const satisfies Schema` (or `FieldSpec` for a shared section),
+// so that literal values such as `oneOf` lists and `optional: true` reach the derived type.
 
 import { readFileSync } from "node:fs";
 import { ProtocolError } from "../core/errors.js";
@@ -26,6 +38,39 @@ export type FieldSpec =
   | (Common & { kind: "map"; values: FieldSpec; default?: Record<string, unknown>; keyPattern?: RegExp; expect?: string })
   | (Common & { kind: "list"; items: FieldSpec; default?: readonly unknown[]; minItems?: number });
 export type Schema = Readonly<Record<string, FieldSpec>>;
+
+/** A field's optional in the parsed config when it is `optional` and has no default. */
+type IsOptional<F> = F extends { optional: true } ? (F extends { default: unknown } ? false : true) : false;
+
+/** The parsed value of one field, as validateField returns it. */
+export type FieldValue<F> = F extends { kind: "string"; oneOf: readonly (infer O)[] }
+  ? O
+  : F extends { kind: "string" }
+    ? string
+    : F extends { kind: "int" | "number" }
+      ? number
+      : F extends { kind: "boolean" }
+        ? boolean
+        : F extends { kind: "object"; fields: infer S }
+          ? ConfigOf<S>
+          : F extends { kind: "map"; values: infer V }
+            ? Record<string, FieldValue<V>>
+            : F extends { kind: "list"; items: infer I }
+              ? FieldValue<I>[]
+              : never;
+
+/**
+ * The parsed config of a schema: what parseConfig returns (frozen at run time). A schema typed only
+ * as `Schema` (no literal keys) gives a plain record.
+ */
+export type ConfigOf<S> = string extends keyof S ? Record<string, unknown> : Flat<
+  { -readonly [K in keyof S as IsOptional<S[K]> extends true ? never : K]: FieldValue<S[K]> } & {
+    -readonly [K in keyof S as IsOptional<S[K]> extends true ? K : never]?: FieldValue<S[K]>;
+  }
+>;
+
+/** One object type instead of an intersection (what editors show, and what type tests compare). */
+type Flat<T> = { [K in keyof T]: T[K] } & {};
 
 export interface ParseOptions {
   /** Environment to read overrides from (pass process.env from the component's config.ts). */
@@ -84,11 +129,9 @@ function validateField(spec: FieldSpec, value: unknown, path: string): unknown {
   const shown = (v: unknown): string => (spec.secret === true ? REDACTED : describeValue(v));
   if (value === undefined) {
     if ("default" in spec && spec.default !== undefined) return validateField(spec, structuredClone(spec.default), path);
-    if (spec.kind === "object") {
-      // An object whose fields all have defaults may be omitted.
-      return validateObject(spec.fields, {}, path, spec.optional === true);
-    }
     if (spec.optional === true) return undefined;
+    // An object whose fields all have defaults may be omitted.
+    if (spec.kind === "object") return validateObject(spec.fields, {}, path);
     return fail(path, `is required (${expectation(spec)})`);
   }
   switch (spec.kind) {
@@ -117,7 +160,7 @@ function validateField(spec: FieldSpec, value: unknown, path: string): unknown {
       return value;
     case "object":
       if (!isPlainObject(value)) fail(path, `expected an object, got ${shown(value)}`);
-      return validateObject(spec.fields, value, path, false);
+      return validateObject(spec.fields, value, path);
     case "map": {
       if (!isPlainObject(value)) fail(path, `expected an object (${expectation(spec)}), got ${shown(value)}`);
       const out: Record<string, unknown> = {};
@@ -139,7 +182,7 @@ function validateField(spec: FieldSpec, value: unknown, path: string): unknown {
   }
 }
 
-function validateObject(schema: Schema, value: Record<string, unknown>, path: string, optional: boolean): unknown {
+function validateObject(schema: Schema, value: Record<string, unknown>, path: string): Record<string, unknown> {
   const known = Object.keys(schema);
   for (const key of Object.keys(value)) {
     if (!Object.hasOwn(schema, key)) fail(join(path, key), `unknown field${hintFor(key, known)}`);
@@ -149,7 +192,7 @@ function validateObject(schema: Schema, value: Record<string, unknown>, path: st
     const v = validateField(spec, value[key], join(path, key));
     if (v !== undefined) out[key] = v;
   }
-  return optional && Object.keys(out).length === 0 ? undefined : out;
+  return out;
 }
 
 export function expectation(spec: FieldSpec): string {
@@ -226,12 +269,16 @@ function deepFreeze<T>(v: T): T {
   return v;
 }
 
-/** Validates `raw` (already parsed JSON) against `schema`; returns the frozen, defaulted config. */
-export function parseConfig<T>(schema: Schema, raw: unknown, options: ParseOptions = {}): T {
+/**
+ * Validates `raw` (already parsed JSON) against `schema`; returns the frozen, defaulted config. Its
+ * type is derived from the schema (ConfigOf), and validateObject builds exactly that shape: this
+ * is the one place where the validated value is given its type.
+ */
+export function parseConfig<S extends Schema>(schema: S, raw: unknown, options: ParseOptions = {}): ConfigOf<S> {
   if (raw !== undefined && !isPlainObject(raw)) fail("", `expected a JSON object, got ${describeValue(raw)}`);
   const copy = structuredClone(raw ?? {}) as Record<string, unknown>;
   if (options.envPrefix !== undefined) applyEnv(schema, copy, options.envPrefix, options.env, []);
-  return deepFreeze(validateObject(schema, copy, "", false) as T);
+  return deepFreeze(validateObject(schema, copy, "") as ConfigOf<S>);
 }
 
 /** Reads a JSON config file; errors name the file, never echo its contents. */
@@ -252,8 +299,8 @@ export function readConfigFile(file: string): unknown {
 }
 
 /** Loads `--config FILE` (optional) with environment overrides. */
-export function loadConfig<T>(schema: Schema, file: string | undefined, options: ParseOptions): T {
-  return parseConfig<T>(schema, file === undefined ? {} : readConfigFile(file), options);
+export function loadConfig<S extends Schema>(schema: S, file: string | undefined, options: ParseOptions): ConfigOf<S> {
+  return parseConfig<S>(schema, file === undefined ? {} : readConfigFile(file), options);
 }
 
 /** A copy of `config` with every secret field replaced by [redacted] (for --print-config). */
@@ -306,7 +353,7 @@ export function describeSchema(schema: Schema, envPrefix?: string, path: string[
 }
 
 /** The `listen` section every server shares (RFC 9458 §6: HTTPS on both hops unless a proxy does it). */
-export function listenSchema(defaultPort: number): FieldSpec {
+export function listenSchema(defaultPort: number) {
   return {
     kind: "object",
     doc: "Where the server listens.",
@@ -324,17 +371,13 @@ export function listenSchema(defaultPort: number): FieldSpec {
         },
       },
     },
-  };
+  } as const satisfies FieldSpec;
 }
 
-export interface ListenConfig {
-  host: string;
-  port: number;
-  tls?: { cert?: string; key?: string; ca?: string };
-}
+export type ListenConfig = FieldValue<ReturnType<typeof listenSchema>>;
 
 /** The `limits` every server shares: explicit timeouts and sizes instead of library defaults. */
-export function httpLimitsSchema(defaults: { maxRequestBytes: number }): FieldSpec {
+export function httpLimitsSchema(defaults: { maxRequestBytes: number }) {
   return {
     kind: "object",
     doc: "HTTP server limits.",
@@ -347,15 +390,7 @@ export function httpLimitsSchema(defaults: { maxRequestBytes: number }): FieldSp
       maxConcurrentRequests: { kind: "int", default: 1024, min: 1, doc: "Requests handled at once; more get 503." },
       shutdownGraceMs: { kind: "int", default: 8_000, min: 0, doc: "Time in-flight requests get to finish on SIGTERM." },
     },
-  };
+  } as const satisfies FieldSpec;
 }
 
-export interface HttpLimits {
-  maxRequestBytes: number;
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
-  keepAliveTimeoutMs: number;
-  maxHeaderBytes: number;
-  maxConcurrentRequests: number;
-  shutdownGraceMs: number;
-}
+export type HttpLimits = FieldValue<ReturnType<typeof httpLimitsSchema>>;

@@ -8,12 +8,7 @@
 // These are the server's own response headers: nothing of the client's request is forwarded.
 
 import type { FastifyInstance } from "fastify";
-import type { FieldSpec } from "./config.js";
-
-export interface CorsConfig {
-  /** Allowed origins ("https://app.example", "http://127.0.0.1:8000") or "*"; [] = CORS off. */
-  origins: string[];
-}
+import type { FieldSpec, FieldValue } from "./config.js";
 
 /** A serialized origin: scheme://host[:port], no path, no trailing slash; or "*". */
 const ORIGIN = /^(\*|https?:\/\/([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?)$/;
@@ -22,7 +17,7 @@ const ORIGIN = /^(\*|https?:\/\/([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]
 export const CORS_MAX_AGE_SEC = 600;
 
 /** The `cors` config field, the same in relay, issuer and gateway. */
-export function corsSchema(what: string): FieldSpec {
+export function corsSchema(what: string) {
   return {
     kind: "object",
     doc: `Cross-origin (CORS) access for browser clients to ${what}; no origins: no CORS headers.`,
@@ -34,8 +29,11 @@ export function corsSchema(what: string): FieldSpec {
         doc: 'Origins allowed to call from a browser (exact scheme://host[:port]), or "*" for any.',
       },
     },
-  };
+  } as const satisfies FieldSpec;
 }
+
+/** Allowed origins ("https://app.example", "http://127.0.0.1:8000") or "*"; [] = CORS off. */
+export type CorsConfig = FieldValue<ReturnType<typeof corsSchema>>;
 
 export interface CorsResource {
   /** The route path (exact, as registered with Fastify). */

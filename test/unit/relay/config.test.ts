@@ -77,7 +77,7 @@ describe("relay config", () => {
     ["credentials in the gateway URL", { path: "/gw", gateway: "http://u:p@g/x" }, "routes[0].gateway"],
     ["a CA for an http gateway", { path: "/gw", gateway: "http://g/x", ca: "ca.pem" }, "https"],
     ["a client certificate without its key", { path: "/gw", gateway: "https://g/x", clientCert: "c.pem" }, "go together"],
-    ["an auth header without a value", { path: "/gw", gateway: "http://g/x", authHeader: { name: "x-auth" } }, "both name and value"],
+    ["an auth header without a value", { path: "/gw", gateway: "http://g/x", authHeader: { name: "x-auth" } }, "authHeader.value: is required"],
     ["an auth header the relay writes itself", { path: "/gw", gateway: "http://g/x", authHeader: { name: "Content-Length", value: "1" } }, "written by the relay"],
     ["an auth header value with a newline", { path: "/gw", gateway: "http://g/x", authHeader: { name: "x-a", value: "a\r\nX-Injected: 1" } }, "authHeader.value"],
   ])("refuses %s", (_what, route, needle) => {

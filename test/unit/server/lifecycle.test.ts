@@ -15,7 +15,7 @@ afterEach(async () => {
 });
 
 async function start(limitsOverride: Partial<HttpLimits> = {}) {
-  const limits = { ...parseConfig<{ l: HttpLimits }>({ l: httpLimitsSchema({ maxRequestBytes: 64 }) }, {}).l, ...limitsOverride };
+  const limits = { ...parseConfig({ l: httpLimitsSchema({ maxRequestBytes: 64 }) }, {}).l, ...limitsOverride };
   const { stream, lines, until } = captureLines();
   const log = createLogger("test", { destination: stream });
   const app = createServerApp({ listen: { host: "127.0.0.1", port: 0 }, limits, log, metrics: createMetrics("test", { defaultMetrics: false }), readiness: { store: () => { throw new Error("down"); } } });

@@ -10,11 +10,15 @@
 //
 // Every token is used for one request only: `take()` hands it out and forgets it. Resending the
 // same report after an uncertain failure reuses its token: that is oblivious-fetch.ts's business.
+//
+// ARC challenges (token type 0xE5AC, with a rate-limit) need no stock: one credential per
+// (issuer, credential context) makes each token on demand (./arc-credentials.ts).
 
 import { equalBytes, fromBase64Url } from "../core/bytes.js";
 import { ProtocolError, isProtocolError, wrapError } from "../core/errors.js";
 import { isMediaType } from "../core/http-fields.js";
 import {
+  ARC_TOKEN_TYPE,
   ISSUER_DIRECTORY_PATH,
   MEDIA_TYPES,
   TOKEN_TYPE,
@@ -25,6 +29,7 @@ import {
 } from "../core/privacypass/index.js";
 import { Secret } from "../core/secret.js";
 import { readCapped } from "./key-source.js";
+import { ArcCredentials, type ArcChallenge } from "./arc-credentials.js";
 import { defaultFetch, invalid, nonNegativeInt, positiveInt, secureUrl, type FetchLike } from "./options.js";
 
 /** Defaults of the token source. */
@@ -72,7 +77,7 @@ export interface TokenSourceOptions {
 export interface TokenSourceStats {
   /** Tokens in stock, over all challenges. */
   stock: number;
-  /** Tokens obtained from the issuer so far. */
+  /** Tokens (and ARC credentials) obtained from the issuer so far. */
   issued: number;
   /** Issuer requests that failed. */
   failures: number;
@@ -118,6 +123,10 @@ interface ChallengeEntry {
   challenge: Uint8Array;
   decoded: TokenChallenge;
   tokenKey: Uint8Array;
+  /** ARC challenges only: their rate-limit (tokens are made on demand, never stocked). */
+  arc: ArcChallenge | undefined;
+  /** ARC: the last take() found the limit reached and no new credential, and asked the gateway. */
+  arcProbing: boolean;
   stock: Uint8Array[];
   filling: Promise<void> | undefined;
   refillTimer: ReturnType<typeof setTimeout> | undefined;
@@ -125,7 +134,7 @@ interface ChallengeEntry {
   lastError: ProtocolError | undefined;
 }
 
-const SUPPORTED_TYPES: ReadonlySet<number> = new Set([TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_P384]);
+const SUPPORTED_TYPES: ReadonlySet<number> = new Set([TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_P384, ARC_TOKEN_TYPE]);
 
 /** Wildcard key for challenges with an empty origin_info (good for every origin). */
 const ANY_ORIGIN = "*";
@@ -234,19 +243,19 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
     return has(await loadDirectory());
   }
 
-  async function issueOne(entry: ChallengeEntry): Promise<Uint8Array> {
+  /** POSTs an issuance request with the attester credential; the 200 body, or the issuer's refusal as an error. */
+  async function postToIssuer(request: Uint8Array, contentType: string, accept: string): Promise<Uint8Array> {
     const dir = directory ?? (await loadDirectory());
-    const pending = await createTokenRequest(entry.challenge, entry.tokenKey);
     let res: Response;
     try {
       res = await doFetch(dir.requestUri.href, {
         method: "POST",
         headers: {
-          "content-type": MEDIA_TYPES.tokenRequest,
-          accept: MEDIA_TYPES.tokenResponse,
+          "content-type": contentType,
+          accept,
           authorization: `Bearer ${credential.reveal()}`,
         },
-        body: new Uint8Array(pending.request),
+        body: new Uint8Array(request),
         redirect: "error",
         // No cookies: the credential is the only thing that identifies the client to the issuer.
         credentials: "omit",
@@ -272,11 +281,18 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
       if (res.status === 422) directory = undefined;
       throw new ProtocolError("CLIENT_ERR_ISSUER_FAILED", `the issuer answered ${res.status} to a token request`);
     }
-    if (!isMediaType(res.headers.get("content-type"), MEDIA_TYPES.tokenResponse)) {
+    if (!isMediaType(res.headers.get("content-type"), accept)) {
       await res.body?.cancel().catch(() => {});
-      throw new ProtocolError("CLIENT_ERR_ISSUER_FAILED", `the issuer's answer is not ${MEDIA_TYPES.tokenResponse}`);
+      throw new ProtocolError("CLIENT_ERR_ISSUER_FAILED", `the issuer's answer is not ${accept}`);
     }
-    const body = await readCapped(res, TOKEN_SOURCE_DEFAULTS.maxIssuerBytes, "CLIENT_ERR_ISSUER_FAILED");
+    return readCapped(res, TOKEN_SOURCE_DEFAULTS.maxIssuerBytes, "CLIENT_ERR_ISSUER_FAILED");
+  }
+
+  const arc = new ArcCredentials(postToIssuer);
+
+  async function issueOne(entry: ChallengeEntry): Promise<Uint8Array> {
+    const pending = await createTokenRequest(entry.challenge, entry.tokenKey);
+    const body = await postToIssuer(pending.request, MEDIA_TYPES.tokenRequest, MEDIA_TYPES.tokenResponse);
     try {
       return await pending.finalize(body);
     } catch (e) {
@@ -344,6 +360,23 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
     async take(url) {
       const entry = entryFor(url);
       if (entry === undefined) return undefined;
+      if (entry.arc !== undefined) {
+        try {
+          const token = await arc.token(entry.arc);
+          entry.arcProbing = false;
+          return token;
+        } catch (e) {
+          // The limit is reached in this context and the quota allows no new credential: first
+          // let the request go without a token, so the gateway's 401 shows whether its challenge
+          // has moved on (e.g. the next epoch: a new context); only then report the quota.
+          if (isProtocolError(e) && e.code === "CLIENT_ERR_QUOTA_EXHAUSTED" && !entry.arcProbing) {
+            entry.arcProbing = true;
+            return undefined;
+          }
+          entry.arcProbing = false;
+          throw e;
+        }
+      }
       if (entry.stock.length === 0) {
         // Foreground: wait for a running batch, or start one.
         if (entry.filling !== undefined) await entry.filling;
@@ -385,18 +418,27 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
           reason = "the gateway's challenge names another issuer";
           continue;
         }
+        if (decoded.tokenType === ARC_TOKEN_TYPE && (c.rateLimit === undefined || c.rateLimit < 2)) {
+          reason = "the gateway's ARC challenge has no usable rate-limit";
+          continue;
+        }
         if (!(await directoryHas(decoded.tokenType, c.tokenKey))) {
           reason = "the gateway's token key is not in the issuer's directory";
           continue;
         }
         const key = decoded.originInfo.length === 0 ? ANY_ORIGIN : url.host.toLowerCase();
         const old = entries.get(key);
-        if (old !== undefined && equalBytes(old.challenge, c.challenge) && equalBytes(old.tokenKey, c.tokenKey)) return;
+        if (old !== undefined && equalBytes(old.challenge, c.challenge) && equalBytes(old.tokenKey, c.tokenKey) && old.arc?.rateLimit === c.rateLimit) return;
         if (old?.refillTimer !== undefined) clearTimeout(old.refillTimer);
         entries.set(key, {
           challenge: c.challenge,
           decoded,
           tokenKey: c.tokenKey,
+          arc:
+            decoded.tokenType === ARC_TOKEN_TYPE && c.rateLimit !== undefined
+              ? { challenge: c.challenge, decoded, tokenKey: c.tokenKey, rateLimit: c.rateLimit }
+              : undefined,
+          arcProbing: false,
           stock: [],
           filling: undefined,
           refillTimer: undefined,
@@ -411,6 +453,7 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
     async fill(url) {
       const entry = entryFor(url);
       if (entry === undefined) return;
+      if (entry.arc !== undefined) return arc.prepare(entry.arc);
       if (entry.filling !== undefined) await entry.filling;
       if (entry.stock.length >= batch) return;
       await runBatch(entry, allowed(batch - entry.stock.length));
@@ -424,7 +467,7 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
     stats() {
       let stock = 0;
       for (const e of new Set(entries.values())) stock += e.stock.length;
-      return { stock, issued: counters.issued, failures: counters.failures, challenges: entries.size };
+      return { stock, issued: counters.issued + arc.issued, failures: counters.failures, challenges: entries.size };
     },
 
     close() {

@@ -10,6 +10,7 @@ import { createDapTask, startDapAggregator, type DapAggregator, type DapTask } f
 import { parseGatewayConfig } from "../../gateway/config.js";
 import { writeKeyFile } from "../../gateway/key-file.js";
 import { startGateway, type StartedGateway } from "../../gateway/main.js";
+import { createTokenGate } from "../../gateway/tokens.js";
 import { parseIssuerConfig } from "../../issuer/config.js";
 import { startIssuer, type StartedIssuer } from "../../issuer/main.js";
 import { parseRelayConfig } from "../../relay/config.js";
@@ -47,6 +48,12 @@ export interface VeilStackOptions {
   credentials?: string[];
   /** cors.origins of relay, issuer and gateway (browser pages on other origins). */
   corsOrigins?: string[];
+  /**
+   * ARC instead of type 2: the issuer issues ARC credentials only, the gateway trusts it as an ARC
+   * issuer reading the issuer's key file, with this rate limit and contexts; `now` is the gate's
+   * clock (to move to the next epoch without waiting).
+   */
+  arc?: { rateLimit: number; redemptionContext?: "task-epoch" | "epoch" | "none"; credentialContext?: "epoch" | "none"; now?: () => number };
 }
 
 export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStack> {
@@ -64,7 +71,7 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
       listen: { host: "127.0.0.1", port: 0 },
       name: "issuer.example",
       keys: join(dir, "issuer-keys.json"),
-      tokenTypes: [2],
+      tokenTypes: o.arc === undefined ? [2] : [0xe5ac],
       attester: { credentials: o.credentials ?? [STACK_CREDENTIAL], tokensPerWindow: o.tokensPerWindow ?? 1000, windowSec: 86_400 },
       ...cors,
     }),
@@ -73,21 +80,35 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
 
   const keyFile = join(dir, "gateway-keys.json");
   writeKeyFile(keyFile, (await makeKeyData([{ keyId: 1 }])).data);
-  const gateway = await startGateway(
-    parseGatewayConfig({
+  const issuerEntry = { name: "issuer.example", directory: `${issuer.url}/.well-known/private-token-issuer-directory`, keyLifetimeSec: 604_800 };
+  const arcEntry =
+    o.arc === undefined
+      ? {}
+      : {
+          tokenType: "arc",
+          rateLimit: o.arc.rateLimit,
+          keys: join(dir, "issuer-keys.json"),
+          ...(o.arc.redemptionContext === undefined ? {} : { redemptionContext: o.arc.redemptionContext }),
+          ...(o.arc.credentialContext === undefined ? {} : { credentialContext: o.arc.credentialContext }),
+        };
+  const gatewayConfig = parseGatewayConfig({
       listen: { host: "127.0.0.1", port: 0 },
       keys: keyFile,
       targets: { [LEADER]: leader.url, [HELPER]: helper.url },
       policy: "dap",
       tokens: {
         required: o.tokensRequired ?? true,
-        issuers: [{ name: "issuer.example", directory: `${issuer.url}/.well-known/private-token-issuer-directory`, keyLifetimeSec: 604_800 }],
+        issuers: [{ ...issuerEntry, ...arcEntry }],
         store: "memory",
       },
       ...cors,
-    }),
-    { log: log("gateway"), handleSignals: false },
-  );
+    });
+  const now = o.arc?.now;
+  const gateway = await startGateway(gatewayConfig, {
+    log: log("gateway"),
+    handleSignals: false,
+    ...(now === undefined ? {} : { gate: await createTokenGate(gatewayConfig.tokens, { log: log("gateway"), now }) }),
+  });
 
   const relay = await startRelay(
     parseRelayConfig({

@@ -60,6 +60,11 @@ export interface TokenSourceOptions {
   /** If set, challenges must name this issuer (`issuer_name`). */
   issuerName?: string;
   /**
+   * Token types this client accepts (default: all it supports: 2, 1 and ARC 0xE5AC = 58796);
+   * the gateway's challenges of other types are skipped, its order of preference is kept.
+   */
+  tokenTypes?: readonly number[];
+  /**
    * Tokens the caller expects to need in all (e.g. the number of reports of a run): batches and
    * background refills never fetch beyond it, so no tokens are left over. A request that finds the
    * stock empty still gets one (e.g. to resend a report after the leader rotated its key).
@@ -190,6 +195,10 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
   const doFetch = options.fetch ?? defaultFetch();
   const random = options.random ?? Math.random;
   const budget = options.budget === undefined ? Infinity : positiveInt("budget", options.budget, 1);
+  const accepted = new Set(options.tokenTypes ?? SUPPORTED_TYPES);
+  if (accepted.size === 0 || [...accepted].some((t) => !SUPPORTED_TYPES.has(t))) {
+    throw invalid("tokenTypes", `must list some of ${[...SUPPORTED_TYPES].join(", ")}`);
+  }
 
   const entries = new Map<string, ChallengeEntry>();
   let directory: Directory | undefined;
@@ -405,7 +414,7 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
           continue;
         }
         // Unknown (e.g. greased, RFC 9577 §4.1) token types are skipped, not fatal.
-        if (!SUPPORTED_TYPES.has(decoded.tokenType)) {
+        if (!accepted.has(decoded.tokenType)) {
           reason = "the gateway offers no token type this client supports";
           continue;
         }

@@ -8,9 +8,10 @@
 
 import { performance } from "node:perf_hooks";
 import { randomInt } from "node:crypto";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import cliProgress from "cli-progress";
 import { isProtocolError } from "../core/errors.js";
+import { ARC_TOKEN_TYPE, TOKEN_TYPE } from "../core/privacypass/token-type.js";
 import { createObliviousFetch, createTokenSource, type TokenSource } from "../client/index.js";
 import type { DapMeasurement } from "../client/dap.js";
 import { importOptional } from "../server/optional-dependency.js";
@@ -37,6 +38,8 @@ export interface DemoRunOptions {
   measurement: string;
   progress: boolean;
   json: boolean;
+  /** "2" (Blind RSA tokens, one per report; the default) or "arc" (rate-limited credentials). */
+  tokenType?: "2" | "arc";
   /** Output (default stdout / stderr). */
   out?: (text: string) => void;
   err?: (text: string) => void;
@@ -95,6 +98,7 @@ export async function runDemo(o: DemoRunOptions): Promise<DemoSummary> {
     batch: Math.min(o.reports, DEMO_DEFAULTS.batch),
     budget: o.reports,
     refillJitterMs: 0,
+    tokenTypes: [o.tokenType === "arc" ? ARC_TOKEN_TYPE : TOKEN_TYPE.BLIND_RSA_2048],
   });
   const counts = { landed: 0, refused: 0, failed: 0 };
   const reasons = new Map<string, { message: string; n: number }>();
@@ -198,9 +202,22 @@ export function demoCommand(): Command {
     .option("--data <dir>", "the data directory of `veil start`", START_DEFAULTS.dataDir)
     .option("--no-progress", "no progress output")
     .option("--json", "print the summary as one JSON line")
-    .action(async (o: { reports: number; concurrency: number; measurement: string; data: string; progress: boolean; json?: boolean }) => {
+    .addOption(
+      new Option("--token-type <type>", "2: a Blind RSA token per report; arc: ARC credentials (one issuance for many reports, rate-limited per task and day)")
+        .choices(["2", "arc"])
+        .default("2"),
+    )
+    .action(async (o: { reports: number; concurrency: number; measurement: string; data: string; progress: boolean; json?: boolean; tokenType: "2" | "arc" }) => {
       try {
-        const s = await runDemo({ dataDir: o.data, reports: o.reports, concurrency: o.concurrency, measurement: o.measurement, progress: o.progress, json: o.json === true });
+        const s = await runDemo({
+          dataDir: o.data,
+          reports: o.reports,
+          concurrency: o.concurrency,
+          measurement: o.measurement,
+          progress: o.progress,
+          json: o.json === true,
+          tokenType: o.tokenType,
+        });
         if (s.landed !== o.reports) process.exitCode = 1;
       } catch (e) {
         const msg = isProtocolError(e) ? `${e.message} [${e.code}]` : e instanceof Error ? e.message : String(e);

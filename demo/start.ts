@@ -15,6 +15,7 @@
 // the relay in N worker processes each (node:cluster); the aggregators and the issuer stay in the
 // primary process. SIGTERM or Ctrl-C stops everything within 10 seconds.
 
+import { ARC_TOKEN_TYPE } from "../core/privacypass/token-type.js";
 import cluster from "node:cluster";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -58,6 +59,8 @@ export const START_DEFAULTS = Object.freeze({
   issuerName: "localhost",
   /** Tokens the demo credential may get per day: enough for benchmarks and long demos. */
   tokensPerWindow: 10_000_000,
+  /** ARC (`veil demo --token-type arc`): reports per credential, DAP task and epoch (a day). */
+  arcRateLimit: 100,
   /** Each server's shutdown grace: everything must be down within 10 s of SIGTERM. */
   shutdownGraceMs: 5_000,
   /** After a signal, the process exits by this time even if something hangs. */
@@ -132,7 +135,8 @@ function serverConfigs(o: {
       limits,
       name: START_DEFAULTS.issuerName,
       keys: join(o.dir, DATA_FILES.issuerKeys),
-      tokenTypes: [2],
+      // Type 2 for `veil demo`, ARC for `veil demo --token-type arc`.
+      tokenTypes: [2, ARC_TOKEN_TYPE],
       attester: {
         credentials: [o.credential],
         tokensPerWindow: START_DEFAULTS.tokensPerWindow,
@@ -149,7 +153,18 @@ function serverConfigs(o: {
       policy: "dap",
       tokens: {
         required: true,
-        issuers: [{ name: START_DEFAULTS.issuerName, directory: `${o.issuerUrl}/.well-known/private-token-issuer-directory` }],
+        issuers: [
+          { name: START_DEFAULTS.issuerName, directory: `${o.issuerUrl}/.well-known/private-token-issuer-directory` },
+          {
+            name: START_DEFAULTS.issuerName,
+            directory: `${o.issuerUrl}/.well-known/private-token-issuer-directory`,
+            tokenType: "arc",
+            rateLimit: START_DEFAULTS.arcRateLimit,
+            // Joint issuer and gateway: the gateway reads the ARC private keys from the issuer's key file.
+            keys: join(o.dir, DATA_FILES.issuerKeys),
+            redemptionContext: "task-epoch",
+          },
+        ],
         store: `sqlite:${join(o.dir, DATA_FILES.nonces)}`,
       },
       logLevel: o.logLevel,
@@ -363,7 +378,9 @@ export async function startLocalSystem(o: StartOptions, workers?: { count: numbe
     print("  Relay, gateway and issuer also answer GET /healthz, /readyz and /metrics.");
     print(`  Their configurations are in ${p.dir}: veil <server> --config ${join(p.dir, "<server>.json")} runs one alone.`);
     print("");
-    print(`Send reports:  node bin/veil.js demo --reports 100${o.dataDir === START_DEFAULTS.dataDir ? "" : ` --data ${o.dataDir}`}`);
+    const dataArg = o.dataDir === START_DEFAULTS.dataDir ? "" : ` --data ${o.dataDir}`;
+    print(`Send reports:  node bin/veil.js demo --reports 100${dataArg}`);
+    print(`  with ARC rate-limited credentials (${START_DEFAULTS.arcRateLimit} reports per credential, task and day): node bin/veil.js demo --reports 100 --token-type arc${dataArg}`);
     print("Stop:          Ctrl-C");
     print("");
 

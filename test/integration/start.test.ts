@@ -57,6 +57,15 @@ describe("veil start and veil demo", () => {
     await first.waitFor("leader: 4 reports decrypted, 4 verified: count = 4", 10_000);
   }, 90_000);
 
+  it("with --token-type arc, uploads reports with one ARC credential for all of them", async () => {
+    expect(first.stdout()).toContain("--token-type arc");
+    const r = await runVeil(["demo", "--reports", "3", "--data", data, "--measurement", "1", "--json", "--token-type", "arc"]);
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(summary).toMatchObject({ reports: 3, landed: 3, refused: 0, failed: 0, tokensIssued: 1 });
+    await first.waitFor("leader: 7 reports decrypted, 7 verified: count = 7", 10_000);
+  }, 90_000);
+
   it("stops on SIGTERM with exit status 0", async () => {
     expect(await first.stop("SIGTERM")).toBe(0);
     expect(first.stdout()).toContain("stopped");

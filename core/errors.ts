@@ -75,6 +75,7 @@ const CATALOGUE = {
   PP_ERR_STORE_UNAVAILABLE: spec(503, "Token store is unavailable"),
   PP_ERR_ISSUER_UNAVAILABLE: spec(503, "Issuer keys are unavailable"),
   PP_ERR_LIMIT_EXCEEDED: spec(429, "ARC presentation limit reached for this context"),
+  PP_ERR_STORE_LOST: spec(503, "Token store lost its data: tokens of earlier issuer keys are refused"),
 
   // Issuer and attester (RFC 9578 §5-6).
   ISSUER_ERR_UNAUTHORIZED: spec(401, "Credential missing or not recognised"),
@@ -83,6 +84,7 @@ const CATALOGUE = {
   ISSUER_ERR_KEY_UNKNOWN: spec(422, "Token request names an unknown key"),
   ISSUER_ERR_TOKEN_TYPE: spec(422, "Token type is not issued here"),
   ISSUER_ERR_STORE_UNAVAILABLE: spec(503, "Attester quota store is unavailable"),
+  ISSUER_ERR_JWKS_UNAVAILABLE: spec(503, "Identity provider keys are unavailable"),
 
   // Relay (RFC 9458 §5, Oblivious Relay Resource).
   RELAY_ERR_UPSTREAM_UNREACHABLE: spec(502, "Gateway could not be reached"),

@@ -17,17 +17,13 @@
 
 import { ProtocolError } from "../core/errors.js";
 import { fromBase64Url, toHex } from "../core/bytes.js";
-import { maxAgeSec } from "../core/http-fields.js";
 import { TOKEN_TYPE, tokenKeyId } from "../core/privacypass/index.js";
 import { importBlindRsaTokenKey, type VerificationKey } from "../core/privacypass/verify-node.js";
+import { DocumentTooLargeError, fetchBounded, freshnessSec, type DocumentFetcher, type FetchedDocument } from "../server/http-fetch.js";
 
-/** What the gate needs from an HTTP response (the global fetch's Response satisfies it). */
-export interface DirectoryResponse {
-  status: number;
-  headers: { get(name: string): string | null };
-  body: Uint8Array;
-}
-export type DirectoryFetcher = (url: string, init: { headers: Record<string, string>; timeoutMs: number; maxBytes: number }) => Promise<DirectoryResponse>;
+/** What the gate needs from an HTTP response (server/http-fetch.ts). */
+export type DirectoryResponse = FetchedDocument;
+export type DirectoryFetcher = DocumentFetcher;
 
 export const DIRECTORY_DEFAULTS = Object.freeze({
   /** Freshness when the directory sends no max-age (RFC 9111 heuristic freshness, kept short). */
@@ -82,46 +78,17 @@ export interface IssuerDirectoryDeps {
   options?: Partial<typeof DIRECTORY_DEFAULTS>;
 }
 
-/** Reads a body up to `maxBytes` (then fails) with an overall deadline: the default fetcher. */
+/** The bounded fetch of server/http-fetch.ts, its size refusal as PP_ERR_ISSUER_UNAVAILABLE. */
 export const defaultFetcher: DirectoryFetcher = async (url, init) => {
-  const signal = AbortSignal.timeout(init.timeoutMs);
-  const res = await fetch(url, { headers: init.headers, signal, redirect: "error" });
-  const length = Number(res.headers.get("content-length") ?? "0");
-  if (length > init.maxBytes) {
-    await res.body?.cancel();
-    throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", "issuer directory too large");
+  try {
+    return await fetchBounded(url, init);
+  } catch (e) {
+    if (e instanceof DocumentTooLargeError) throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", "issuer directory too large");
+    throw e;
   }
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  if (res.body !== null) {
-    const reader = res.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.length;
-      if (total > init.maxBytes) {
-        await reader.cancel();
-        throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", "issuer directory too large");
-      }
-      chunks.push(value);
-    }
-  }
-  const body = new Uint8Array(total);
-  let o = 0;
-  for (const c of chunks) {
-    body.set(c, o);
-    o += c.length;
-  }
-  return { status: res.status, headers: res.headers, body };
 };
 
-/** RFC 9111 §4.2.1: max-age (no-cache / no-store: revalidate every time), minus Age. */
-export function freshnessSec(headers: DirectoryResponse["headers"], o: typeof DIRECTORY_DEFAULTS): number {
-  const maxAge = maxAgeSec(headers.get("cache-control"));
-  const age = Number(headers.get("age") ?? "0");
-  const fresh = (maxAge ?? o.defaultMaxAgeSec) - (Number.isFinite(age) && age > 0 ? age : 0);
-  return Math.min(o.maxMaxAgeSec, Math.max(o.minMaxAgeSec, fresh));
-}
+export { freshnessSec };
 
 interface ParsedKey {
   tokenType: number;

@@ -33,7 +33,7 @@ const TOKEN_TYPE_LABEL: Readonly<Record<number, string>> = { 1: "voprf_p384", 2:
 export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInstance {
   const metrics = deps.metrics ?? createMetrics("issuer");
   const { keys } = deps;
-  const ownAttester = deps.attester === undefined ? new Attester(config.attester, deps.now) : undefined;
+  const ownAttester = deps.attester === undefined ? new Attester(config.attester, deps.now === undefined ? {} : { now: deps.now }) : undefined;
   const attester = deps.attester ?? ownAttester!;
 
   const issued = new Counter({
@@ -73,6 +73,7 @@ export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInst
       keys: () => {
         if (keys.published().length === 0) throw new Error("no token key");
       },
+      ...(attester.ready === undefined ? {} : { attester: () => attester.ready!() }),
     },
   });
   // Only token requests are parsed (as raw bytes): any other body is a 415, never parsed.

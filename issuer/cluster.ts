@@ -5,8 +5,9 @@
 //   worker publishes the same directory and no two processes generate a key for the same slot.
 // - The attester's quota: a credential's quota is per issuer, not per worker (N workers must not
 //   mean N times the tokens). The primary holds the quota windows; a worker authenticates the
-//   credential itself and asks the primary for each reservation over the IPC channel (a round trip
-//   of well under a millisecond, against the RSA signature that follows it).
+//   client itself and asks the primary for each reservation, by quota key (a keyed hash, never the
+//   credential), over the IPC channel (a round trip of well under a millisecond, against the RSA
+//   signature that follows it).
 
 import cluster, { type Worker } from "node:cluster";
 import { ProtocolError, isProtocolError } from "../core/errors.js";
@@ -19,15 +20,14 @@ import { IssuerKeyStore } from "./key-store.js";
 interface ReserveRequest {
   type: "veil:quota-reserve";
   id: number;
-  credential: number;
-  /** Tokens asked for (a batch); absent means 1. */
-  count?: number;
+  quotaKey: string;
+  count: number;
 }
 interface ReserveAnswer {
   type: "veil:quota-answer";
   id: number;
   ok: boolean;
-  /** Tokens granted when ok. */
+  /** Tokens granted (ok). */
   granted?: number;
   /** The refusal's error code (ISSUER_ERR_QUOTA or ISSUER_ERR_STORE_UNAVAILABLE). */
   code?: string;
@@ -57,28 +57,29 @@ export const ISSUER_CLUSTER_DEFAULTS = Object.freeze({
 /** In the primary: answers the workers' quota requests from one Attester. Returns a stop function. */
 export function serveQuota(attester: Attester): () => void {
   const held = new Map<string, { reservation: QuotaReservation; atMs: number }>();
+  const onReserve = async (worker: Worker, m: ReserveRequest, key: string): Promise<void> => {
+    let answer: ReserveAnswer;
+    try {
+      const reservation = await attester.reserve(m.quotaKey, m.count);
+      held.set(key, { reservation, atMs: Date.now() });
+      answer = { type: "veil:quota-answer", id: m.id, ok: true, granted: reservation.granted };
+    } catch (e) {
+      answer = { type: "veil:quota-answer", id: m.id, ok: false };
+      if (isProtocolError(e)) {
+        answer.code = e.code;
+        answer.detail = e.message;
+        const retryAfter = e.headers["retry-after"];
+        if (retryAfter !== undefined) answer.retryAfter = retryAfter;
+      }
+    }
+    if (worker.isConnected()) worker.send(answer);
+  };
   const onMessage = (worker: Worker, m: unknown): void => {
     if (!isQuotaMessage(m)) return;
     const key = `${worker.id}/${m.id}`;
-    if (m.type === "veil:quota-reserve") {
-      let answer: ReserveAnswer;
-      try {
-        const reservation = attester.reserve(m.credential, m.count ?? 1);
-        held.set(key, { reservation, atMs: Date.now() });
-        answer = { type: "veil:quota-answer", id: m.id, ok: true, granted: reservation.granted };
-      } catch (e) {
-        answer = { type: "veil:quota-answer", id: m.id, ok: false };
-        if (isProtocolError(e)) {
-          answer.code = e.code;
-          answer.detail = e.message;
-          const retryAfter = e.headers["retry-after"];
-          if (retryAfter !== undefined) answer.retryAfter = retryAfter;
-        }
-      }
-      if (worker.isConnected()) worker.send(answer);
-    } else if (m.type === "veil:quota-release") {
-      const h = held.get(key);
-      h?.reservation.release(m.count);
+    if (m.type === "veil:quota-reserve") void onReserve(worker, m, key);
+    else if (m.type === "veil:quota-release") {
+      held.get(key)?.reservation.release(m.count);
       if (m.count === undefined) held.delete(key);
     }
   };
@@ -102,18 +103,22 @@ export class RemoteAttester implements QuotaAttester {
   #nextId = 0;
 
   constructor(config: AttesterConfig) {
-    // Only to authenticate: the quota (and its store) is the primary's.
-    this.#local = new Attester({ ...config, store: "memory" });
+    // Only to authenticate (with the same quota keys as the primary): the quota is the primary's.
+    this.#local = new Attester(config, { store: null });
     process.on("message", (m: unknown) => {
       if (isQuotaMessage(m) && m.type === "veil:quota-answer") this.#pending.get(m.id)?.(m);
     });
   }
 
-  authenticate(authorization: string | undefined): number {
+  authenticate(authorization: string | undefined): Promise<string> {
     return this.#local.authenticate(authorization);
   }
 
-  async reserve(credential: number, count = 1): Promise<QuotaReservation> {
+  ready(): Promise<void> {
+    return this.#local.ready();
+  }
+
+  async reserve(quotaKey: string, count = 1): Promise<QuotaReservation> {
     const id = this.#nextId++;
     const answer = await new Promise<ReserveAnswer | undefined>((resolve) => {
       const timer = setTimeout(() => {
@@ -125,7 +130,7 @@ export class RemoteAttester implements QuotaAttester {
         this.#pending.delete(id);
         resolve(a);
       });
-      const request: ReserveRequest = { type: "veil:quota-reserve", id, credential, count };
+      const request: ReserveRequest = { type: "veil:quota-reserve", id, quotaKey, count };
       if (process.send === undefined || !process.connected) {
         clearTimeout(timer);
         this.#pending.delete(id);
@@ -168,7 +173,7 @@ export async function startIssuerPrimary(config: IssuerConfig, log: Logger): Pro
     async stop() {
       clearInterval(timer);
       stopQuota();
-      attester.close();
+      await attester.close();
     },
   };
 }

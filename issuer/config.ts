@@ -8,6 +8,8 @@ import { ProtocolError } from "../core/errors.js";
 import { ARC_TOKEN_TYPE, TOKEN_TYPE } from "../core/privacypass/token-type.js";
 import { httpLimitsSchema, listenSchema, loadConfig, parseConfig, type ConfigOf, type Schema } from "../server/config.js";
 import { corsSchema } from "../server/cors.js";
+import { isLoopbackUrl } from "../server/http-fetch.js";
+import { JWT_ALGORITHMS } from "./jwt.js";
 
 /** Every default of the issuer, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -27,6 +29,12 @@ export const DEFAULTS = Object.freeze({
   windowSec: 86_400,
   /** Quota counts in memory (backwards compatible); `veil start` uses sqlite:<data dir>/attester.db. */
   attesterStore: "memory",
+  /** Static bearer credentials: today's attester, so configs without `kind` keep working. */
+  attesterKind: "credentials",
+  /** JWT signature algorithms accepted by default (asymmetric: the identity provider signs, we verify). */
+  jwtAlgorithms: ["ES256", "RS256", "EdDSA"] as string[],
+  /** The JWT claim that names the client (one quota per value). */
+  quotaClaim: "sub",
   /** Relative to the directory URL, as RFC 9578 §4 allows. */
   issuerRequestUri: "/token-request",
   /** Longest Cache-Control max-age of the directory (it is also never longer than the time until
@@ -62,23 +70,59 @@ export const ISSUER_SCHEMA = {
   },
   attester: {
     kind: "object",
-    doc: "The built-in attester: bearer credentials with a token quota each.",
+    doc: "The built-in attester: bearer credentials or JWTs, with a token quota each.",
     fields: {
+      kind: {
+        kind: "string",
+        default: DEFAULTS.attesterKind,
+        oneOf: ["credentials", "jwt"],
+        doc: "credentials: static bearer credentials; jwt: JWTs from the service's identity provider, checked against its JWK Set.",
+      },
       credentials: {
         kind: "list",
         minItems: 1,
+        optional: true,
         secret: true,
         items: { kind: "string", pattern: B64TOKEN, expect: "a bearer credential (RFC 6750 b64token)", secret: true, doc: "A credential." },
-        doc: "Credentials clients present as `Authorization: Bearer <credential>`.",
+        doc: "kind credentials: credentials clients present as `Authorization: Bearer <credential>` (required for that kind).",
       },
-      tokensPerWindow: { kind: "int", default: DEFAULTS.tokensPerWindow, min: 1, doc: "Tokens one credential may get per window (429 after)." },
+      jwks: {
+        kind: "string",
+        optional: true,
+        pattern: /^(https|http):\/\/\S+$/,
+        expect: "an https URL (http only on loopback)",
+        doc: "kind jwt: URL of the identity provider's JWK Set, cached by its caching headers (https; http only on a loopback address).",
+      },
+      issuer: { kind: "string", optional: true, doc: "kind jwt: the `iss` claim every JWT must carry." },
+      audience: { kind: "string", optional: true, doc: "kind jwt: the `aud` claim every JWT must contain." },
+      algorithms: {
+        kind: "list",
+        default: DEFAULTS.jwtAlgorithms,
+        minItems: 1,
+        items: { kind: "string", oneOf: JWT_ALGORITHMS, doc: "A JWS algorithm." },
+        doc: "kind jwt: accepted signature algorithms (asymmetric only: none and HMAC are never accepted).",
+      },
+      quotaClaim: {
+        kind: "string",
+        default: DEFAULTS.quotaClaim,
+        pattern: /^\S+$/,
+        expect: "a claim name",
+        doc: "kind jwt: the claim whose value gets a quota (a JWT without it is refused).",
+      },
+      tokensPerWindow: { kind: "int", default: DEFAULTS.tokensPerWindow, min: 1, doc: "Tokens one credential (or quota claim value) may get per window (429 after)." },
       windowSec: { kind: "int", default: DEFAULTS.windowSec, min: 1, doc: "Length of the quota window, from the credential's first token in it." },
       store: {
         kind: "string",
         default: DEFAULTS.attesterStore,
-        pattern: /^(memory|sqlite:.+)$/,
-        expect: "memory or sqlite:PATH",
-        doc: "Where token counts live: memory (a restart resets every quota) or sqlite:PATH (survives restarts, shared by the issuers on the file).",
+        pattern: /^(memory|sqlite:.+|rediss?:\/\/\S+)$/,
+        expect: "memory, sqlite:PATH or redis://HOST:PORT",
+        secret: true,
+        doc: "Where token counts live: memory (a restart resets every quota), sqlite:PATH (survives restarts, shared by the issuers on the file) or redis://HOST:PORT (shared by every issuer on every machine).",
+      },
+      storeKeyFile: {
+        kind: "string",
+        optional: true,
+        doc: "Key of the keyed hashes naming quotas in the store (mode 0600, created if missing; default PATH.key for sqlite:PATH; required for redis, the same file on every issuer).",
       },
     },
   },
@@ -110,10 +154,33 @@ function checkIssuerConfig(c: IssuerConfig): IssuerConfig {
   if (new Set(c.tokenTypes).size !== c.tokenTypes.length) {
     throw new ProtocolError("CFG_ERR_INVALID", "tokenTypes: each token type may appear once");
   }
-  if (new Set(c.attester.credentials).size !== c.attester.credentials.length) {
-    throw new ProtocolError("CFG_ERR_INVALID", "attester.credentials: duplicate credential");
-  }
+  checkAttesterConfig(c.attester);
   return c;
+}
+
+/** The fields each attester kind needs, and none of the other kind's. */
+function checkAttesterConfig(a: AttesterConfig): void {
+  if (a.kind === "credentials") {
+    if (a.credentials === undefined) throw new ProtocolError("CFG_ERR_INVALID", 'attester.credentials: is required (kind "credentials")');
+    if (new Set(a.credentials).size !== a.credentials.length) {
+      throw new ProtocolError("CFG_ERR_INVALID", "attester.credentials: duplicate credential");
+    }
+    for (const f of ["jwks", "issuer", "audience"] as const) {
+      if (a[f] !== undefined) throw new ProtocolError("CFG_ERR_INVALID", `attester.${f}: only for kind "jwt"`);
+    }
+  } else {
+    if (a.credentials !== undefined) throw new ProtocolError("CFG_ERR_INVALID", 'attester.credentials: only for kind "credentials"');
+    for (const f of ["jwks", "issuer", "audience"] as const) {
+      if (a[f] === undefined) throw new ProtocolError("CFG_ERR_INVALID", `attester.${f}: is required (kind "jwt")`);
+    }
+    const url = new URL(a.jwks!);
+    if (url.protocol !== "https:" && !isLoopbackUrl(url)) {
+      throw new ProtocolError("CFG_ERR_INVALID", "attester.jwks: must be an https URL (http only on a loopback address)");
+    }
+  }
+  if (a.store.startsWith("redis") && a.storeKeyFile === undefined) {
+    throw new ProtocolError("CFG_ERR_INVALID", "attester.storeKeyFile: is required with a redis store (every issuer must use the same key file)");
+  }
 }
 
 /** Validates a parsed JSON config (no environment unless given), e.g. in tests. */

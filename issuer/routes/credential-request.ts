@@ -10,7 +10,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { ProtocolError, isProtocolError } from "../../core/errors.js";
 import { ARC_TOKEN_TYPE } from "../../core/privacypass/token-type.js";
 import { ARC_MEDIA_TYPES, decodeArcCredentialRequest, type ArcCredentialRequest } from "../../core/privacypass/arc/index.js";
-import type { QuotaAttester } from "../attester.js";
+import { authenticateRequest, type QuotaAttester } from "../attester.js";
 import type { IssuerKeyStore } from "../key-store.js";
 
 export interface CredentialRequestOptions {
@@ -26,7 +26,7 @@ export async function answerCredentialRequest(
   options: CredentialRequestOptions,
 ): Promise<FastifyReply> {
   const { keys, attester } = options;
-  const credential = attester.authenticate(request.headers.authorization);
+  const quotaKey = await authenticateRequest(attester, request.headers.authorization, request.log);
   await keys.refresh();
   if (!keys.issues(ARC_TOKEN_TYPE)) throw new ProtocolError("ISSUER_ERR_TOKEN_TYPE", "ARC credentials (0xE5AC) are not issued here");
   let req: ArcCredentialRequest;
@@ -39,7 +39,7 @@ export async function answerCredentialRequest(
   if (key === undefined || key.signer.tokenType !== ARC_TOKEN_TYPE) {
     throw new ProtocolError("ISSUER_ERR_KEY_UNKNOWN", "no current ARC key has this truncated key id");
   }
-  const reservation = await attester.reserve(credential);
+  const reservation = await attester.reserve(quotaKey);
   let response: Uint8Array;
   try {
     response = key.signer.respond(req.request);

@@ -13,7 +13,7 @@ import { ProtocolError, isProtocolError } from "../../core/errors.js";
 import { isMediaType } from "../../core/http-fields.js";
 import { MEDIA_TYPES, decodeTokenRequest, peekTokenRequestType } from "../../core/privacypass/issuance.js";
 import { methodNotAllowed } from "../../server/problem-handler.js";
-import type { QuotaAttester } from "../attester.js";
+import { authenticateRequest, type QuotaAttester } from "../attester.js";
 import type { IssuerKeyStore } from "../key-store.js";
 import { signTokenRequest } from "../signer.js";
 import { ARC_MEDIA_TYPES } from "../../core/privacypass/arc/index.js";
@@ -38,7 +38,7 @@ export function registerTokenRequestRoute(app: FastifyInstance, options: TokenRe
     if (arc) {
       return answerCredentialRequest(request, reply, new Uint8Array(request.body.buffer, request.body.byteOffset, request.body.byteLength), options);
     }
-    const credential = attester.authenticate(request.headers.authorization);
+    const quotaKey = await authenticateRequest(attester, request.headers.authorization, request.log);
     await keys.refresh();
     const body = new Uint8Array(request.body.buffer, request.body.byteOffset, request.body.byteLength);
     let tokenType: number;
@@ -58,7 +58,7 @@ export function registerTokenRequestRoute(app: FastifyInstance, options: TokenRe
     }
     const key = keys.find(tokenRequest.tokenType, tokenRequest.truncatedTokenKeyId);
     if (key === undefined || key.signer.tokenType === ARC_TOKEN_TYPE) throw new ProtocolError("ISSUER_ERR_KEY_UNKNOWN", "no current key has this truncated key id");
-    const reservation = await attester.reserve(credential);
+    const reservation = await attester.reserve(quotaKey);
     let response: Uint8Array;
     try {
       response = signTokenRequest(key.signer, tokenRequest);

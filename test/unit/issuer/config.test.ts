@@ -35,10 +35,29 @@ describe("issuer config", () => {
     expect(parseIssuerConfig({ name: "i", attester: { credentials: ["c"] } }).keyLifetimeSec).toBe(604_800);
   });
 
-  it("keeps the attester's quota in memory unless attester.store names sqlite:PATH", () => {
+  it("keeps the attester's quota in memory unless attester.store names sqlite:PATH or redis://; redis needs a shared key file", () => {
     expect(parseIssuerConfig(CONTRACT).attester.store).toBe("memory");
     expect(parseIssuerConfig({ ...CONTRACT, attester: { ...CONTRACT.attester, store: "sqlite:data/attester.db" } }).attester.store).toBe("sqlite:data/attester.db");
-    expect(messageOf({ ...CONTRACT, attester: { ...CONTRACT.attester, store: "redis://x" } })).toMatch(/CFG_ERR_INVALID: attester\.store: .*memory or sqlite:PATH/);
+    expect(messageOf({ ...CONTRACT, attester: { ...CONTRACT.attester, store: "redis://x" } })).toMatch(/CFG_ERR_INVALID: attester\.storeKeyFile: is required with a redis store/);
+    expect(parseIssuerConfig({ ...CONTRACT, attester: { ...CONTRACT.attester, store: "redis://127.0.0.1:6379", storeKeyFile: "k" } }).attester.store).toBe("redis://127.0.0.1:6379");
+    expect(messageOf({ ...CONTRACT, attester: { ...CONTRACT.attester, store: "mysql://x" } })).toMatch(/CFG_ERR_INVALID: attester\.store: .*memory, sqlite:PATH or redis:\/\/HOST:PORT/);
+  });
+
+  it("defaults attester.kind to credentials (configs without kind keep working) and checks each kind's fields", () => {
+    expect(parseIssuerConfig(CONTRACT).attester.kind).toBe("credentials");
+    const jwt = { kind: "jwt", jwks: "https://idp.example/jwks.json", issuer: "https://idp.example", audience: "veil" };
+    const c = parseIssuerConfig({ ...CONTRACT, attester: jwt }).attester;
+    expect(c.algorithms).toEqual(["ES256", "RS256", "EdDSA"]);
+    expect(c.quotaClaim).toBe("sub");
+    expect(c.tokensPerWindow).toBe(100);
+    expect(parseIssuerConfig({ ...CONTRACT, attester: { ...jwt, jwks: "http://127.0.0.1:9/jwks" } }).attester.jwks).toBe("http://127.0.0.1:9/jwks");
+    expect(messageOf({ ...CONTRACT, attester: { ...jwt, jwks: "http://idp.example/jwks.json" } })).toMatch(/attester\.jwks: must be an https URL/);
+    expect(messageOf({ ...CONTRACT, attester: { ...jwt, audience: undefined } })).toMatch(/attester\.audience: is required \(kind "jwt"\)/);
+    expect(messageOf({ ...CONTRACT, attester: { ...jwt, credentials: ["c"] } })).toMatch(/attester\.credentials: only for kind "credentials"/);
+    expect(messageOf({ ...CONTRACT, attester: { ...jwt, algorithms: ["HS256"] } })).toMatch(/attester\.algorithms\[0\]/);
+    expect(messageOf({ ...CONTRACT, attester: { ...jwt, algorithms: ["none"] } })).toMatch(/attester\.algorithms\[0\]/);
+    expect(messageOf({ ...CONTRACT, attester: { tokensPerWindow: 3 } })).toMatch(/attester\.credentials: is required \(kind "credentials"\)/);
+    expect(messageOf({ ...CONTRACT, attester: { ...CONTRACT.attester, issuer: "x" } })).toMatch(/attester\.issuer: only for kind "jwt"/);
   });
 
   it("names the field and the expectation in errors, with a hint for typos", () => {

@@ -1,0 +1,236 @@
+// The "jwt" attester: a client proves it is attested with a JWT (RFC 7519) from the service's
+// identity provider, sent as `Authorization: Bearer <JWT>` (RFC 6750). Verified with `jose`:
+//
+// - signature with a key of the provider's JWK Set (RFC 7517), chosen by `kid`/`alg`/`kty`;
+// - only the configured asymmetric algorithms (never `none`, never HMAC: a JWT whose header says
+//   HS256 is refused before any key is looked at, so a public key can never be used as an HMAC
+//   secret: no key confusion);
+// - `iss` and `aud` equal to the configured values, `exp` required, `exp`/`nbf` with a small clock
+//   skew (JWT_DEFAULTS.clockSkewSec);
+// - the quota claim (`sub` by default) present, a non-empty string (or a number).
+//
+// A refused JWT is ISSUER_ERR_UNAUTHORIZED (401) with `WWW-Authenticate: Bearer
+// error="invalid_token"` (RFC 6750 §3.1); the reason is a fixed phrase (never the token, never a
+// claim value) that the route logs.
+//
+// The JWK Set is fetched from `jwks` and cached by its caching headers (RFC 9111: max-age, Age,
+// ETag revalidation), within bounds; a JWT naming a `kid` that is not in the cached set triggers
+// one refetch (at most every JWT_DEFAULTS.minRefetchMs, so made-up kids cannot make the issuer
+// hammer the provider). A failed or malformed fetch keeps the last good set; before any set was
+// fetched, JWTs get ISSUER_ERR_JWKS_UNAVAILABLE (503).
+
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
+import { ProtocolError } from "../core/errors.js";
+import { fetchBounded, freshnessSec, type DocumentFetcher } from "../server/http-fetch.js";
+
+export const JWT_DEFAULTS = Object.freeze({
+  /** Accepted difference between the provider's clock and ours for exp and nbf. */
+  clockSkewSec: 30,
+  /** Freshness of a JWK Set sent without max-age. */
+  defaultMaxAgeSec: 300,
+  /** Never refetch a fresh JWK Set more often than this. */
+  minMaxAgeSec: 10,
+  /** Revalidate at least daily, whatever max-age says. */
+  maxMaxAgeSec: 86_400,
+  /** A JWT with an unknown kid triggers a refetch at most this often. */
+  minRefetchMs: 10_000,
+  /** After a failed fetch, retry after 1 s, doubling up to this. */
+  maxRetryDelayMs: 60_000,
+  /** Whole fetch deadline. */
+  fetchTimeoutMs: 5_000,
+  /** Largest JWK Set accepted (a few keys are a few KiB). */
+  maxJwksBytes: 256 * 1024,
+  /** Longest JWT accepted (bytes of the Authorization header value). */
+  maxJwtBytes: 8 * 1024,
+});
+
+/** Signature algorithms a JWT attester may accept: asymmetric only (config validates against it). */
+export const JWT_ALGORITHMS = ["ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA", "Ed25519"] as const;
+
+export interface JwtAttesterConfig {
+  jwks: string;
+  issuer: string;
+  audience: string;
+  algorithms: readonly string[];
+  quotaClaim: string;
+}
+
+export interface JwksDeps {
+  fetcher?: DocumentFetcher;
+  now?: () => number;
+  /** Called with a safe description when a fetch fails (for the log). */
+  onEvent?: (event: { what: string; detail: string }) => void;
+}
+
+/** The identity provider's JWK Set, cached by its HTTP caching headers; the last good set is kept. */
+export class JwksCache {
+  readonly url: string;
+  readonly #fetch: DocumentFetcher;
+  readonly #now: () => number;
+  readonly #onEvent: NonNullable<JwksDeps["onEvent"]>;
+  #keys: JWTVerifyGetKey | undefined;
+  #etag: string | undefined;
+  #freshUntilMs = 0;
+  #nextAttemptMs = 0;
+  #retryDelayMs = 1_000;
+  #lastForcedMs = -Infinity;
+  #inflight: Promise<void> | undefined;
+
+  constructor(url: string, deps: JwksDeps = {}) {
+    this.url = url;
+    this.#fetch = deps.fetcher ?? fetchBounded;
+    this.#now = deps.now ?? Date.now;
+    this.#onEvent = deps.onEvent ?? (() => {});
+  }
+
+  /** True once a JWK Set was fetched (readiness). */
+  get fetched(): boolean {
+    return this.#keys !== undefined;
+  }
+
+  /** The current key set; fetches (or revalidates) first when stale, keeping the last good one. */
+  async keys(): Promise<JWTVerifyGetKey> {
+    const now = this.#now();
+    if (this.#keys === undefined || (now >= this.#freshUntilMs && now >= this.#nextAttemptMs)) {
+      const refresh = now >= this.#nextAttemptMs ? this.refresh() : this.#inflight;
+      // A stale set is used while it is revalidated; only the very first fetch is waited for.
+      if (this.#keys === undefined) await refresh;
+    }
+    if (this.#keys === undefined) {
+      throw new ProtocolError("ISSUER_ERR_JWKS_UNAVAILABLE", "the identity provider's JWK Set could not be fetched", {
+        headers: { "retry-after": "5" },
+      });
+    }
+    return this.#keys;
+  }
+
+  /** A refetch because a JWT named a key we do not know; rate-limited. Resolves when done. */
+  async refetchForUnknownKey(): Promise<void> {
+    const now = this.#now();
+    if (this.#inflight !== undefined) return this.#inflight;
+    if (now - this.#lastForcedMs < JWT_DEFAULTS.minRefetchMs || now < this.#nextAttemptMs) return;
+    this.#lastForcedMs = now;
+    return this.refresh();
+  }
+
+  /** Fetches (or revalidates) now; single-flight; never throws (failures keep the last set). */
+  refresh(): Promise<void> {
+    this.#inflight ??= this.#refresh().finally(() => {
+      this.#inflight = undefined;
+    });
+    return this.#inflight;
+  }
+
+  async #refresh(): Promise<void> {
+    const headers: Record<string, string> = { accept: "application/jwk-set+json, application/json" };
+    if (this.#etag !== undefined && this.#keys !== undefined) headers["if-none-match"] = this.#etag;
+    try {
+      const res = await this.#fetch(this.url, { headers, timeoutMs: JWT_DEFAULTS.fetchTimeoutMs, maxBytes: JWT_DEFAULTS.maxJwksBytes });
+      const now = this.#now();
+      if (res.status === 304 && this.#keys !== undefined) {
+        this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, JWT_DEFAULTS);
+      } else if (res.status === 200) {
+        this.#keys = createLocalJWKSet(parseJwks(res.body));
+        this.#etag = res.headers.get("etag") ?? undefined;
+        this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, JWT_DEFAULTS);
+      } else {
+        throw new Error(`JWK Set answered ${res.status}`);
+      }
+      this.#retryDelayMs = 1_000;
+      this.#nextAttemptMs = 0;
+    } catch (e) {
+      this.#nextAttemptMs = this.#now() + this.#retryDelayMs;
+      this.#retryDelayMs = Math.min(JWT_DEFAULTS.maxRetryDelayMs, this.#retryDelayMs * 2);
+      this.#onEvent({ what: "JWK Set fetch failed: keeping the last good set", detail: e instanceof Error ? e.message : "error" });
+    }
+  }
+}
+
+/** A JWK Set document: `{"keys": [...]}` (RFC 7517 §5); jose checks each key when it is used. */
+function parseJwks(body: Uint8Array): JSONWebKeySet {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+  } catch {
+    throw new Error("JWK Set is not JSON");
+  }
+  const keys = (doc as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(keys) || keys.some((k) => typeof k !== "object" || k === null || Array.isArray(k))) {
+    throw new Error("JWK Set has no keys list");
+  }
+  return doc as JSONWebKeySet;
+}
+
+/** Fixed phrases for why a JWT was refused (logged, and sent as the problem's detail). */
+function refusalReason(e: unknown): string {
+  if (e instanceof joseErrors.JWTExpired) return "JWT expired";
+  if (e instanceof joseErrors.JWTClaimValidationFailed) {
+    if (e.claim === "nbf") return "JWT not yet valid (nbf)";
+    return `JWT claim ${JSON.stringify(e.claim)} ${e.reason === "missing" ? "missing" : "not accepted"}`;
+  }
+  if (e instanceof joseErrors.JOSEAlgNotAllowed) return "JWT algorithm not accepted";
+  if (e instanceof joseErrors.JWSSignatureVerificationFailed) return "JWT signature does not verify";
+  if (e instanceof joseErrors.JWKSNoMatchingKey) return "JWT names no key of the identity provider";
+  if (e instanceof joseErrors.JWKSMultipleMatchingKeys) return "JWT names no single key of the identity provider";
+  if (e instanceof joseErrors.JOSENotSupported) return "JWT uses an unsupported algorithm or key";
+  return "JWT is malformed";
+}
+
+function invalidToken(reason: string, cause?: unknown): ProtocolError {
+  return new ProtocolError("ISSUER_ERR_UNAUTHORIZED", reason, {
+    ...(cause === undefined ? {} : { cause }),
+    headers: { "www-authenticate": 'Bearer error="invalid_token"' },
+  });
+}
+
+/** Verifies bearer JWTs against the provider's JWK Set; returns the value of the quota claim. */
+export class JwtVerifier {
+  readonly #config: JwtAttesterConfig;
+  readonly #jwks: JwksCache;
+  readonly #now: () => number;
+
+  constructor(config: JwtAttesterConfig, deps: JwksDeps = {}) {
+    this.#config = config;
+    this.#jwks = new JwksCache(config.jwks, deps);
+    this.#now = deps.now ?? Date.now;
+  }
+
+  get jwks(): JwksCache {
+    return this.#jwks;
+  }
+
+  /** The quota claim's value (as a string) of a good JWT; ISSUER_ERR_UNAUTHORIZED otherwise. */
+  async verify(jwt: string): Promise<string> {
+    if (jwt.length > JWT_DEFAULTS.maxJwtBytes) throw invalidToken("JWT too long");
+    let keys = await this.#jwks.keys();
+    const getKey: JWTVerifyGetKey = async (header, token) => {
+      try {
+        return await keys(header, token);
+      } catch (e) {
+        if (!(e instanceof joseErrors.JWKSNoMatchingKey)) throw e;
+        // A key the provider added since our copy: refetch once (rate-limited), then try again.
+        await this.#jwks.refetchForUnknownKey();
+        keys = await this.#jwks.keys();
+        return keys(header, token);
+      }
+    };
+    let payload: Record<string, unknown>;
+    try {
+      ({ payload } = await jwtVerify(jwt, getKey, {
+        issuer: this.#config.issuer,
+        audience: this.#config.audience,
+        algorithms: [...this.#config.algorithms],
+        requiredClaims: ["exp"],
+        clockTolerance: JWT_DEFAULTS.clockSkewSec,
+        currentDate: new Date(this.#now()),
+      }));
+    } catch (e) {
+      if (e instanceof ProtocolError) throw e;
+      throw invalidToken(refusalReason(e), e);
+    }
+    const value = payload[this.#config.quotaClaim];
+    if (typeof value === "number" && Number.isFinite(value)) return String(value);
+    if (typeof value !== "string" || value === "") throw invalidToken(`JWT claim ${JSON.stringify(this.#config.quotaClaim)} missing`);
+    return value;
+  }
+}

@@ -108,6 +108,7 @@ export function registerGatewayResource(app: FastifyInstance, config: GatewayCon
         maxFieldBytes: config.inner.maxFieldBytes,
         maxMessageBytes: config.limits.maxRequestBytes,
       },
+      maxReportsPerToken: config.tokens.maxReportsPerToken,
       log: deps.log,
       onUpstream: (target, result) => upstream.inc({ target, result }),
     },

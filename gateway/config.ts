@@ -1,8 +1,9 @@
-// The gateway's configuration: the JSON file of `veil gateway --config FILE` (issue 3's shape is a
+// The gateway's configuration: the JSON file of `veil gateway --config FILE` (its shape is a
 // contract: listen, keys, targets, policy, tokens), plus explicit limits and timeouts, overridable
 // with VEIL_GATEWAY_<PATH> environment variables (e.g. VEIL_GATEWAY_LISTEN_PORT=9000). Validated
 // once, then frozen. This is the only gateway file that reads process.env.
 
+import { DAP_VERSIONS } from "../core/dap/index.js";
 import { ProtocolError } from "../core/errors.js";
 import { httpLimitsSchema, listenSchema, loadConfig, parseConfig, type ConfigOf, type Schema } from "../server/config.js";
 import { corsSchema } from "../server/cors.js";
@@ -49,6 +50,9 @@ export const DEFAULTS = Object.freeze({
   clockSkewSec: 300,
   /** RFC 9577 §4.1: greased challenges with a "non-trivial probability". */
   greaseProbability: 0.1,
+  /** A token pays for one report: a DAP-09 upload is one report, and a DAP-18 upload of many
+   *  reports would let one attested client weigh as many (Sybil resistance is per token). */
+  maxReportsPerToken: 1,
 });
 
 /** `https://leader.example` or `https://leader.example/dap/`: scheme, host, optional port and path. */
@@ -72,14 +76,31 @@ export const GATEWAY_SCHEMA = {
     default: {},
     keyPattern: TARGET_KEY,
     expect: "an inner origin such as https://leader.example or https://leader.example/dap/",
-    values: { kind: "string", pattern: UPSTREAM_URL, expect: "an http(s) base URL", doc: "Upstream base URL." },
-    doc: "Allow-list: inner origin (optionally with a path prefix) -> upstream base URL.",
+    values: {
+      kind: "either",
+      doc: "Upstream base URL (a DAP-09 target), or an object naming the DAP draft the target speaks.",
+      string: { kind: "string", pattern: UPSTREAM_URL, expect: "an http(s) base URL", doc: "Upstream base URL." },
+      object: {
+        kind: "object",
+        doc: "A target with its DAP draft.",
+        fields: {
+          upstream: { kind: "string", pattern: UPSTREAM_URL, expect: "an http(s) base URL", doc: "Upstream base URL." },
+          dap: {
+            kind: "string",
+            default: "09",
+            oneOf: DAP_VERSIONS,
+            doc: 'DAP draft of the target: "09" (PUT tasks/{id}/reports, one report) or "18" (POST of concatenated reports, at most tokens.maxReportsPerToken).',
+          },
+        },
+      },
+    },
+    doc: 'Allow-list: inner origin (optionally with a path prefix) -> upstream base URL (DAP-09), or { "upstream": URL, "dap": "09" | "18" }.',
   },
   policy: {
     kind: "string",
     default: "dap",
     oneOf: ["dap", "targets-only"],
-    doc: "dap: only DAP-09 PUT tasks/{id}/reports and GET hpke_config; targets-only: anything on a listed target.",
+    doc: "dap: only the upload and hpke_config requests of each target's DAP draft; targets-only: anything on a listed target.",
   },
   tokens: {
     kind: "object",
@@ -183,6 +204,12 @@ export const GATEWAY_SCHEMA = {
         max: 1,
         doc: "Probability that a 401 also carries a challenge of a reserved token type (RFC 9577 §4.1 greasing).",
       },
+      maxReportsPerToken: {
+        kind: "int",
+        default: DEFAULTS.maxReportsPerToken,
+        min: 1,
+        doc: "Most reports one DAP-18 upload may carry (one token pays for one upload; more get 413 GATEWAY_ERR_TOO_MANY_REPORTS).",
+      },
     },
   },
   upstream: {
@@ -217,6 +244,11 @@ export type PolicyName = GatewayConfig["policy"];
 export type TokensConfig = GatewayConfig["tokens"];
 export type TokenIssuerConfig = TokensConfig["issuers"][number];
 export type UpstreamConfig = GatewayConfig["upstream"];
+/**
+ * One entry of `targets`: the upstream base URL (a DAP-09 target), or `{ upstream, dap }` naming
+ * the DAP draft the target speaks ("09" or "18").
+ */
+export type TargetConfig = GatewayConfig["targets"][string];
 
 /** Checks what the schema cannot: cross-field rules. */
 function checkGatewayConfig(c: GatewayConfig): GatewayConfig {
@@ -238,10 +270,10 @@ function checkGatewayConfig(c: GatewayConfig): GatewayConfig {
       throw new ProtocolError("CFG_ERR_INVALID", `tokens.issuers[${n}].${arcOnly[0]}: only for "tokenType": "arc"`);
     }
   });
-  for (const key of Object.keys(c.targets)) {
+  for (const [key, target] of Object.entries(c.targets)) {
     try {
       new URL(key);
-      new URL(c.targets[key]!);
+      new URL(typeof target === "string" ? target : target.upstream);
     } catch {
       throw new ProtocolError("CFG_ERR_INVALID", `targets.${JSON.stringify(key)}: not a valid URL`);
     }

@@ -7,6 +7,8 @@
 //
 //   decapsulateRequest -> decodeRequest -> Expect check -> resolveTarget -> checkPolicy -> prepareUpstreamRequest
 //     -> gate.admit (TOKEN GATE SEAM, gateway/gate-contract.ts)
+//     -> checkDapUpload (a DAP-18 upload's whole body: media type, Report framing, reports per
+//        token; a refusal releases the token, since nothing reached the target)
 //     -> targets.forward -> ticket.settle(reached) -> the target's answer -> encapsulateResponse
 
 import { decodeRequest, encodeResponse, type BhttpLimits, type BhttpRequest, type BhttpResponse } from "../core/bhttp/index.js";
@@ -16,7 +18,7 @@ import { renderProblem, toProtocolError } from "../server/problem-handler.js";
 import { safeError, type Logger } from "../server/logging.js";
 import type { PolicyName } from "./config.js";
 import type { Gate, GateTicket } from "./gate-contract.js";
-import { checkPolicy, dapTaskIdOf, resolveTarget, type ResolvedTarget, type TargetTable } from "./policy.js";
+import { checkDapUpload, checkPolicy, dapTaskIdOf, resolveTarget, type ResolvedTarget, type RouteKind, type TargetTable } from "./policy.js";
 import { prepareUpstreamRequest, type ForwardOutcome, type UpstreamRequest } from "./target.js";
 
 /** What the request path needs from the forwarding layer (gateway/target.ts `Targets`). */
@@ -30,6 +32,8 @@ export interface RequestPathDeps {
   forwarder: Forwarder;
   gate: Gate;
   bhttpLimits: Partial<BhttpLimits>;
+  /** Most reports one DAP-18 upload (paid for by one token) may carry: `tokens.maxReportsPerToken`. */
+  maxReportsPerToken: number;
   log: Pick<Logger, "warn" | "error">;
   /** Called with the target's name and the result ("2xx".."5xx" or an error code). */
   onUpstream?: (target: string, result: string) => void;
@@ -57,6 +61,15 @@ function hasExpectation(r: BhttpRequest): boolean {
   return r.headers.some(([n]) => n === "expect");
 }
 
+async function settle(ticket: GateTicket, reached: boolean, log: RequestPathDeps["log"]): Promise<void> {
+  try {
+    await ticket.settle(reached);
+  } catch (e) {
+    // The answer still goes back (when reached, the target has maybe processed the request).
+    log.warn({ err: safeError(e), reached }, "token settlement failed");
+  }
+}
+
 /** Steps 2-7 for one decapsulated request. */
 export async function handleInnerRequest(inner: Uint8Array, deps: RequestPathDeps): Promise<InnerResult> {
   let request: BhttpRequest;
@@ -69,25 +82,28 @@ export async function handleInnerRequest(inner: Uint8Array, deps: RequestPathDep
   let target: ResolvedTarget;
   let ticket: GateTicket;
   let upstream: UpstreamRequest;
+  let route: RouteKind;
   try {
     // RFC 9458 §5.1: a 100-continue expectation MUST produce an error (and no other is supported).
     if (hasExpectation(request)) throw new ProtocolError("GATEWAY_ERR_EXPECT");
     target = resolveTarget(deps.table, request);
-    const route = checkPolicy(deps.policy, request.method, target);
+    route = checkPolicy(deps.policy, request.method, target);
     upstream = prepareUpstreamRequest(target, request);
     // ---- token gate seam: after policy, before forwarding ----
     ticket = await deps.gate.admit({ request, target, route, taskId });
   } catch (e) {
     return failed(e, taskId, deps.log);
   }
+  try {
+    checkDapUpload(deps.policy, route, target, request, deps.maxReportsPerToken);
+  } catch (e) {
+    // Refused before forwarding: the token is as good as new.
+    await settle(ticket, false, deps.log);
+    return failed(e, taskId, deps.log);
+  }
   const outcome = await deps.forwarder.forward(upstream);
   // ---- token gate seam: release if nothing reached the target, commit otherwise ----
-  try {
-    await ticket.settle(outcome.reached);
-  } catch (e) {
-    // The target has (maybe) processed the request: its answer still goes back.
-    deps.log.warn({ err: safeError(e), reached: outcome.reached }, "token settlement failed");
-  }
+  await settle(ticket, outcome.reached, deps.log);
   if (!outcome.ok) {
     deps.onUpstream?.(target.entry.name, outcome.error.code);
     return failed(outcome.error, taskId, deps.log);

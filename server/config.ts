@@ -36,7 +36,10 @@ export type FieldSpec =
   | (Common & { kind: "boolean"; default?: boolean })
   | (Common & { kind: "object"; fields: Schema })
   | (Common & { kind: "map"; values: FieldSpec; default?: Record<string, unknown>; keyPattern?: RegExp; expect?: string })
-  | (Common & { kind: "list"; items: FieldSpec; default?: readonly unknown[]; minItems?: number });
+  | (Common & { kind: "list"; items: FieldSpec; default?: readonly unknown[]; minItems?: number })
+  // One of two written forms told apart by their JSON type: a string (the short form) or an
+  // object (the long form), e.g. a gateway target.
+  | (Common & { kind: "either"; string: FieldSpec & { kind: "string" }; object: FieldSpec & { kind: "object" } });
 export type Schema = Readonly<Record<string, FieldSpec>>;
 
 /** A field's optional in the parsed config when it is `optional` and has no default. */
@@ -57,7 +60,9 @@ export type FieldValue<F> = F extends { kind: "string"; oneOf: readonly (infer O
             ? Record<string, FieldValue<V>>
             : F extends { kind: "list"; items: infer I }
               ? FieldValue<I>[]
-              : never;
+              : F extends { kind: "either"; string: infer A; object: infer B }
+                ? FieldValue<A> | FieldValue<B>
+                : never;
 
 /**
  * The parsed config of a schema: what parseConfig returns (frozen at run time). A schema typed only
@@ -172,6 +177,10 @@ function validateField(spec: FieldSpec, value: unknown, path: string): unknown {
       }
       return out;
     }
+    case "either":
+      if (typeof value === "string") return validateField(spec.string, value, path);
+      if (isPlainObject(value)) return validateField(spec.object, value, path);
+      return fail(path, `expected ${expectation(spec)}, got ${shown(value)}`);
     case "list": {
       if (!Array.isArray(value)) fail(path, `expected a list, got ${shown(value)}`);
       if (spec.minItems !== undefined && value.length < spec.minItems) {
@@ -214,6 +223,8 @@ export function expectation(spec: FieldSpec): string {
       return spec.expect ?? "an object";
     case "list":
       return `a list of ${expectation(spec.items)}`;
+    case "either":
+      return `${expectation(spec.string)} or an object`;
   }
 }
 
@@ -318,6 +329,7 @@ function redactField(spec: FieldSpec, value: unknown): unknown {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactField(spec.values, v)]));
   }
   if (spec.kind === "list" && Array.isArray(value)) return value.map((v) => redactField(spec.items, v));
+  if (spec.kind === "either") return redactField(typeof value === "string" ? spec.string : spec.object, value);
   return value;
 }
 
@@ -348,6 +360,7 @@ export function describeSchema(schema: Schema, envPrefix?: string, path: string[
     });
     if (spec.kind === "list" && spec.items.kind === "object") rows.push(...describeSchema(spec.items.fields, undefined, [...here.slice(0, -1), `${key}[]`]));
     if (spec.kind === "map" && spec.values.kind === "object") rows.push(...describeSchema(spec.values.fields, undefined, [...here, "<key>"]));
+    if (spec.kind === "map" && spec.values.kind === "either") rows.push(...describeSchema(spec.values.object.fields, undefined, [...here, "<key>"]));
   }
   return rows;
 }

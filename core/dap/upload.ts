@@ -10,6 +10,7 @@
 
 import { ByteReader, ByteWriter } from "../bytes.js";
 import { ProtocolError } from "../errors.js";
+import { isMediaType } from "../http-fields.js";
 
 /** The DAP drafts Veil's policy knows, by the draft number of their wire format. */
 export type DapVersion = "09" | "18";
@@ -39,9 +40,8 @@ const PPM_DAP = "application/ppm-dap";
  * parameters are allowed: dap-18 §9.1 lets a request add `version=NN`, which is only a hint.
  */
 export function isPpmDapMessage(contentType: string | undefined, message: string): boolean {
-  if (contentType === undefined) return false;
-  const [essence, ...params] = contentType.split(";");
-  if (essence!.trim().toLowerCase() !== PPM_DAP) return false;
+  if (contentType === undefined || !isMediaType(contentType, PPM_DAP)) return false;
+  const params = contentType.split(";").slice(1);
   let found: string | undefined;
   for (const p of params) {
     const eq = p.indexOf("=");

@@ -51,4 +51,16 @@ describe("--config, VEIL_* overrides and --print-config", () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain("VEIL_GATEWAY_LISTEN_PORT: expected an integer 0..65535");
   }, 30_000);
+
+  it("gateway: --print-config shows each target as given, the object form with its DAP draft, and maxReportsPerToken", async () => {
+    const f = file("gw-targets.json", {
+      tokens: { required: false, maxReportsPerToken: 3 },
+      targets: { "https://leader09.example": "http://127.0.0.1:8083/", "https://leader18.example": { upstream: "http://10.0.0.5:8080/", dap: "18" } },
+    });
+    const r = await runVeil(["gateway", "--config", f, "--print-config"]);
+    expect(r.code, r.stderr).toBe(0);
+    const printed = JSON.parse(r.stdout) as { targets: Record<string, unknown>; tokens: { maxReportsPerToken: number } };
+    expect(printed.targets).toEqual({ "https://leader09.example": "http://127.0.0.1:8083/", "https://leader18.example": { upstream: "http://10.0.0.5:8080/", dap: "18" } });
+    expect(printed.tokens.maxReportsPerToken).toBe(3);
+  }, 30_000);
 });

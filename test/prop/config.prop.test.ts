@@ -25,7 +25,11 @@ const VALID: Record<string, Json> = {
   gateway: {
     listen: { host: "127.0.0.1", port: 0 },
     keys: "/tmp/veil-none/gateway-keys.json",
-    targets: { "https://leader.example": "http://127.0.0.1:1", "https://helper.example/dap/": "http://127.0.0.1:2/x/" },
+    targets: {
+      "https://leader.example": "http://127.0.0.1:1",
+      "https://helper.example/dap/": "http://127.0.0.1:2/x/",
+      "https://leader18.example": { upstream: "http://127.0.0.1:4/", dap: "18" },
+    },
     policy: "dap",
     tokens: {
       required: true,
@@ -34,6 +38,7 @@ const VALID: Record<string, Json> = {
       originInfo: "authority",
       redemptionContext: "epoch",
       greaseProbability: 0.1,
+      maxReportsPerToken: 2,
     },
     upstream: { connectTimeoutMs: 1000, totalTimeoutMs: 5000 },
     inner: { maxFields: 32 },

@@ -33,6 +33,28 @@ describe("gateway configuration", () => {
     expect(c.listen.tls).toEqual({ cert: "c.pem", key: "k.pem" });
   });
 
+  it("accepts a target as a URL (DAP-09) or as { upstream, dap }, one of each in one gateway", () => {
+    const c = parseGatewayConfig({
+      ...ISSUE_EXAMPLE,
+      targets: { "https://leader.example": "http://127.0.0.1:8083", "https://leader18.example": { upstream: "http://10.0.0.5:8080/", dap: "18" }, "https://x.example": { upstream: "http://10.0.0.6/" } },
+    });
+    expect(c.targets["https://leader.example"]).toBe("http://127.0.0.1:8083");
+    expect(c.targets["https://leader18.example"]).toEqual({ upstream: "http://10.0.0.5:8080/", dap: "18" });
+    expect(c.targets["https://x.example"]).toEqual({ upstream: "http://10.0.0.6/", dap: "09" });
+    expect(c.tokens.maxReportsPerToken).toBe(1);
+    expect(parseGatewayConfig({ ...ISSUE_EXAMPLE, tokens: { ...ISSUE_EXAMPLE.tokens, maxReportsPerToken: 2 } }).tokens.maxReportsPerToken).toBe(2);
+  });
+
+  it("refuses a target object without an upstream, with another draft, or with unknown fields; and maxReportsPerToken 0", () => {
+    fails({ ...ISSUE_EXAMPLE, targets: { "https://l.example": { dap: "18" } } }, /targets\."https:\/\/l\.example"\.upstream: is required/);
+    fails({ ...ISSUE_EXAMPLE, targets: { "https://l.example": { upstream: "http://x/", dap: "17" } } }, /dap: expected one of "09", "18"/);
+    fails({ ...ISSUE_EXAMPLE, targets: { "https://l.example": { upstream: "http://x/", dap: 18 } } }, /dap: expected "09" \| "18", got 18/);
+    fails({ ...ISSUE_EXAMPLE, targets: { "https://l.example": { upstrem: "http://x/" } } }, /upstrem: unknown field \(did you mean "upstream"\?\)/);
+    fails({ ...ISSUE_EXAMPLE, targets: { "https://l.example": { upstream: "ftp://x" } } }, /upstream: expected an http\(s\) base URL/);
+    fails({ ...ISSUE_EXAMPLE, targets: { "https://l.example": 18 } }, /expected an http\(s\) base URL or an object/);
+    fails({ ...ISSUE_EXAMPLE, tokens: { ...ISSUE_EXAMPLE.tokens, maxReportsPerToken: 0 } }, /maxReportsPerToken: expected an integer >= 1/);
+  });
+
   it("rejects unknown fields with a hint, bad values naming the field", () => {
     fails({ ...ISSUE_EXAMPLE, polcy: "dap" }, /polcy: unknown field \(did you mean "policy"\?\)/);
     fails({ ...ISSUE_EXAMPLE, policy: "open" }, /policy: expected one of "dap", "targets-only"/);

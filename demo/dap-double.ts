@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { AeadId, CipherSuite, KdfId, KemId } from "hpke-js";
-import { ByteWriter, type ByteReader } from "../core/bytes.js";
+import { ByteReader, ByteWriter } from "../core/bytes.js";
 import type { DapHpkeCiphertext } from "../core/dap/index.js";
 
 /** dap-09 §3.2 and dap-18 §3.6: problem types live in this URN namespace. */
@@ -271,4 +271,16 @@ export async function routeDapRequest(req: IncomingMessage, res: ServerResponse,
     if (!(e instanceof Reject)) throw e;
     sendReject(res, e, routes.titles, routes.rejections);
   }
+}
+
+/** The client side of encodeHpkeConfigList: strict, nothing left over. */
+export function decodeHpkeConfigList(b: Uint8Array): DapHpkeConfig[] {
+  const outer = new ByteReader(b, "DAP_ERR_TRUNCATED", "DAP_ERR_FORMAT");
+  const r = new ByteReader(outer.bytes(outer.u16("HpkeConfigList length"), "HpkeConfigList"), "DAP_ERR_FORMAT", "DAP_ERR_FORMAT");
+  outer.end("HpkeConfigList");
+  const configs: DapHpkeConfig[] = [];
+  while (!r.done) {
+    configs.push({ id: r.u8("id"), kemId: r.u16("kem_id"), kdfId: r.u16("kdf_id"), aeadId: r.u16("aead_id"), publicKey: r.bytes(r.u16("public_key length"), "public_key").slice() });
+  }
+  return configs;
 }

@@ -1,5 +1,6 @@
 // The whole Veil stack, in process, on free loopback ports, for the client's end-to-end tests:
-// DAP-09 leader and helper doubles, the issuer (type 2 tokens, attester with a quota), the gateway
+// DAP-09 leader and helper doubles, DAP-18 leader and helper doubles (one gateway fronts both
+// drafts: DAP-09 targets as URLs, DAP-18 targets as { upstream, dap: "18" }), the issuer (type 2 tokens, attester with a quota), the gateway
 // (DAP policy, tokens required, memory nonce store) and the relay, each from its own start function
 // with a validated config, the way `veil <component> --config` starts them.
 
@@ -7,6 +8,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createDapTask, startDapAggregator, type DapAggregator, type DapTask } from "../../demo/dap-aggregator.js";
+import { createDapHpkeKey, type DapHpkeKey } from "../../demo/dap-double.js";
+import { createDap18Task, startDap18Aggregator, type Dap18Aggregator, type Dap18Task } from "../../demo/dap18-aggregator.js";
 import { parseGatewayConfig } from "../../gateway/config.js";
 import { writeKeyFile } from "../../gateway/key-file.js";
 import { startGateway, type StartedGateway } from "../../gateway/main.js";
@@ -22,11 +25,15 @@ export const STACK_CREDENTIAL = "client-credential-1";
 /** Inner origins the gateway maps to the leader and helper doubles. */
 export const LEADER = "https://leader.example";
 export const HELPER = "https://helper.example";
+/** Inner origins of the DAP-18 leader and helper doubles. */
+export const LEADER18 = "https://leader18.example";
+export const HELPER18 = "https://helper18.example";
 
 export interface VeilStack {
   leader: DapAggregator;
   helper: DapAggregator;
   tasks: { count: DapTask; sum: DapTask; histogram: DapTask };
+  dap18: { leader: Dap18Aggregator; helper: Dap18Aggregator; task: Dap18Task; keys: { leader: DapHpkeKey[]; helper: DapHpkeKey[] } };
   issuer: StartedIssuer;
   gateway: StartedGateway;
   relay: StartedRelay;
@@ -54,6 +61,8 @@ export interface VeilStackOptions {
    * clock (to move to the next epoch without waiting).
    */
   arc?: { rateLimit: number; redemptionContext?: "task-epoch" | "epoch" | "none"; credentialContext?: "epoch" | "none"; now?: () => number };
+  /** tokens.maxReportsPerToken of the gateway (default 1). */
+  maxReportsPerToken?: number;
 }
 
 export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStack> {
@@ -65,6 +74,10 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
   const all = [tasks.count, tasks.sum, tasks.histogram];
   const leader = await startDapAggregator({ role: "leader", tasks: all });
   const helper = await startDapAggregator({ role: "helper", tasks: all });
+  const keys18 = { leader: [await createDapHpkeKey(18)], helper: [await createDapHpkeKey(19)] };
+  const task18 = createDap18Task({ configuration: { leaderEndpoint: `${LEADER18}/`, helperEndpoint: `${HELPER18}/` } });
+  const leader18 = await startDap18Aggregator({ role: "leader", keys: keys18, tasks: [task18] });
+  const helper18 = await startDap18Aggregator({ role: "helper", keys: keys18, tasks: [task18] });
 
   const issuer = await startIssuer(
     parseIssuerConfig({
@@ -94,10 +107,11 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
   const gatewayConfig = parseGatewayConfig({
       listen: { host: "127.0.0.1", port: 0 },
       keys: keyFile,
-      targets: { [LEADER]: leader.url, [HELPER]: helper.url },
+      targets: { [LEADER]: leader.url, [HELPER]: helper.url, [LEADER18]: { upstream: leader18.url, dap: "18" }, [HELPER18]: { upstream: helper18.url, dap: "18" } },
       policy: "dap",
       tokens: {
         required: o.tokensRequired ?? true,
+        maxReportsPerToken: o.maxReportsPerToken ?? 1,
         issuers: [{ ...issuerEntry, ...arcEntry }],
         store: "memory",
       },
@@ -123,6 +137,7 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
     leader,
     helper,
     tasks,
+    dap18: { leader: leader18, helper: helper18, task: task18, keys: keys18 },
     issuer,
     gateway,
     relay,
@@ -137,6 +152,8 @@ export async function startVeilStack(o: VeilStackOptions = {}): Promise<VeilStac
       await issuer.stop();
       await leader.close();
       await helper.close();
+      await leader18.close();
+      await helper18.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -222,11 +222,11 @@ describe("gateway: after decapsulation (sealed answers in a 200)", () => {
     expect(outside.problem).toMatchObject({ code: "GATEWAY_ERR_TARGET_FORBIDDEN" });
   });
 
-  it("seals 403 for paths and methods outside the DAP policy, refusing POST uploads", async () => {
+  it("seals 403 for paths and methods outside the DAP policy, refusing DAP-18's POST uploads on a DAP-09 target", async () => {
     const postUpload = await roundTrip(fx, { method: "POST", path: uploadPath(), body: new Uint8Array(3) });
     expect(postUpload.inner.status).toBe(403);
     expect(postUpload.problem).toMatchObject({ code: "GATEWAY_ERR_POLICY", taskid: task.idBase64Url });
-    expect(String(postUpload.problem?.detail)).toContain("one token must stand for one report");
+    expect(String(postUpload.problem?.detail)).toContain("this target speaks DAP-09");
     for (const path of ["/admin", "/tasks/x/reports", "/hpke_config?task_id=x&y=1", `/tasks/${task.idBase64Url}/collection_jobs/x`]) {
       const r = await roundTrip(fx, { path });
       expect(r.inner.status).toBe(403);

@@ -171,7 +171,7 @@ function policyError(detail: string): ProtocolError {
 const UPLOAD_METHOD: Readonly<Record<DapVersion, string>> = { "09": "PUT", "18": "POST" };
 
 /** The DAP shape of a path after the target prefix, for the draft the target speaks, whatever the policy. */
-export function dapRouteOf(method: string, t: Pick<ResolvedTarget, "rest" | "query"> & { entry: Pick<TargetEntry, "dap"> }): RouteKind {
+function dapRouteOf(method: string, t: Pick<ResolvedTarget, "rest" | "query"> & { entry: Pick<TargetEntry, "dap"> }): RouteKind {
   const version = t.entry.dap;
   const upload = UPLOAD.exec(t.rest);
   if (upload !== null && method === UPLOAD_METHOD[version] && t.query === "" && isTaskId(upload[1]!)) return "dap-upload";
@@ -236,7 +236,7 @@ export function checkDapUpload(
 ): void {
   if (policy !== "dap" || route !== "dap-upload" || t.entry.dap !== "18") return;
   const types = request.headers.filter(([n]) => n === "content-type");
-  // Two Content-Type fields are no media type at all (RFC 9110 §5.3: it is a singleton field).
+  // Two Content-Type fields name no media type (RFC 9110 §8.3: a request has one).
   checkDapUploadBody(types.length === 1 ? types[0]![1] : undefined, request.body, maxReports);
 }
 

@@ -100,10 +100,11 @@ function createLimiter(config: RelayConfig, deps: RelayDeps, onStoreError: (e: u
 }
 
 /** Puts the lean front before node:http's own connection listener (see relay/front.ts). */
-function installFront(app: FastifyInstance, makeFront: (handoff: (socket: Socket) => void) => Front): Front {
+function installFront(app: FastifyInstance, makeFront: (handoff: (socket: Socket) => void) => Front<Socket>): Front<Socket> {
   const server = app.server;
   const event = server instanceof TlsServer ? "secureConnection" : "connection";
-  const listeners = server.listeners(event);
+  // node:http's own listener is named connectionListener (server/lifecycle.ts adds a watcher of its own).
+  const listeners = server.listeners(event).filter((l) => l.name === "connectionListener");
   if (listeners.length !== 1) throw new Error(`expected node:http's one ${event} listener, found ${listeners.length}`);
   const nodeListener = listeners[0] as (socket: Socket) => void;
   server.removeListener(event, nodeListener);
@@ -207,11 +208,11 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
     if (route.keys !== undefined) registerKeysRoute(app, route.path, route.keys, { forwarder });
   }
 
-  let front: Front | undefined;
+  let front: Front<Socket> | undefined;
   if (config.fastPath) {
     front = installFront(
       app,
-      (handoff) => new Front({ routes: new Map(routes.map((r) => [r.path, r])), forwarder, recorder, drain, limits, handoff, handOffOrigin: cors !== undefined }),
+      (handoff) => new Front<Socket>({ routes: new Map(routes.map((r) => [r.path, r])), forwarder, recorder, drain, limits, handoff, handOffOrigin: cors !== undefined }),
     );
   }
 

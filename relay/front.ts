@@ -16,9 +16,15 @@
 // (from the first byte of a request), request timeout (whole request), keep-alive timeout (idle
 // connection), the concurrency cap and the rate limit (relay/forward.ts). Only the status,
 // Content-Type and Content-Length of the gateway's answer are sent back.
+//
+// Memory per connection is bounded whatever the client does, as in node:http: the unread bytes of a
+// request (head + body limits), and the answers the client has not read yet. While more than
+// MAX_UNSENT_BYTES of answers wait in the socket, the connection is not read (no further request is
+// parsed or answered) until they drain; a client that leaves them unread for requestTimeoutMs is cut
+// off. Closing flushes the answers already written before the socket ends, and gives up after a
+// deadline too.
 
 import { STATUS_CODES } from "node:http";
-import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { ProtocolError } from "../core/errors.js";
 import { isMediaType } from "../core/http-fields.js";
@@ -30,7 +36,33 @@ import type { Forwarder, RelayRoute } from "./forward.js";
 import { parseCanonicalPost } from "./http1.js";
 import type { UpstreamAnswer } from "./upstream.js";
 
-export interface FrontOptions {
+/**
+ * What the front uses of a connection: a net.Socket or tls.TLSSocket (tests drive it with a model
+ * socket, test/prop/relay-front.prop.test.ts).
+ */
+export interface FrontSocket {
+  readonly remoteAddress?: string | undefined;
+  readonly destroyed: boolean;
+  /** Bytes written and not yet handed to the operating system. */
+  readonly writableLength: number;
+  setNoDelay(noDelay?: boolean): unknown;
+  on(event: "data", listener: (chunk: Buffer) => void): unknown;
+  on(event: "end" | "close" | "drain", listener: () => void): unknown;
+  on(event: "error", listener: (err: Error) => void): unknown;
+  off(event: "data", listener: (chunk: Buffer) => void): unknown;
+  off(event: "end" | "close" | "drain", listener: () => void): unknown;
+  off(event: "error", listener: (err: Error) => void): unknown;
+  write(data: Buffer): boolean;
+  end(): unknown;
+  destroy(): unknown;
+  destroySoon(): void;
+  pause(): unknown;
+  resume(): unknown;
+  isPaused(): boolean;
+  unshift(chunk: Buffer): void;
+}
+
+export interface FrontOptions<S extends FrontSocket> {
   /** Route path (exact request-target) -> route. */
   routes: ReadonlyMap<string, RelayRoute>;
   forwarder: Forwarder;
@@ -39,7 +71,7 @@ export interface FrontOptions {
   drain: DrainState;
   limits: Pick<RelayLimits, "maxRequestBytes" | "maxHeaderBytes" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs">;
   /** Gives a connection to node:http (its connection listener). */
-  handoff: (socket: Socket) => void;
+  handoff: (socket: S) => void;
   /** Requests with an Origin header go to Fastify, which adds the CORS headers (relay/app.ts). */
   handOffOrigin?: boolean;
   now?: () => number;
@@ -54,18 +86,27 @@ const enum State {
   Body,
   /** Waiting for the gateway's answer (further bytes are buffered, reading pauses if they pile up). */
   Busy,
-  /** Answered with Connection: close; unread client bytes are drained until the client closes. */
+  /**
+   * Closing (after an answer with Connection: close, a timeout or the client's end): the answers
+   * written are flushed, unread client bytes are drained and dropped until the client closes (so it
+   * reads the answer instead of a connection reset), until the deadline.
+   */
   Lingering,
   /** Closed or handed to node:http. */
   Gone,
 }
 
-interface Conn {
-  socket: Socket;
+interface Conn<S extends FrontSocket> {
+  socket: S;
   /** Captured once: used only for the rate limit. */
   address: string;
   state: State;
+  /** When the sweeper acts on the connection (ms, the injected clock): see #sweep. */
   deadline: number;
+  /** When the current request's first byte was taken up (ms): the request timeout runs from it. */
+  requestStart: number;
+  /** More than MAX_UNSENT_BYTES of answers are unsent: not reading until they drain. */
+  blocked: boolean;
   /** Bytes read and not yet consumed (a view into a socket chunk or into `store`). */
   buf: Buffer | undefined;
   /** Growable buffer the bytes are gathered in when they arrive in several chunks. */
@@ -96,13 +137,19 @@ function statusLine(status: number): string {
 
 /** Lingering close: how long unread client bytes are drained before the connection is cut. */
 const LINGER_MS = 2000;
+/**
+ * Unsent answer bytes above which a connection is not read until they drain. node:http pauses at
+ * the socket's 16 KiB high-water mark; answers here are single writes of up to maxResponseBytes, so
+ * a connection holds at most this plus one answer plus the unread bytes of one request.
+ */
+export const MAX_UNSENT_BYTES = 64 * 1024;
 const UNMATCHED = "(unmatched)";
 
 /**
  * Adds a chunk to the unread bytes: zero-copy for the first, amortised O(1) copying after it (a
  * request trickled in byte by byte must not cost a copy of everything before each byte).
  */
-function append(c: Conn, chunk: Buffer): void {
+function append(c: Conn<FrontSocket>, chunk: Buffer): void {
   const buf = c.buf;
   if (buf === undefined) {
     c.buf = chunk;
@@ -125,18 +172,21 @@ function append(c: Conn, chunk: Buffer): void {
   c.buf = grown.subarray(0, need);
 }
 
-export class Front {
-  readonly #o: FrontOptions;
+export class Front<S extends FrontSocket = FrontSocket> {
+  readonly #o: FrontOptions<S>;
   readonly #now: () => number;
-  readonly #conns = new Set<Conn>();
+  readonly #conns = new Set<Conn<S>>();
   readonly #sweeper: NodeJS.Timeout;
+  /** Unread request bytes a connection may buffer (one request) before it is paused. */
+  readonly #readAhead: number;
 
-  constructor(opts: FrontOptions) {
+  constructor(opts: FrontOptions<S>) {
     this.#o = opts;
     this.#now = opts.now ?? Date.now;
     const l = opts.limits;
+    this.#readAhead = l.maxHeaderBytes + l.maxRequestBytes;
     const tick = Math.max(10, Math.min(1000, Math.floor(Math.min(l.headersTimeoutMs, l.requestTimeoutMs, l.keepAliveTimeoutMs) / 4)));
-    this.#sweeper = setInterval(() => this.#sweep(), tick);
+    this.#sweeper = setInterval(() => this.sweep(), tick);
     this.#sweeper.unref();
   }
 
@@ -146,13 +196,16 @@ export class Front {
   }
 
   /** A new connection (plain TCP, or TLS after the handshake). */
-  accept(socket: Socket): void {
+  accept(socket: S): void {
     socket.setNoDelay(true);
-    const conn: Conn = {
+    const now = this.#now();
+    const conn: Conn<S> = {
       socket,
       address: socket.remoteAddress ?? "unknown",
       state: State.Idle,
-      deadline: this.#now() + this.#o.limits.headersTimeoutMs,
+      deadline: now + this.#o.limits.headersTimeoutMs,
+      requestStart: now,
+      blocked: false,
       buf: undefined,
       store: undefined,
       scanned: 0,
@@ -169,6 +222,7 @@ export class Front {
     this.#conns.add(conn);
     const onData = (chunk: Buffer): void => this.#onData(conn, chunk);
     const onEnd = (): void => this.#onEnd(conn);
+    const onDrain = (): void => this.#onDrain(conn);
     const onError = (): void => {
       socket.destroy();
     };
@@ -178,11 +232,13 @@ export class Front {
     };
     socket.on("data", onData);
     socket.on("end", onEnd);
+    socket.on("drain", onDrain);
     socket.on("error", onError);
     socket.on("close", onClose);
     conn.detach = () => {
       socket.off("data", onData);
       socket.off("end", onEnd);
+      socket.off("drain", onDrain);
       socket.off("error", onError);
       socket.off("close", onClose);
     };
@@ -201,31 +257,62 @@ export class Front {
     clearInterval(this.#sweeper);
   }
 
-  #onData(c: Conn, chunk: Buffer): void {
+  #onData(c: Conn<S>, chunk: Buffer): void {
     if (c.state === State.Lingering || c.state === State.Gone) return;
     append(c, chunk);
-    if (c.state !== State.Busy) {
+    if (c.state !== State.Busy && !c.blocked) {
       this.#process(c);
-    } else if ((c.buf?.length ?? 0) > this.#o.limits.maxHeaderBytes + this.#o.limits.maxRequestBytes) {
-      // A client pipelining ahead while its request is with the gateway: stop reading (not paused
-      // per request, which costs a tick per request on the common path).
+    } else if ((c.buf?.length ?? 0) > this.#readAhead) {
+      // A client pipelining ahead while its request is with the gateway (or while its answers are
+      // unread): stop reading until the requests buffered are served (not paused per request,
+      // which costs a tick per request on the common path).
       c.socket.pause();
     }
   }
 
-  #onEnd(c: Conn): void {
+  /** Reads on if the connection was paused and no longer has to be (see #onData, #respond). */
+  #resumeIfRoom(c: Conn<S>): void {
+    if (!c.blocked && (c.buf?.length ?? 0) <= this.#readAhead && c.socket.isPaused()) c.socket.resume();
+  }
+
+  #onEnd(c: Conn<S>): void {
     c.ended = true;
-    if (c.state === State.Busy) return; // answered first, then closed
-    if (c.state === State.Idle && c.buf === undefined) c.socket.end();
-    else c.socket.destroy();
+    // Busy: answered first, then closed. Blocked: the requests already received are answered once
+    // the client reads, then the connection closes. Lingering: closes once the answers are flushed.
+    if (c.state === State.Busy || c.state === State.Lingering || c.state === State.Gone || c.blocked) return;
+    this.#next(c);
+  }
+
+  /** The answers written have all been sent: read on. */
+  #onDrain(c: Conn<S>): void {
+    if (!c.blocked) return;
+    c.blocked = false;
+    if (c.state !== State.Idle) return;
+    c.deadline = this.#now() + this.#o.limits.keepAliveTimeoutMs;
+    this.#resumeIfRoom(c);
+    this.#next(c);
+  }
+
+  /** Between requests: serves the bytes already received; closes if the client sends no more. */
+  #next(c: Conn<S>): void {
+    if (c.state !== State.Idle && c.state !== State.Head && c.state !== State.Body) return;
+    if (c.buf !== undefined) this.#process(c);
+    // The client ended its side and what it sent holds no further complete request.
+    if (c.ended && (c.state === State.Idle || c.state === State.Head || c.state === State.Body)) this.#close(c);
   }
 
   /** Reads as far as the buffered bytes go: a head, a body, then the checks and the forward. */
-  #process(c: Conn): void {
+  #process(c: Conn<S>): void {
     const limits = this.#o.limits;
     if (c.state === State.Idle || c.state === State.Head) {
       const buf = c.buf;
       if (buf === undefined) return;
+      if (c.state === State.Idle) {
+        // The request's first byte: both of its timers start here (node:http's headersTimeout and
+        // requestTimeout both count from the start of the request, so they never add up).
+        c.startedAt = performance.now();
+        c.requestStart = this.#now();
+      }
       const end = buf.indexOf(CRLFCRLF, Math.max(0, c.scanned - 3));
       if (end < 0) {
         // Larger heads are node:http's to refuse (431).
@@ -233,8 +320,7 @@ export class Front {
         c.scanned = buf.length;
         if (c.state === State.Idle) {
           c.state = State.Head;
-          c.startedAt = performance.now();
-          c.deadline = this.#now() + limits.headersTimeoutMs;
+          c.deadline = c.requestStart + Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs);
         }
         return;
       }
@@ -243,7 +329,6 @@ export class Front {
       const route = head === undefined ? undefined : this.#o.routes.get(head.target);
       if (head === undefined || route === undefined) return this.#handoff(c);
       if (head.origin !== undefined && this.#o.handOffOrigin === true) return this.#handoff(c);
-      if (c.state === State.Idle) c.startedAt = performance.now();
       c.route = route;
       c.label = route.path;
       c.bodyStart = end + 4;
@@ -256,7 +341,7 @@ export class Front {
         return this.#reject(c, new ProtocolError("HTTP_ERR_TOO_LARGE", `the limit is ${limits.maxRequestBytes} bytes`), true);
       }
       c.state = State.Body;
-      c.deadline = this.#now() + limits.requestTimeoutMs;
+      c.deadline = c.requestStart + limits.requestTimeoutMs;
     }
     if (c.state === State.Body) {
       const buf = c.buf!;
@@ -265,11 +350,12 @@ export class Front {
       const body = buf.subarray(c.bodyStart, bodyEnd);
       c.buf = buf.length > bodyEnd ? buf.subarray(bodyEnd) : undefined;
       c.state = State.Busy;
+      this.#resumeIfRoom(c);
       this.#dispatch(c, body);
     }
   }
 
-  #dispatch(c: Conn, body: Buffer): void {
+  #dispatch(c: Conn<S>, body: Buffer): void {
     if (!isMediaType(c.contentType, MEDIA_TYPES.request)) {
       return this.#reject(c, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request}`), false);
     }
@@ -281,12 +367,12 @@ export class Front {
     });
   }
 
-  #answer(c: Conn, a: UpstreamAnswer): void {
+  #answer(c: Conn<S>, a: UpstreamAnswer): void {
     const head = a.contentType === undefined ? "" : `content-type: ${a.contentType}\r\n`;
     this.#respond(c, a.status, head, a.body, "forwarded", false);
   }
 
-  #reject(c: Conn, err: ProtocolError, close: boolean): void {
+  #reject(c: Conn<S>, err: ProtocolError, close: boolean): void {
     const p = renderProblem(err);
     let head = "";
     // Connection is this front's to decide (#respond).
@@ -295,10 +381,10 @@ export class Front {
   }
 
   /** Writes the answer in one go, records it, then reads the next request or closes. */
-  #respond(c: Conn, status: number, fields: string, body: Uint8Array, outcome: string, forceClose: boolean): void {
+  #respond(c: Conn<S>, status: number, fields: string, body: Uint8Array, outcome: string, forceClose: boolean): void {
     const route = c.label;
     const durationMs = performance.now() - c.startedAt;
-    if (c.state === State.Gone || c.socket.destroyed) {
+    if (c.state === State.Gone || c.state === State.Lingering || c.socket.destroyed) {
       this.#o.recorder.record(route, "POST", status, "client_closed", durationMs);
       return;
     }
@@ -314,34 +400,40 @@ export class Front {
     c.label = UNMATCHED;
     c.contentType = undefined;
     if (close) {
-      if (c.state === State.Body || c.state === State.Head || (c.buf !== undefined && !c.ended)) {
-        // Unread request bytes may follow: drain them so the client reads this answer instead of
-        // a connection reset (a lingering close, as nginx does).
-        c.state = State.Lingering;
-        c.buf = undefined;
-        c.deadline = this.#now() + LINGER_MS;
-        c.socket.end();
-        c.socket.resume();
-      } else {
-        this.#close(c);
-      }
+      this.#close(c);
       return;
     }
     c.state = State.Idle;
+    if (c.socket.writableLength > MAX_UNSENT_BYTES) {
+      // The client is not reading its answers: read nothing more until they drain ("drain").
+      c.blocked = true;
+      c.deadline = this.#now() + this.#o.limits.requestTimeoutMs;
+      c.socket.pause();
+      return;
+    }
     c.deadline = this.#now() + this.#o.limits.keepAliveTimeoutMs;
-    if (c.socket.isPaused()) c.socket.resume();
-    // Pipelined requests: continue on a fresh stack.
-    if (c.buf !== undefined) queueMicrotask(() => this.#process(c));
+    this.#resumeIfRoom(c);
+    // Pipelined requests (or the client's end): continue on a fresh stack.
+    if (c.buf !== undefined || c.ended) queueMicrotask(() => this.#next(c));
   }
 
-  #close(c: Conn): void {
-    c.state = State.Gone;
-    this.#conns.delete(c);
-    c.socket.destroySoon();
+  /**
+   * Ends the connection once the answers written are sent; unread client bytes are drained and
+   * dropped meanwhile (a lingering close, as nginx does), so the client reads its answer instead of
+   * a connection reset. Cut at the deadline: LINGER_MS, or requestTimeoutMs while answers are unsent.
+   */
+  #close(c: Conn<S>): void {
+    c.state = State.Lingering;
+    c.buf = undefined;
+    c.store = undefined;
+    c.blocked = false;
+    c.deadline = this.#now() + (c.socket.writableLength > 0 ? this.#o.limits.requestTimeoutMs : LINGER_MS);
+    c.socket.end();
+    c.socket.resume();
   }
 
   /** From this request on, node:http serves the connection, starting with the unread bytes. */
-  #handoff(c: Conn): void {
+  #handoff(c: Conn<S>): void {
     const socket = c.socket;
     socket.pause();
     c.detach?.();
@@ -353,14 +445,20 @@ export class Front {
     socket.resume();
   }
 
-  #sweep(): void {
+  /**
+   * Acts on every connection past its deadline (called every few ms; tests call it with their
+   * clock): a request not received in time gets 408 (as node:http answers it), a connection idle
+   * past its keep-alive timeout, with answers unread for requestTimeoutMs, or lingering past its
+   * deadline is cut. A connection waiting for the gateway has no deadline here (the upstream's
+   * timeouts answer it).
+   */
+  sweep(): void {
     const now = this.#now();
     for (const c of this.#conns) {
       if (now < c.deadline || c.state === State.Busy) continue;
       switch (c.state) {
         case State.Head:
         case State.Body:
-          // As node:http does when a request is not received in time.
           this.#reject(c, new ProtocolError("HTTP_ERR_TIMEOUT"), true);
           break;
         default:

@@ -4,7 +4,7 @@
 
 import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
-import { Server as NetServer } from "node:net";
+import { Server as NetServer, type Socket } from "node:net";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import Fastify, { LogController, type FastifyInstance, type RawServerDefault } from "fastify";
@@ -35,8 +35,47 @@ export interface ServerAppOptions {
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
+/**
+ * A client that leaves its answers unread: node:http stops reading a connection while its unsent
+ * answers exceed the socket's high-water mark (so memory stays bounded), and the relay's lean front
+ * does the same, but such a connection would stay open forever. A connection with answers unsent
+ * on which nothing at all was sent for requestTimeoutMs is closed (a slow reader whose answers
+ * make progress is not). Checked on the TCP socket, so TLS connections are covered as well.
+ */
+function closeStalledReaders(server: Server, limits: HttpLimits): void {
+  const timeoutMs = limits.requestTimeoutMs;
+  const watched = new Map<Socket, { flushed: number; since: number }>();
+  server.on("connection", (socket: Socket) => {
+    watched.set(socket, { flushed: 0, since: 0 });
+    socket.once("close", () => watched.delete(socket));
+  });
+  const check = (): void => {
+    const now = Date.now();
+    for (const [socket, w] of watched) {
+      if (socket.writableLength === 0) continue;
+      // bytesWritten counts the bytes still buffered too.
+      const flushed = socket.bytesWritten - socket.writableLength;
+      if (flushed !== w.flushed || w.since === 0) {
+        w.flushed = flushed;
+        w.since = now;
+      } else if (now - w.since >= timeoutMs) {
+        socket.destroy();
+      }
+    }
+  };
+  const timer = setInterval(check, Math.max(10, Math.min(1000, Math.floor(timeoutMs / 4))));
+  timer.unref();
+  server.once("close", () => clearInterval(timer));
+}
+
 /** node:http(s) server with every limit explicit (no library default timeouts). */
 function createNodeServer(listen: ListenConfig, limits: HttpLimits, handler: Handler): Server {
+  const server = createNodeServerOf(listen, limits, handler);
+  closeStalledReaders(server, limits);
+  return server;
+}
+
+function createNodeServerOf(listen: ListenConfig, limits: HttpLimits, handler: Handler): Server {
   const common = {
     maxHeaderSize: limits.maxHeaderBytes,
     headersTimeout: limits.headersTimeoutMs,

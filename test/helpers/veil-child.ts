@@ -19,10 +19,10 @@ export interface VeilChild {
 
 const running = new Set<VeilChild>();
 
-/** Writes `config` as JSON to `file` and starts the component with it. */
-export async function spawnVeil(component: "gateway" | "relay" | "issuer", file: string, config: unknown, args: string[] = []): Promise<VeilChild> {
+/** Writes `config` as JSON to `file` and starts the component with it (`nodeArgs` go to node itself). */
+export async function spawnVeil(component: "gateway" | "relay" | "issuer", file: string, config: unknown, args: string[] = [], nodeArgs: string[] = []): Promise<VeilChild> {
   writeFileSync(file, JSON.stringify(config));
-  const child = spawn(process.execPath, ["bin/veil.js", component, "--config", file, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...nodeArgs, "bin/veil.js", component, "--config", file, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   const output: string[] = [];
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once("exit", (code, signal) => resolve({ code, signal }));
@@ -30,10 +30,13 @@ export async function spawnVeil(component: "gateway" | "relay" | "issuer", file:
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${component} did not start: ${output.join("")}`)), 20_000);
     const listening = new RegExp(`"url":"(https?://[^"]+)"[^\\n]*"${component} listening"|"${component} listening"[^\\n]*"url":"(https?://[^"]+)"`);
+    let started = false;
     child.stdout!.on("data", (d: Buffer) => {
       output.push(d.toString());
+      if (started) return;
       const m = listening.exec(output.join(""));
       if (m !== null) {
+        started = true;
         clearTimeout(timer);
         resolve(m[1] ?? m[2]!);
       }

@@ -448,8 +448,8 @@ export class Front<S extends FrontSocket = FrontSocket> {
   /**
    * Acts on every connection past its deadline (called every few ms; tests call it with their
    * clock): a request not received in time gets 408 (as node:http answers it), a connection idle
-   * past its keep-alive timeout, with answers unread for requestTimeoutMs, or lingering past its
-   * deadline is cut. A connection waiting for the gateway has no deadline here (the upstream's
+   * past its keep-alive timeout is closed once its answers are sent, and one with answers unread
+   * for requestTimeoutMs, or lingering past its deadline, is cut. A connection waiting for the gateway has no deadline here (the upstream's
    * timeouts answer it).
    */
   sweep(): void {
@@ -461,6 +461,14 @@ export class Front<S extends FrontSocket = FrontSocket> {
         case State.Body:
           this.#reject(c, new ProtocolError("HTTP_ERR_TIMEOUT"), true);
           break;
+        case State.Idle:
+          // Idle past the keep-alive timeout: closed after the answers written are sent. Answers
+          // left unread for requestTimeoutMs (blocked): cut.
+          if (!c.blocked) {
+            this.#close(c);
+            break;
+          }
+        // falls through
         default:
           c.state = State.Gone;
           this.#conns.delete(c);

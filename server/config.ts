@@ -397,7 +397,7 @@ export function httpLimitsSchema(defaults: { maxRequestBytes: number }) {
     fields: {
       maxRequestBytes: { kind: "int", default: defaults.maxRequestBytes, min: 1, doc: "Largest request body accepted (413 above it)." },
       headersTimeoutMs: { kind: "int", default: 10_000, min: 100, doc: "Time a client has to send the request headers." },
-      requestTimeoutMs: { kind: "int", default: 30_000, min: 100, doc: "Time a client has to send the whole request." },
+      requestTimeoutMs: { kind: "int", default: 30_000, min: 100, doc: "Time a client has to send the whole request; a connection whose answers stay unread this long is closed." },
       keepAliveTimeoutMs: { kind: "int", default: 5_000, min: 100, doc: "Idle time before a keep-alive connection is closed." },
       maxHeaderBytes: { kind: "int", default: 16_384, min: 1024, doc: "Largest request header block." },
       maxConcurrentRequests: { kind: "int", default: 1024, min: 1, doc: "Requests handled at once; more get 503." },

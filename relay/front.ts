@@ -464,16 +464,18 @@ export class Front<S extends FrontSocket = FrontSocket> {
         case State.Idle:
           // Idle past the keep-alive timeout: closed after the answers written are sent. Answers
           // left unread for requestTimeoutMs (blocked): cut.
-          if (!c.blocked) {
-            this.#close(c);
-            break;
-          }
-        // falls through
+          if (c.blocked) this.#cut(c);
+          else this.#close(c);
+          break;
         default:
-          c.state = State.Gone;
-          this.#conns.delete(c);
-          c.socket.destroy();
+          this.#cut(c);
       }
     }
+  }
+
+  #cut(c: Conn<S>): void {
+    c.state = State.Gone;
+    this.#conns.delete(c);
+    c.socket.destroy();
   }
 }

@@ -55,7 +55,7 @@ beforeAll(async () => {
     targets: { "https://leader.example": "http://127.0.0.1:9/" },
     tokens: { required: false },
     limits: LIMITS,
-  });
+  }, [], NODE_ARGS);
   const issuerKeys = join(dir, "issuer-keys.json");
   issuer = await spawnVeil("issuer", configFile(), {
     listen: { host: "127.0.0.1", port: 0 },
@@ -63,7 +63,7 @@ beforeAll(async () => {
     keys: issuerKeys,
     attester: { credentials: ["cred-1"], tokensPerWindow: 5 },
     limits: LIMITS,
-  });
+  }, [], NODE_ARGS);
 }, 120_000);
 
 afterAll(async () => {
@@ -105,7 +105,7 @@ async function warmUp(port: number, pid: number, one: string): Promise<number> {
       if (seen % 500 < 5) peak = Math.max(peak, rssMb(pid));
       if (seen >= count) resolve();
       else send();
-    }, [], NODE_ARGS);
+    });
     socket.on("error", reject);
     socket.on("close", () => reject(new Error(`closed after ${seen} answers`)));
     send();

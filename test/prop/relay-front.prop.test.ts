@@ -18,9 +18,10 @@ import { EventEmitter } from "node:events";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ProtocolError } from "../../core/errors.js";
-import { Forwarder, Recorder, type RelayRoute } from "../../relay/forward.js";
+import { Forwarder, type RelayRoute } from "../../relay/forward.js";
 import { Front, MAX_UNSENT_BYTES, type FrontSocket } from "../../relay/front.js";
 import type { Upstream, UpstreamCallback } from "../../relay/upstream.js";
+import { DrainState, RequestRecorder } from "../../server/lean-answers.js";
 import { createLogger } from "../../server/logging.js";
 import { createMetrics } from "../../server/metrics.js";
 import { fuzzParams } from "../helpers/fuzz.js";
@@ -375,10 +376,12 @@ function setup(): { model: Model; real: Real } {
   const route: RelayRoute = { path: "/gw", upstream, keys: undefined };
   const log = createLogger("relay", { level: "silent" });
   const socket = new ModelSocket();
+  const drain = new DrainState();
   const front = new Front<ModelSocket>({
     routes: new Map([["/gw", route]]),
-    forwarder: new Forwarder({ limiter: undefined, maxConcurrent: 1000, ipv6PrefixBits: 64 }),
-    recorder: new Recorder(log, createMetrics("relay", { defaultMetrics: false })),
+    forwarder: new Forwarder({ drain, limiter: undefined, maxConcurrent: 1000, ipv6PrefixBits: 64 }),
+    recorder: new RequestRecorder(log, createMetrics("relay", { defaultMetrics: false })),
+    drain,
     limits: LIMITS,
     handoff: (s) => {
       s.handedOff = true;

@@ -5,14 +5,18 @@
 // RFC 9474 §4.3 checks are kept: the blinded message must be < n (else 422), and the signature is
 // checked with RSAVP1 (s^e mod n == m, `publicEncrypt` with RSA_NO_PADDING) before it is returned,
 // so a fault in the private operation can never leak the key.
-// Type 1 is RFC 9497 BlindEvaluate with a DLEQ proof (core/privacypass/voprf.ts, @noble/curves).
+// Types 1 and 5 are RFC 9497 BlindEvaluate with a DLEQ proof (core/privacypass/voprf-batch.ts,
+// @noble/curves): one proof for a single TokenRequest or for a whole amortized batch
+// (draft-ietf-privacypass-batched-tokens).
 
 import { constants, createPublicKey, privateDecrypt, publicEncrypt, timingSafeEqual, type KeyObject } from "node:crypto";
 import { ProtocolError } from "../core/errors.js";
 import { TOKEN_TYPE } from "../core/privacypass/token-type.js";
 import { rsaPssSpkiFromRsaSpki, tokenKeyId } from "../core/privacypass/token-key.js";
-import { blindEvaluate, deserializeElement, deserializeScalar, publicKeyFromPrivate } from "../core/privacypass/voprf.js";
 import { encodeTokenResponse, type TokenRequest } from "../core/privacypass/issuance.js";
+import { encodeAmortizedBatchTokenResponse, type AmortizedBatchTokenRequest, type AmortizedTokenType } from "../core/privacypass/batch.js";
+import { withOprfSuite } from "../core/privacypass/oprf-suite.js";
+import { blindEvaluateBatch, publicKey, type BatchEvaluation } from "../core/privacypass/voprf-batch.js";
 
 /** Modulus length of type 2 keys in bytes (RSA-2048). */
 export const RSA_MODULUS_BYTES = 256;
@@ -27,12 +31,15 @@ export interface BlindRsaSigner {
 }
 
 export interface VoprfSigner {
-  readonly tokenType: typeof TOKEN_TYPE.VOPRF_P384;
+  readonly tokenType: AmortizedTokenType;
   /** SerializeElement(pkS), published as `token-key`. */
   readonly tokenKey: Uint8Array;
   readonly tokenKeyId: Uint8Array;
-  /** RFC 9497 BlindEvaluate + GenerateProof for one blinded element. */
-  evaluate(blindedMsg: Uint8Array): { evaluatedElement: Uint8Array; proof: Uint8Array };
+  /**
+   * RFC 9497 BlindEvaluate of each blinded element with one GenerateProof for all of them
+   * (BlindEvaluateBatch). ISSUER_ERR_REQUEST (422) when an element does not deserialize.
+   */
+  evaluateBatch(blindedMsgs: readonly Uint8Array[]): BatchEvaluation;
 }
 
 export type Signer = BlindRsaSigner | VoprfSigner;
@@ -91,29 +98,34 @@ export function blindSign(privateKey: KeyObject, publicKey: KeyObject, modulus: 
   return new Uint8Array(s.buffer, s.byteOffset, s.byteLength);
 }
 
-/** A type 1 signer from SerializeScalar(skS). */
-export function createVoprfSigner(skS: Uint8Array): VoprfSigner {
-  try {
-    deserializeScalar(skS);
-  } catch (e) {
-    throw new ProtocolError("CFG_ERR_KEY_FILE", "type 1 key is not a valid P-384 scalar", { cause: e });
-  }
+/** A type 1 (P-384) or type 5 (ristretto255) signer from SerializeScalar(skS). */
+export function createVoprfSigner(skS: Uint8Array, tokenType: AmortizedTokenType = TOKEN_TYPE.VOPRF_P384): VoprfSigner {
   const secret = new Uint8Array(skS);
-  const tokenKey = publicKeyFromPrivate(secret);
-  return {
-    tokenType: TOKEN_TYPE.VOPRF_P384,
-    tokenKey,
-    tokenKeyId: tokenKeyId(tokenKey),
-    evaluate(blindedMsg) {
-      try {
-        deserializeElement(blindedMsg);
-      } catch (e) {
-        // RFC 9578 §5.2: "If DeserializeElement fails, the Issuer MUST return ... 422".
-        throw new ProtocolError("ISSUER_ERR_REQUEST", "blinded_msg is not a valid P-384 element", { cause: e });
-      }
-      return blindEvaluate(secret, blindedMsg, { pkS: tokenKey });
-    },
-  };
+  const made = withOprfSuite(tokenType, (suite): VoprfSigner => {
+    let tokenKey: Uint8Array;
+    try {
+      tokenKey = publicKey(suite, secret);
+    } catch (e) {
+      throw new ProtocolError("CFG_ERR_KEY_FILE", `type ${tokenType} key is not a valid ${suite.id} scalar`, { cause: e });
+    }
+    return {
+      tokenType,
+      tokenKey,
+      tokenKeyId: tokenKeyId(tokenKey),
+      evaluateBatch(blindedMsgs) {
+        try {
+          return blindEvaluateBatch(suite, secret, tokenKey, blindedMsgs);
+        } catch (e) {
+          // RFC 9578 §5.2, and the amortized batch: "If DeserializeElement fails, the Issuer MUST
+          // return ... 422".
+          if (e instanceof ProtocolError && e.code === "PP_ERR_FORMAT") throw new ProtocolError("ISSUER_ERR_REQUEST", e.message, { cause: e });
+          throw e;
+        }
+      },
+    };
+  });
+  if (made === undefined) throw new ProtocolError("CFG_ERR_KEY_FILE", `token type ${tokenType} is not privately verifiable`);
+  return made;
 }
 
 /** Signs a decoded TokenRequest with `signer` (type and key already matched) -> TokenResponse. */
@@ -122,7 +134,14 @@ export function signTokenRequest(signer: Signer, req: TokenRequest): Uint8Array 
   if (signer.tokenType === TOKEN_TYPE.BLIND_RSA_2048) {
     return encodeTokenResponse({ tokenType: TOKEN_TYPE.BLIND_RSA_2048, blindSig: signer.sign(req.blindedMsg) });
   }
-  const { evaluatedElement, proof } = signer.evaluate(req.blindedMsg);
-  return encodeTokenResponse({ tokenType: TOKEN_TYPE.VOPRF_P384, evaluateMsg: evaluatedElement, evaluateProof: proof });
+  const { evaluatedElements, proof } = signer.evaluateBatch([req.blindedMsg]);
+  return encodeTokenResponse({ tokenType: signer.tokenType, evaluateMsg: evaluatedElements[0]!, evaluateProof: proof });
+}
+
+/** Evaluates an amortized batch with `signer` (type and key already matched) -> its encoded response. */
+export function signAmortizedBatch(signer: VoprfSigner, req: AmortizedBatchTokenRequest): Uint8Array {
+  if (req.tokenType !== signer.tokenType) throw new ProtocolError("ISSUER_ERR_TOKEN_TYPE");
+  const { evaluatedElements, proof } = signer.evaluateBatch(req.blindedMsgs);
+  return encodeAmortizedBatchTokenResponse(signer.tokenType, { evaluatedMsgs: evaluatedElements, evaluatedProof: proof });
 }
 

@@ -1,10 +1,11 @@
-// The client side of issuance (RFC 9578 §5.1/§5.3 type 1, §6.1/§6.3 type 2): build a
+// The client side of issuance (RFC 9578 §5.1/§5.3 types 1 and 5, §6.1/§6.3 type 2): build a
 // TokenRequest for a challenge and an issuer token key, then finalize the issuer's TokenResponse
 // into a Token.
 //
 // Type 2 (Blind RSA) is Veil's own RSABSSA-SHA384-PSS-Deterministic client (./blind-rsa.ts,
 // native BigInt, about two orders of magnitude faster than the sjcl-based stock one).
-// Type 1 (VOPRF) is Veil's own VOPRF(P-384, SHA-384) client (./voprf.ts, @noble/curves): Blind,
+// Types 1 and 5 (VOPRF, P-384 or ristretto255) are Veil's own VOPRF client (./voprf-batch.ts,
+// @noble/curves): Blind,
 // then VerifyProof and Finalize. Both run in browsers (no node: modules) and are proven against
 // the RFC 9578 vectors of three other implementations and against @cloudflare/privacypass-ts.
 // Every input is checked with Veil's strict decoders first.
@@ -18,14 +19,16 @@ import { decodeTokenResponse, encodeTokenRequest, truncateTokenKeyId, type Token
 import { encodeAuthenticatorInput, encodeToken, NONCE_LENGTH } from "./token.js";
 import { TOKEN_TYPE, type TokenType } from "./token-type.js";
 import { tokenKeyId as computeTokenKeyId } from "./token-key.js";
-import { blindInput, deserializeElement, finalizeOutput } from "./voprf.js";
+import { withOprfSuite, type OprfPoint, type OprfSuite } from "./oprf-suite.js";
+import { blind as blindElement, finalizeBatch, randomScalar } from "./voprf-batch.js";
 
 export interface TokenRequestDeps {
   /**
    * Randomness (default crypto.getRandomValues), drawn in order as the nonce (32 bytes), then
    * for type 2 the PSS salt (48 bytes) and the blind r (256 bytes, redrawn in the rare case it is
-   * out of range or not invertible), for type 1 the blind scalar (72 bytes reduced modulo the
-   * group order, redrawn if zero). Tests inject it.
+   * out of range or not invertible), for types 1 and 5 the blind scalar (Ns + 24 bytes, 72 for
+   * P-384 and 56 for ristretto255, big-endian, reduced modulo the group order, redrawn if zero).
+   * Tests inject it.
    */
   randomBytes?: RandomBytes;
 }
@@ -99,15 +102,18 @@ function blindRsa(pk: RsaPublicKey, randomBytes: RandomBytes): (tokenInput: Uint
   };
 }
 
-/** Type 1 (RFC 9578 §5.1, §5.3): VOPRF Blind of the AuthenticatorInput; VerifyProof and Finalize. */
-function blindVoprf(pkS: Uint8Array, randomBytes: RandomBytes): (tokenInput: Uint8Array) => Blinding {
+/**
+ * Types 1 and 5 (RFC 9578 §5.1, §5.3; type 5 alike with ristretto255): VOPRF Blind of the
+ * AuthenticatorInput; VerifyProof and Finalize (./voprf-batch.ts, a batch of one).
+ */
+function blindVoprf<P extends OprfPoint<P>>(suite: OprfSuite<P>, pkS: Uint8Array, randomBytes: RandomBytes): (tokenInput: Uint8Array) => Blinding {
   return (tokenInput) => {
-    const blinded = blindInput(tokenInput, randomBytes);
+    const blinded = blindElement(suite, tokenInput, randomScalar(suite, randomBytes));
     return {
       blindedMsg: blinded.blindedElement,
       unblind: (res) => {
-        if (res.tokenType !== TOKEN_TYPE.VOPRF_P384) throw new ProtocolError("PP_ERR_FORMAT", "token response of another type");
-        return finalizeOutput(tokenInput, blinded, res.evaluateMsg, res.evaluateProof, pkS);
+        if (res.tokenType !== suite.tokenType) throw new ProtocolError("PP_ERR_FORMAT", "token response of another type");
+        return finalizeBatch(suite, pkS, [tokenInput], [blinded], [res.evaluateMsg], res.evaluateProof)[0]!;
       },
     };
   };
@@ -115,12 +121,12 @@ function blindVoprf(pkS: Uint8Array, randomBytes: RandomBytes): (tokenInput: Uin
 
 /**
  * Starts issuance for `challenge` (encoded TokenChallenge) with the issuer's `tokenKey` (type 2:
- * the RSASSA-PSS SPKI; type 1: the compressed public element). The token type comes from the
+ * the RSASSA-PSS SPKI; types 1 and 5: the serialized public element). The token type comes from the
  * challenge.
  */
 export async function createTokenRequest(challenge: Uint8Array, tokenKey: Uint8Array, deps: TokenRequestDeps = {}): Promise<PendingTokenRequest> {
   const { tokenType } = decodeTokenChallenge(challenge);
-  if (tokenType !== TOKEN_TYPE.BLIND_RSA_2048 && tokenType !== TOKEN_TYPE.VOPRF_P384) {
+  if (tokenType !== TOKEN_TYPE.BLIND_RSA_2048 && tokenType !== TOKEN_TYPE.VOPRF_P384 && tokenType !== TOKEN_TYPE.VOPRF_RISTRETTO255) {
     throw new ProtocolError("PP_ERR_FORMAT", "unsupported token type");
   }
   const randomBytes = deps.randomBytes ?? defaultRandomBytes;
@@ -131,8 +137,11 @@ export async function createTokenRequest(challenge: Uint8Array, tokenKey: Uint8A
       if (pk.modBits !== 2048) throw new ProtocolError("PP_ERR_FORMAT", "token key is not RSA-2048");
       blinding = blindRsa(pk, randomBytes);
     } else {
-      deserializeElement(tokenKey);
-      blinding = blindVoprf(exactCopy(tokenKey), randomBytes);
+      const pkS = exactCopy(tokenKey);
+      blinding = withOprfSuite(tokenType, (suite) => {
+        suite.deserializeElement(pkS);
+        return blindVoprf(suite, pkS, randomBytes);
+      })!;
     }
   } catch (e) {
     throw new ProtocolError("PP_ERR_FORMAT", "token key is unusable", { cause: e });

@@ -1,4 +1,5 @@
-// Issuance messages (RFC 9578 §5.1-5.3 for type 1, §6.1-6.3 for type 2), and the media types.
+// Issuance messages (RFC 9578 §5.1-5.3 for type 1, §6.1-6.3 for type 2; type 5 has the type 1
+// layout with ristretto255 sizes), and the media types. Batches are in ./batch.ts.
 //
 // Type 1 (VOPRF P-384):                      Type 2 (Blind RSA 2048):
 //   struct {                                   struct {
@@ -23,6 +24,11 @@ export const MEDIA_TYPES = {
   tokenResponse: "application/private-token-response",
   /** RFC 9578 §8.2.3 */
   issuerDirectory: "application/private-token-issuer-directory",
+  /** draft-ietf-privacypass-batched-tokens, IANA media types (./batch.ts) */
+  amortizedBatchRequest: "application/private-token-amortized-batch-request",
+  amortizedBatchResponse: "application/private-token-amortized-batch-response",
+  genericBatchRequest: "application/private-token-generic-batch-request",
+  genericBatchResponse: "application/private-token-generic-batch-response",
 } as const;
 
 /** RFC 9578 §4: the well-known path of the issuer directory. */
@@ -36,9 +42,9 @@ export interface TokenRequest {
   blindedMsg: Uint8Array;
 }
 
-/** Type 1: evaluate_msg (49 bytes) and evaluate_proof (96 bytes). */
+/** Types 1 and 5: evaluate_msg (Ne: 49 or 32 bytes) and evaluate_proof (2*Ns: 96 or 64 bytes). */
 export interface VoprfTokenResponse {
-  tokenType: typeof TOKEN_TYPE.VOPRF_P384;
+  tokenType: typeof TOKEN_TYPE.VOPRF_P384 | typeof TOKEN_TYPE.VOPRF_RISTRETTO255;
   evaluateMsg: Uint8Array;
   evaluateProof: Uint8Array;
 }
@@ -97,11 +103,14 @@ export function decodeTokenRequest(b: Uint8Array): TokenRequest {
 }
 
 export function encodeTokenResponse(res: TokenResponse): Uint8Array {
-  if (res.tokenType === TOKEN_TYPE.VOPRF_P384) {
-    if (res.evaluateMsg.length !== 49 || res.evaluateProof.length !== 96) {
-      throw new ProtocolError("PP_ERR_FORMAT", "evaluate_msg must be 49 bytes and evaluate_proof 96");
+  if (res.tokenType !== TOKEN_TYPE.BLIND_RSA_2048) {
+    const sizes = tokenTypeSizes(res.tokenType)!;
+    const Ne = sizes.blindedMsgLength;
+    const proofLength = sizes.responseLength - Ne;
+    if (res.evaluateMsg.length !== Ne || res.evaluateProof.length !== proofLength) {
+      throw new ProtocolError("PP_ERR_FORMAT", `evaluate_msg must be ${Ne} bytes and evaluate_proof ${proofLength}`);
     }
-    return new ByteWriter(145).bytes(res.evaluateMsg).bytes(res.evaluateProof).finish();
+    return new ByteWriter(sizes.responseLength).bytes(res.evaluateMsg).bytes(res.evaluateProof).finish();
   }
   if (res.blindSig.length !== 256) throw new ProtocolError("PP_ERR_FORMAT", "blind_sig must be 256 bytes");
   return res.blindSig.slice();
@@ -110,9 +119,10 @@ export function encodeTokenResponse(res: TokenResponse): Uint8Array {
 /** Strict: the exact response length of `tokenType`, no trailing bytes. Fields are copies. */
 export function decodeTokenResponse(tokenType: number, b: Uint8Array): TokenResponse {
   const r = new ByteReader(b, "PP_ERR_TRUNCATED", "PP_ERR_FORMAT");
-  if (tokenType === TOKEN_TYPE.VOPRF_P384) {
-    const evaluateMsg = r.bytes(49, "evaluate_msg").slice();
-    const evaluateProof = r.bytes(96, "evaluate_proof").slice();
+  if (tokenType === TOKEN_TYPE.VOPRF_P384 || tokenType === TOKEN_TYPE.VOPRF_RISTRETTO255) {
+    const sizes = tokenTypeSizes(tokenType)!;
+    const evaluateMsg = r.bytes(sizes.blindedMsgLength, "evaluate_msg").slice();
+    const evaluateProof = r.bytes(sizes.responseLength - sizes.blindedMsgLength, "evaluate_proof").slice();
     r.end("TokenResponse");
     return { tokenType, evaluateMsg, evaluateProof };
   }

@@ -6,6 +6,12 @@ export const TOKEN_TYPE = {
   VOPRF_P384: 0x0001,
   /** RFC 9578 §6: Blind RSA (2048-bit), publicly verifiable. */
   BLIND_RSA_2048: 0x0002,
+  /**
+   * VOPRF (ristretto255, SHA-512), privately verifiable: registered by
+   * draft-ietf-privacypass-batched-tokens (issued like type 1, RFC 9578 §5, singly or in
+   * amortized batches).
+   */
+  VOPRF_RISTRETTO255: 0x0005,
 } as const;
 
 export type TokenType = (typeof TOKEN_TYPE)[keyof typeof TOKEN_TYPE];
@@ -22,9 +28,9 @@ export interface TokenTypeSizes {
   readonly Nk: number;
   /** Nid: token key id length (always 32: SHA-256). */
   readonly Nid: number;
-  /** Length of `blinded_msg` in a TokenRequest (Ne = 49 for type 1, Nk = 256 for type 2). */
+  /** Length of `blinded_msg` in a TokenRequest (Ne = 49 for type 1, Nk = 256 for type 2, Ne = 32 for type 5). */
   readonly blindedMsgLength: number;
-  /** Length of a TokenResponse (Ne + 2*Ns = 145 for type 1, Nk = 256 for type 2). */
+  /** Length of a TokenResponse (Ne + 2*Ns = 145 for type 1, Nk = 256 for type 2, 96 for type 5). */
   readonly responseLength: number;
 }
 
@@ -34,6 +40,14 @@ export const VOPRF_P384_SIZES: TokenTypeSizes = Object.freeze({
   Nid: 32,
   blindedMsgLength: 49,
   responseLength: 49 + 96,
+});
+
+/** Type 5: Ne = Ns = 32 (ristretto255), Nk = Nh = 64 (SHA-512). */
+export const VOPRF_RISTRETTO255_SIZES: TokenTypeSizes = Object.freeze({
+  Nk: 64,
+  Nid: 32,
+  blindedMsgLength: 32,
+  responseLength: 32 + 64,
 });
 
 /** Type 2: Nk = modulus length = 256 bytes. */
@@ -51,13 +65,15 @@ export function tokenTypeSizes(tokenType: number): TokenTypeSizes | undefined {
       return VOPRF_P384_SIZES;
     case TOKEN_TYPE.BLIND_RSA_2048:
       return BLIND_RSA_2048_SIZES;
+    case TOKEN_TYPE.VOPRF_RISTRETTO255:
+      return VOPRF_RISTRETTO255_SIZES;
     default:
       return undefined;
   }
 }
 
 export function isSupportedTokenType(tokenType: number): tokenType is TokenType {
-  return tokenType === TOKEN_TYPE.VOPRF_P384 || tokenType === TOKEN_TYPE.BLIND_RSA_2048;
+  return tokenTypeSizes(tokenType) !== undefined;
 }
 
 /**

@@ -9,7 +9,9 @@ import { DLEQProver, Oprf, deriveKeyPair as stockDeriveKeyPair } from "@cloudfla
 import { CryptoNoble } from "@cloudflare/voprf-ts/crypto-noble";
 import { fromHex, toHex } from "../../../core/bytes.js";
 import { isProtocolError } from "../../../core/errors.js";
-import { blindEvaluate, deriveKeyPair, hashToGroup, randomScalar, serializeElement } from "../../../core/privacypass/voprf.js";
+import { deriveKeyPair, hashToGroup, serializeElement } from "../../../core/privacypass/voprf.js";
+import { P384_SHA384 } from "../../../core/privacypass/oprf-suite.js";
+import { blindEvaluateBatch, randomScalar } from "../../../core/privacypass/voprf-batch.js";
 import { blindSign, createBlindRsaSigner, createVoprfSigner } from "../../../issuer/signer.js";
 import { PP_VECTOR_DIR, TYPE2_VECTORS } from "../../helpers/pp-vectors.js";
 
@@ -116,19 +118,21 @@ describe("VOPRF BlindEvaluate (RFC 9497 §3.3.2)", () => {
     expect(toHex(ours.pkS)).toBe(toHex(stock.publicKey));
   });
 
-  it("equals voprf-ts's evaluation and DLEQ proof for the same r", async () => {
+  it.each([1, 3])("equals voprf-ts's evaluations and DLEQ batch proof for the same r (batch of %d)", async (n) => {
     const { skS, pkS } = deriveKeyPair(new Uint8Array(randomBytes(32)));
-    const blinded = serializeElement(hashToGroup(new Uint8Array(randomBytes(40))));
-    const r = randomScalar();
-    const ours = blindEvaluate(skS, blinded, { r });
+    const blinded = Array.from({ length: n }, () => serializeElement(hashToGroup(new Uint8Array(randomBytes(40)))));
+    const r = randomScalar(P384_SHA384);
+    const ours = blindEvaluateBatch(P384_SHA384, skS, pkS, blinded, { r });
 
     const prover = new DLEQProver({ group: group.id, hash: "SHA-384", dst: Oprf.getDST(Oprf.Mode.VOPRF, suite, "") }, CryptoNoble);
     const k = group.desScalar(skS);
-    const C = group.desElt(blinded);
-    const D = C.mul(k);
+    const pairs = blinded.map((b) => {
+      const C = group.desElt(b);
+      return [C, C.mul(k)] as [typeof C, typeof C];
+    });
     const rScalar = group.desScalar(fromHex(r.toString(16).padStart(96, "0")));
-    const proof = await prover.prove_batch(k, [group.generator(), group.desElt(pkS)], [[C, D]], rScalar);
-    expect(toHex(ours.evaluatedElement)).toBe(toHex(D.serialize(true)));
+    const proof = await prover.prove_batch(k, [group.generator(), group.desElt(pkS)], pairs, rScalar);
+    expect(ours.evaluatedElements.map(toHex)).toEqual(pairs.map(([, D]) => toHex(D.serialize(true))));
     expect(toHex(ours.proof)).toBe(toHex(proof.serialize()));
   });
 
@@ -136,17 +140,17 @@ describe("VOPRF BlindEvaluate (RFC 9497 §3.3.2)", () => {
     const signer = createVoprfSigner(deriveKeyPair(new Uint8Array(32)).skS);
     const bad = new Uint8Array(49).fill(0xff);
     bad[0] = 0x02; // x >= p is no field element
-    expect(codeOf(() => signer.evaluate(bad))).toBe("ISSUER_ERR_REQUEST");
+    expect(codeOf(() => signer.evaluateBatch([bad]))).toBe("ISSUER_ERR_REQUEST");
     let x = 1;
     for (; ; x++) {
       const b = new Uint8Array(49);
       b[0] = 0x02;
       b[48] = x;
-      if (codeOf(() => signer.evaluate(b)) === "ISSUER_ERR_REQUEST") break; // x^3 - 3x + b is no square
+      if (codeOf(() => signer.evaluateBatch([b])) === "ISSUER_ERR_REQUEST") break; // x^3 - 3x + b is no square
     }
     expect(x).toBeLessThan(50);
     bad[0] = 0x04;
-    expect(codeOf(() => signer.evaluate(bad))).toBe("ISSUER_ERR_REQUEST");
+    expect(codeOf(() => signer.evaluateBatch([bad]))).toBe("ISSUER_ERR_REQUEST");
     expect(codeOf(() => createVoprfSigner(new Uint8Array(48)))).toBe("CFG_ERR_KEY_FILE");
   });
 });

@@ -83,6 +83,8 @@ const CATALOGUE = {
   ISSUER_ERR_REQUEST: spec(422, "Token request is malformed"),
   ISSUER_ERR_KEY_UNKNOWN: spec(422, "Token request names an unknown key"),
   ISSUER_ERR_TOKEN_TYPE: spec(422, "Token type is not issued here"),
+  ISSUER_ERR_BATCH_TOO_LARGE: spec(422, "Batch asks for more tokens than the issuer issues at once"),
+  ISSUER_ERR_BATCH_REFUSED: spec(400, "No token of the batch was issued"),
   ISSUER_ERR_STORE_UNAVAILABLE: spec(503, "Attester quota store is unavailable"),
   ISSUER_ERR_JWKS_UNAVAILABLE: spec(503, "Identity provider keys are unavailable"),
 

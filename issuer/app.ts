@@ -3,11 +3,10 @@
 // POST /token-request, plus /healthz, /readyz and /metrics from server/lifecycle.ts.
 // Keys (and the clock) are injected: see issuer/key-store.ts.
 
-import { ARC_MEDIA_TYPES } from "../core/privacypass/arc/index.js";
 import { ARC_TOKEN_TYPE } from "../core/privacypass/token-type.js";
 import type { FastifyInstance } from "fastify";
 import { Counter, Gauge } from "prom-client";
-import { ISSUER_DIRECTORY_PATH, MEDIA_TYPES } from "../core/privacypass/issuance.js";
+import { ISSUER_DIRECTORY_PATH } from "../core/privacypass/issuance.js";
 import { acceptBinaryBody, createServerApp } from "../server/lifecycle.js";
 import type { Logger } from "../server/logging.js";
 import { createMetrics, type HttpMetrics } from "../server/metrics.js";
@@ -16,7 +15,7 @@ import { Attester, type QuotaAttester } from "./attester.js";
 import type { IssuerConfig } from "./config.js";
 import type { IssuerKeyStore } from "./key-store.js";
 import { registerDirectoryRoute } from "./routes/directory.js";
-import { TOKEN_REQUEST_PATH, registerTokenRequestRoute } from "./routes/token-request.js";
+import { TOKEN_REQUEST_MEDIA_TYPES, TOKEN_REQUEST_PATH, registerTokenRequestRoute } from "./routes/token-request.js";
 
 export interface IssuerDeps {
   keys: IssuerKeyStore;
@@ -28,7 +27,7 @@ export interface IssuerDeps {
   attester?: QuotaAttester;
 }
 
-const TOKEN_TYPE_LABEL: Readonly<Record<number, string>> = { 1: "voprf_p384", 2: "blind_rsa_2048", [ARC_TOKEN_TYPE]: "arc_p256" };
+const TOKEN_TYPE_LABEL: Readonly<Record<number, string>> = { 1: "voprf_p384", 2: "blind_rsa_2048", 5: "voprf_ristretto255", [ARC_TOKEN_TYPE]: "arc_p256" };
 
 export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInstance {
   const metrics = deps.metrics ?? createMetrics("issuer");
@@ -78,8 +77,7 @@ export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInst
   });
   // Only token requests are parsed (as raw bytes): any other body is a 415, never parsed.
   app.removeAllContentTypeParsers();
-  acceptBinaryBody(app, MEDIA_TYPES.tokenRequest);
-  acceptBinaryBody(app, ARC_MEDIA_TYPES.credentialRequest);
+  for (const type of TOKEN_REQUEST_MEDIA_TYPES) acceptBinaryBody(app, type);
   app.addHook("onResponse", (request, reply, done) => {
     // The problem handler records the error code as the outcome: that is the reason label.
     if (request.routeOptions.url === TOKEN_REQUEST_PATH && reply.statusCode >= 400) {
@@ -98,7 +96,10 @@ export function buildIssuer(config: IssuerConfig, deps: IssuerDeps): FastifyInst
   registerTokenRequestRoute(app, {
     keys,
     attester,
-    onIssued: (tokenType) => issued.inc({ token_type: TOKEN_TYPE_LABEL[tokenType] ?? String(tokenType) }),
+    maxBatchTokens: config.maxBatchTokens,
+    onIssued: (tokenType, count = 1) => issued.inc({ token_type: TOKEN_TYPE_LABEL[tokenType] ?? String(tokenType) }, count),
+    // Entries of a generic batch left absent count as refusals of their reason.
+    onAbsent: (reason, count) => refusals.inc({ reason }, count),
   });
   return app;
 }

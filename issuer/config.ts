@@ -15,8 +15,11 @@ import { JWT_ALGORITHMS } from "./jwt.js";
 export const DEFAULTS = Object.freeze({
   /** Port of `veil issuer` (relay 8080, gateway 8081). */
   port: 8082,
-  /** A TokenRequest is at most 259 bytes (type 2); 4 KiB leaves room for nothing else. */
-  maxRequestBytes: 4096,
+  /** A TokenRequest is at most 259 bytes (type 2): 32 KiB holds a generic batch of maxBatchTokens
+   *  (100 * 259 bytes) and nothing much else. */
+  maxRequestBytes: 32_768,
+  /** Most tokens one batched request may ask for (amortized: 422 above; generic: the rest absent). */
+  maxBatchTokens: 100,
   /** The key file: created with mode 0600 on first start. */
   keys: "data/issuer-keys.json",
   /** Type 2 (Blind RSA 2048, publicly verifiable) is the default (design.md "Tokens"). */
@@ -59,8 +62,15 @@ export const ISSUER_SCHEMA = {
     kind: "list",
     default: DEFAULTS.tokenTypes,
     minItems: 1,
-    items: { kind: "int", min: 1, max: ARC_TOKEN_TYPE, doc: "1 = VOPRF (P-384), 2 = Blind RSA (2048), 58796 = ARC (P-256)." },
-    doc: "Token types issued, preferred first: 2 (Blind RSA, publicly verifiable), 1 (VOPRF P-384) and/or 58796 (ARC rate-limited credentials, 0xE5AC; the attester counts one credential as one token).",
+    items: { kind: "int", min: 1, max: ARC_TOKEN_TYPE, doc: "1 = VOPRF (P-384), 2 = Blind RSA (2048), 5 = VOPRF (ristretto255), 58796 = ARC (P-256)." },
+    doc: "Token types issued, preferred first: 2 (Blind RSA, publicly verifiable), 1 (VOPRF P-384), 5 (VOPRF ristretto255) and/or 58796 (ARC rate-limited credentials, 0xE5AC; the attester counts one credential as one token).",
+  },
+  maxBatchTokens: {
+    kind: "int",
+    default: DEFAULTS.maxBatchTokens,
+    min: 1,
+    max: 10_000,
+    doc: "Most tokens one batched request may ask for: an amortized batch over it is refused (422); generic batch entries beyond it are left absent.",
   },
   keyLifetimeSec: {
     kind: "int",
@@ -149,8 +159,9 @@ export type AttesterConfig = IssuerConfig["attester"];
 
 /** Cross-field rules the schema cannot express. */
 function checkIssuerConfig(c: IssuerConfig): IssuerConfig {
-  const bad = c.tokenTypes.findIndex((t) => t !== TOKEN_TYPE.VOPRF_P384 && t !== TOKEN_TYPE.BLIND_RSA_2048 && t !== ARC_TOKEN_TYPE);
-  if (bad >= 0) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes[${bad}]: ${c.tokenTypes[bad]} is not 1, 2 or ${ARC_TOKEN_TYPE}`);
+  const issued: readonly number[] = [TOKEN_TYPE.VOPRF_P384, TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_RISTRETTO255, ARC_TOKEN_TYPE];
+  const bad = c.tokenTypes.findIndex((t) => !issued.includes(t));
+  if (bad >= 0) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes[${bad}]: ${c.tokenTypes[bad]} is not 1, 2, 5 or ${ARC_TOKEN_TYPE}`);
   if (new Set(c.tokenTypes).size !== c.tokenTypes.length) {
     throw new ProtocolError("CFG_ERR_INVALID", "tokenTypes: each token type may appear once");
   }

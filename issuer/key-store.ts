@@ -16,7 +16,7 @@
 //   "keys": [ { "tokenType": 2, "notBefore": 1764230400, "tokenKey": "<base64url SPKI>",
 //               "privateKey": "<base64 PKCS#8 DER>" },
 //             { "tokenType": 1, "notBefore": 1764230400, "tokenKey": "<base64url element>",
-//               "privateKey": "<hex scalar>" },
+//               "privateKey": "<hex scalar>" },      (type 5 as type 1: a ristretto255 scalar)
 //             { "tokenType": 58796, "notBefore": 1764230400, "tokenKey": "<base64url X0||X1||X2>",
 //               "privateKey": "<hex x0||x1||x2||x0Blinding>" } ]
 // }
@@ -31,14 +31,15 @@ import { equalBytes, fromBase64Url, fromHex, toBase64Url, toHex } from "../core/
 import { ProtocolError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
 import { ARC_TOKEN_TYPE, TOKEN_TYPE, type TokenType } from "../core/privacypass/token-type.js";
-import { deriveKeyPair } from "../core/privacypass/voprf.js";
+import { deriveKeyPair } from "../core/privacypass/voprf-batch.js";
+import { withOprfSuite } from "../core/privacypass/oprf-suite.js";
 import { encodeServerPrivateKey, setupServer } from "../core/privacypass/arc/index.js";
 import { createArcSigner, type ArcSigner } from "./arc-signer.js";
 import { createBlindRsaSigner, createVoprfSigner, type Signer } from "./signer.js";
 
-/** The token types the issuer keeps keys for: 1, 2 and ARC (0xE5AC). */
+/** The token types the issuer keeps keys for: 1, 2, 5 and ARC (0xE5AC). */
 export type IssuerTokenType = TokenType | typeof ARC_TOKEN_TYPE;
-const ISSUER_TOKEN_TYPES: readonly number[] = [TOKEN_TYPE.VOPRF_P384, TOKEN_TYPE.BLIND_RSA_2048, ARC_TOKEN_TYPE];
+const ISSUER_TOKEN_TYPES: readonly number[] = [TOKEN_TYPE.VOPRF_P384, TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_RISTRETTO255, ARC_TOKEN_TYPE];
 
 function isIssuerTokenType(t: unknown): t is IssuerTokenType {
   return typeof t === "number" && ISSUER_TOKEN_TYPES.includes(t);
@@ -67,7 +68,7 @@ export interface IssuerKeyStoreOptions {
   now?: () => number;
   /** RSA-2048 key generation (injected in tests to reuse pre-generated keys). */
   generateRsaKey?: () => Promise<KeyObject>;
-  /** 32-byte seeds for type 1 DeriveKeyPair. */
+  /** 32-byte seeds for type 1 and 5 DeriveKeyPair. */
   randomSeed?: () => Uint8Array;
   /**
    * Another process creates and rotates the file (the primary of `veil issuer --workers N`): this
@@ -112,7 +113,7 @@ function makeKey(tokenType: IssuerTokenType, notBefore: number, lifetimeSec: num
       ? createBlindRsaSigner(createPrivateKey({ key: Buffer.from(privateKey), format: "der", type: "pkcs8" }))
       : tokenType === ARC_TOKEN_TYPE
         ? createArcSigner(privateKey)
-        : createVoprfSigner(privateKey);
+        : createVoprfSigner(privateKey, tokenType);
   return {
     tokenType,
     notBefore,
@@ -128,7 +129,7 @@ function parseRecord(file: string, r: unknown, i: number, lifetimeSec: number): 
   const at = `keys[${i}]`;
   if (!isObject(r)) fail(file, `${at}: expected an object`);
   const { tokenType, notBefore, tokenKey, privateKey } = r;
-  if (!isIssuerTokenType(tokenType)) fail(file, `${at}.tokenType: expected 1, 2 or ${ARC_TOKEN_TYPE}`);
+  if (!isIssuerTokenType(tokenType)) fail(file, `${at}.tokenType: expected 1, 2, 5 or ${ARC_TOKEN_TYPE}`);
   if (typeof notBefore !== "number" || !Number.isSafeInteger(notBefore) || notBefore < 0) fail(file, `${at}.notBefore: expected UNIX seconds`);
   if (typeof privateKey !== "string") fail(file, `${at}.privateKey: expected a string`);
   const raw = tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? decodeBase64(privateKey) : decodeHexOrUndefined(privateKey);
@@ -214,7 +215,7 @@ export class IssuerKeyStore {
   private constructor(options: IssuerKeyStoreOptions) {
     this.file = options.file;
     this.#tokenTypes = options.tokenTypes.map((t) => {
-      if (!isIssuerTokenType(t)) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes: ${t} is not 1, 2 or ${ARC_TOKEN_TYPE}`);
+      if (!isIssuerTokenType(t)) throw new ProtocolError("CFG_ERR_INVALID", `tokenTypes: ${t} is not 1, 2, 5 or ${ARC_TOKEN_TYPE}`);
       return t;
     });
     this.#lifetimeSec = options.keyLifetimeSec;
@@ -345,7 +346,8 @@ export class IssuerKeyStore {
         privateKey = encodeServerPrivateKey(setupServer().privateKey);
       } else {
         // RFC 9578 §5.5: DeriveKeyPair(seed, "PrivacyPass") with a random seed.
-        privateKey = deriveKeyPair(this.#randomSeed()).skS;
+        const seed = this.#randomSeed();
+        privateKey = withOprfSuite(tokenType, (suite) => deriveKeyPair(suite, seed).skS)!;
       }
       const key = makeKey(tokenType, notBefore, this.#lifetimeSec, privateKey);
       if (!taken.has(key.tokenKeyId[31]) || attempt >= 16) return key;

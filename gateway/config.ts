@@ -131,7 +131,7 @@ export const GATEWAY_SCHEMA = {
             keyFile: {
               kind: "string",
               optional: true,
-              doc: "The issuer's key file, when the same operator runs issuer and gateway: its type 1 (VOPRF) private keys let the gate verify type 1 tokens.",
+              doc: "The issuer's key file, when the same operator runs issuer and gateway: its type 1 and type 5 (VOPRF) private keys let the gate verify type 1 and type 5 tokens.",
             },
             tokenType: {
               kind: "string",

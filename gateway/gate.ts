@@ -10,7 +10,7 @@
 //      [not-before, not-before + keyLifetimeSec)                            -> PP_ERR_TOKEN_KEY
 //   5. challenge digest: SHA-256 of the TokenChallenge this gate issues for the target the client
 //      addressed (token type, issuer name, redemption context, origin_info) -> PP_ERR_TOKEN_CHALLENGE
-//   6. authenticator: RSASSA-PSS for type 2, VOPRF Evaluate for type 1     -> PP_ERR_TOKEN_SIGNATURE
+//   6. authenticator: RSASSA-PSS for type 2, VOPRF Evaluate for types 1, 5 -> PP_ERR_TOKEN_SIGNATURE
 //      (ARC tokens, type 0xE5AC, take steps 4-6 in gateway/arc-verifier.ts: key from the issuer's
 //      key file, challenge with credential_context, presentation proof; their spend key is
 //      derived from the presentation tag and goes through step 7 like a nonce)
@@ -190,7 +190,7 @@ export class TokenGate implements Gate {
     if (!(o.greaseProbability >= 0 && o.greaseProbability <= 1)) throw new ProtocolError("CFG_ERR_INVALID", "tokens.greaseProbability: expected 0..1");
     this.#dir = deps.directory;
     this.#arc = deps.arc !== undefined && deps.arc.issuers.length > 0 ? deps.arc : undefined;
-    const types: number[] = [TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_P384];
+    const types: number[] = [TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_P384, TOKEN_TYPE.VOPRF_RISTRETTO255];
     if (this.#arc !== undefined) types.push(ARC_TOKEN_TYPE);
     this.#acceptedTypes = new Set(types);
     this.#store = deps.store;

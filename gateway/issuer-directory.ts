@@ -20,6 +20,7 @@ import { fromBase64Url, toHex } from "../core/bytes.js";
 import { TOKEN_TYPE, tokenKeyId } from "../core/privacypass/index.js";
 import { importBlindRsaTokenKey, type VerificationKey } from "../core/privacypass/verify-node.js";
 import { DocumentTooLargeError, fetchBounded, freshnessSec, type DocumentFetcher, type FetchedDocument } from "../server/http-fetch.js";
+import { isAmortizedTokenType as isPrivatelyVerifiable } from "../core/privacypass/batch.js";
 
 /** What the gate needs from an HTTP response (server/http-fetch.ts). */
 export type DirectoryResponse = FetchedDocument;
@@ -172,7 +173,7 @@ export class IssuerDirectory {
   /** Keys accepted at `nowMs`, in directory order (the issuer's preference). */
   validKeys(nowMs = this.#now()): DirectoryKey[] {
     const out = this.#keys.filter((k) => k.notBeforeMs <= nowMs && nowMs < k.expiresAtMs);
-    for (const k of out) if (k.verification === undefined && k.tokenType === TOKEN_TYPE.VOPRF_P384) k.verification = this.#voprfKey(k.tokenKeyId);
+    for (const k of out) if (k.verification === undefined && isPrivatelyVerifiable(k.tokenType)) k.verification = this.#voprfKey(k.tokenKeyId);
     return out;
   }
 
@@ -180,7 +181,7 @@ export class IssuerDirectory {
   keyById(hexId: string, nowMs = this.#now()): DirectoryKey | undefined {
     const k = this.#byId.get(hexId);
     if (k === undefined || k.notBeforeMs > nowMs || nowMs >= k.expiresAtMs) return undefined;
-    if (k.verification === undefined && k.tokenType === TOKEN_TYPE.VOPRF_P384) k.verification = this.#voprfKey(k.tokenKeyId);
+    if (k.verification === undefined && isPrivatelyVerifiable(k.tokenType)) k.verification = this.#voprfKey(k.tokenKeyId);
     return k;
   }
 
@@ -260,7 +261,7 @@ export class IssuerDirectory {
           this.#onEvent({ issuer: this.source.name, what: "token key skipped", detail: e instanceof ProtocolError ? e.message : "unusable key" });
           continue;
         }
-      } else if (p.tokenType === TOKEN_TYPE.VOPRF_P384) {
+      } else if (isPrivatelyVerifiable(p.tokenType)) {
         verification = this.#voprfKey(id);
       } else {
         continue; // a token type the gate does not verify

@@ -1,5 +1,5 @@
 // Builds the token gate from `tokens` of the gateway config: the trusted issuers' directories,
-// the double-spend store named by `tokens.store`, type 1 keys and ARC keys from the issuer's key
+// the double-spend store named by `tokens.store`, type 1, type 5 and ARC keys from the issuer's key
 // file (when the same operator runs both) and the epoch secret. gateway/main.ts calls createTokenGate at start-up.
 
 import { readFileSync, statSync } from "node:fs";
@@ -7,7 +7,7 @@ import type { Registry } from "prom-client";
 import { ProtocolError } from "../core/errors.js";
 import { fromHex, toHex } from "../core/bytes.js";
 import { TOKEN_TYPE } from "../core/privacypass/index.js";
-import { importVoprfPrivateKey, type VerificationKey } from "../core/privacypass/verify-node.js";
+import { importVoprfPrivateKey, importVoprfRistrettoPrivateKey, type VerificationKey } from "../core/privacypass/verify-node.js";
 import type { Logger } from "../server/logging.js";
 import type { TokensConfig } from "./config.js";
 import { TokenGate, contextPrf } from "./gate.js";
@@ -27,7 +27,7 @@ function refuseLooseMode(file: string, what: string): void {
 }
 
 /**
- * The type 1 (VOPRF) private keys of an issuer key file (issuer/key-store.ts format:
+ * The type 1 and type 5 (VOPRF) private keys of an issuer key file (issuer/key-store.ts format:
  * `{ "version": 1, "keys": [ { "tokenType": 1, "privateKey": "<hex scalar>", ... } ] }`).
  * Throws CFG_ERR_KEY_FILE for an unreadable, malformed or loosely protected file.
  */
@@ -45,12 +45,13 @@ export function readVoprfKeys(file: string): VerificationKey[] {
   const out: VerificationKey[] = [];
   for (const k of keys as unknown[]) {
     const e = k as { tokenType?: unknown; privateKey?: unknown };
-    if (e.tokenType !== TOKEN_TYPE.VOPRF_P384) continue;
-    if (typeof e.privateKey !== "string") throw new ProtocolError("CFG_ERR_KEY_FILE", `issuer key file ${file}: type 1 key without privateKey`);
+    if (e.tokenType !== TOKEN_TYPE.VOPRF_P384 && e.tokenType !== TOKEN_TYPE.VOPRF_RISTRETTO255) continue;
+    if (typeof e.privateKey !== "string") throw new ProtocolError("CFG_ERR_KEY_FILE", `issuer key file ${file}: type ${e.tokenType} key without privateKey`);
     try {
-      out.push(importVoprfPrivateKey(fromHex(e.privateKey)));
+      const skS = fromHex(e.privateKey);
+      out.push(e.tokenType === TOKEN_TYPE.VOPRF_P384 ? importVoprfPrivateKey(skS) : importVoprfRistrettoPrivateKey(skS));
     } catch (err) {
-      throw new ProtocolError("CFG_ERR_KEY_FILE", `issuer key file ${file}: unusable type 1 private key`, { cause: err });
+      throw new ProtocolError("CFG_ERR_KEY_FILE", `issuer key file ${file}: unusable type ${e.tokenType} private key`, { cause: err });
     }
   }
   return out;

@@ -1,4 +1,5 @@
-// Token verification on Node (RFC 9578 §5.4 type 1, §6.4 type 2) with node:crypto primitives.
+// Token verification on Node (RFC 9578 §5.4 type 1 and, alike, type 5; §6.4 type 2) with
+// node:crypto primitives where Node has them.
 // Node-only: the gate and the issuer use it; browsers never need to verify tokens.
 //
 // Type 2: RSASSA-PSS-VERIFY(pkI, AuthenticatorInput, authenticator), SHA-384, MGF1-SHA-384,
@@ -16,6 +17,9 @@ import { encodeAuthenticatorInput, type Token } from "./token.js";
 import { TOKEN_TYPE } from "./token-type.js";
 import { rsaSpkiFromRsaPssSpki, tokenKeyId } from "./token-key.js";
 import { deserializeScalar, finalizeHash, hashToGroup, publicKeyFromPrivate } from "./voprf.js";
+import { RISTRETTO255_SHA512 } from "./oprf-suite.js";
+import { publicKey, verifyAuthenticator } from "./voprf-batch.js";
+import { Secret } from "../secret.js";
 
 /** A type 2 issuer key, imported once. */
 export interface BlindRsaVerificationKey {
@@ -36,7 +40,17 @@ export interface VoprfVerificationKey {
   readonly ecdh: ECDH;
 }
 
-export type VerificationKey = BlindRsaVerificationKey | VoprfVerificationKey;
+/** A type 5 issuer key (VOPRF ristretto255, private: only its holder can verify). */
+export interface VoprfRistrettoVerificationKey {
+  readonly tokenType: typeof TOKEN_TYPE.VOPRF_RISTRETTO255;
+  /** SerializeElement(pkI), 32 bytes, as published in the directory. */
+  readonly tokenKey: Uint8Array;
+  readonly tokenKeyId: Uint8Array;
+  /** @internal SerializeScalar(skI) */
+  readonly skS: Secret<Uint8Array>;
+}
+
+export type VerificationKey = BlindRsaVerificationKey | VoprfVerificationKey | VoprfRistrettoVerificationKey;
 
 /**
  * Imports a type 2 token-key (RSASSA-PSS SPKI, RFC 9578 §6.5). Rejects anything but an RSA-2048
@@ -55,6 +69,15 @@ export function importBlindRsaTokenKey(tokenKey: Uint8Array): BlindRsaVerificati
   }
   const copy = exactCopy(tokenKey);
   return { tokenType: TOKEN_TYPE.BLIND_RSA_2048, tokenKey: copy, tokenKeyId: tokenKeyId(copy), publicKey };
+}
+
+/**
+ * Imports a type 5 issuer private key (SerializeScalar(skI), 32 bytes little-endian). Node has
+ * no ristretto255: verification is @noble/curves (one hash to the group, one multiplication).
+ */
+export function importVoprfRistrettoPrivateKey(skS: Uint8Array): VoprfRistrettoVerificationKey {
+  const tokenKey = publicKey(RISTRETTO255_SHA512, skS); // range check
+  return { tokenType: TOKEN_TYPE.VOPRF_RISTRETTO255, tokenKey, tokenKeyId: tokenKeyId(tokenKey), skS: new Secret(exactCopy(skS)) };
 }
 
 /** Imports a type 1 issuer private key (SerializeScalar(skI), 48 bytes). */
@@ -105,7 +128,12 @@ export function verifyToken(token: Token, key: VerificationKey): boolean {
   if (token.nonce.length !== 32 || token.challengeDigest.length !== 32) return false;
   if (token.tokenKeyId.length !== 32 || !timingSafeEqual(token.tokenKeyId, key.tokenKeyId)) return false;
   const input = encodeAuthenticatorInput(token);
-  return key.tokenType === TOKEN_TYPE.BLIND_RSA_2048
-    ? verifyBlindRsaAuthenticator(key, input, token.authenticator)
-    : verifyVoprfAuthenticator(key, input, token.authenticator);
+  switch (key.tokenType) {
+    case TOKEN_TYPE.BLIND_RSA_2048:
+      return verifyBlindRsaAuthenticator(key, input, token.authenticator);
+    case TOKEN_TYPE.VOPRF_P384:
+      return verifyVoprfAuthenticator(key, input, token.authenticator);
+    default:
+      return verifyAuthenticator(RISTRETTO255_SHA512, key.skS.reveal(), input, token.authenticator);
+  }
 }

@@ -1,6 +1,6 @@
 // Privacy Pass tokens for tests, made without the issuance round trip: a type 2 token is an
 // RSASSA-PSS (SHA-384, MGF1-SHA-384, salt 48) signature over AuthenticatorInput by the issuer key,
-// which is exactly what a finalized blind signature is (RFC 9578 §6.4); a type 1 token is
+// which is exactly what a finalized blind signature is (RFC 9578 §6.4); a type 1 or 5 token is
 // Evaluate(skI, AuthenticatorInput) (§5.4). Also: issuer keys and directory documents.
 
 import { constants, createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:crypto";
@@ -16,6 +16,8 @@ import {
   type TokenChallenge,
 } from "../../core/privacypass/index.js";
 import { deriveKeyPair, evaluate } from "../../core/privacypass/voprf.js";
+import { RISTRETTO255_SHA512 } from "../../core/privacypass/oprf-suite.js";
+import { deriveKeyPair as deriveOprfKeyPair, evaluate as evaluateOprf } from "../../core/privacypass/voprf-batch.js";
 
 export interface TestIssuerKey {
   tokenType: number;
@@ -24,7 +26,7 @@ export interface TestIssuerKey {
   tokenKeyId: Uint8Array;
   /** Type 2: the RSA private key. */
   rsaPrivateKey?: KeyObject;
-  /** Type 1: SerializeScalar(skI). */
+  /** Types 1 and 5: SerializeScalar(skI). */
   voprfPrivateKey?: Uint8Array;
 }
 
@@ -48,6 +50,12 @@ export function makeBlindRsaIssuerKey(opts: { reuse?: number } = {}): TestIssuer
 export function makeVoprfIssuerKey(seed: Uint8Array = new Uint8Array(randomBytes(32))): TestIssuerKey {
   const { skS, pkS } = deriveKeyPair(seed);
   return { tokenType: TOKEN_TYPE.VOPRF_P384, tokenKey: pkS, tokenKeyId: tokenKeyId(pkS), voprfPrivateKey: skS };
+}
+
+/** A type 5 (VOPRF ristretto255) issuer key derived from a seed. */
+export function makeVoprfRistrettoIssuerKey(seed: Uint8Array = new Uint8Array(randomBytes(32))): TestIssuerKey {
+  const { skS, pkS } = deriveOprfKeyPair(RISTRETTO255_SHA512, seed);
+  return { tokenType: TOKEN_TYPE.VOPRF_RISTRETTO255, tokenKey: pkS, tokenKeyId: tokenKeyId(pkS), voprfPrivateKey: skS };
 }
 
 export function challengeDigest(c: TokenChallenge): Uint8Array {
@@ -79,6 +87,8 @@ export function makeToken(o: MakeTokenOptions): Uint8Array {
     authenticator = new Uint8Array(
       sign("sha384", input, { key: o.key.rsaPrivateKey!, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 }),
     );
+  } else if (o.key.tokenType === TOKEN_TYPE.VOPRF_RISTRETTO255) {
+    authenticator = evaluateOprf(RISTRETTO255_SHA512, o.key.voprfPrivateKey!, input);
   } else {
     authenticator = evaluate(o.key.voprfPrivateKey!, input);
   }

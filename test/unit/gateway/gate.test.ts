@@ -8,14 +8,14 @@ import { isProtocolError, type ProtocolError } from "../../../core/errors.js";
 import type { BhttpRequest } from "../../../core/bhttp/index.js";
 import { GREASE_TOKEN_TYPES, decodeTokenChallenge, formatAuthorization, parseWwwAuthenticate, type TokenChallenge } from "../../../core/privacypass/index.js";
 import type { NonceStore } from "../../../core/privacypass/nonce-store.js";
-import { importVoprfPrivateKey } from "../../../core/privacypass/verify-node.js";
+import { importVoprfPrivateKey, importVoprfRistrettoPrivateKey } from "../../../core/privacypass/verify-node.js";
 import { TokenGate, requestDigest, type TokenGateOptions } from "../../../gateway/gate.js";
 import type { GateInput, GateTicket } from "../../../gateway/gate-contract.js";
 import { TokenKeyDirectory, type DirectoryFetcher } from "../../../gateway/issuer-directory.js";
 import { MemoryNonceStore, RedisNonceStore, SqliteNonceStore } from "../../../gateway/nonce-stores/index.js";
 import { checkPolicy, compileTargets, resolveTarget } from "../../../gateway/policy.js";
 import { startRedis, type TestRedis } from "../../helpers/redis.js";
-import { directoryDocument, makeBlindRsaIssuerKey, makeToken, makeVoprfIssuerKey, type TestIssuerKey } from "../../helpers/tokens.js";
+import { directoryDocument, makeBlindRsaIssuerKey, makeToken, makeVoprfIssuerKey, makeVoprfRistrettoIssuerKey, type TestIssuerKey } from "../../helpers/tokens.js";
 
 const T0 = 1_700_000_000_000;
 const LIFETIME = 7 * 86_400;
@@ -26,6 +26,7 @@ const table = compileTargets({ "https://leader.example": "http://127.0.0.1:1", "
 const k1 = makeBlindRsaIssuerKey({ reuse: 0 });
 const stranger = makeBlindRsaIssuerKey({ reuse: 1 });
 const voprf = makeVoprfIssuerKey(new Uint8Array(32).fill(3));
+const voprf5 = makeVoprfRistrettoIssuerKey(new Uint8Array(32).fill(5));
 
 function input(url: string, o: { method?: string; body?: Uint8Array; authorization?: string | string[] } = {}): GateInput {
   const u = new URL(url);
@@ -94,7 +95,9 @@ async function setup(
   const directory = new TokenKeyDirectory([{ name: ISSUER, directory: "https://issuer.example/d", keyLifetimeSec: LIFETIME }], {
     fetcher,
     now: () => clock.t,
-    ...(o.voprfKeys === true ? { voprfKeys: [importVoprfPrivateKey(voprf.voprfPrivateKey!)] } : {}),
+    ...(o.voprfKeys === true
+      ? { voprfKeys: [importVoprfPrivateKey(voprf.voprfPrivateKey!), importVoprfRistrettoPrivateKey(voprf5.voprfPrivateKey!)] }
+      : {}),
   });
   await directory.start();
   const store = o.store ?? new MemoryNonceStore({ now: () => clock.t });
@@ -308,20 +311,23 @@ describe("token gate: options", () => {
     expect(a.gate.epochContext(5)).not.toEqual(a.gate.epochContext(6));
   });
 
-  it("verifies type 1 tokens when it holds the issuer's private key", async () => {
+  it.each([
+    [1, voprf],
+    [5, voprf5],
+  ])("verifies type %d tokens when it holds the issuer's private key", async (type, key) => {
     const keys = [
       { key: k1, notBeforeSec: T0 / 1000 - 60 },
-      { key: voprf, notBeforeSec: T0 / 1000 - 60 },
+      { key, notBeforeSec: T0 / 1000 - 60 },
     ];
     const withKey = await setup({ keys, voprfKeys: true });
-    await (await withKey.gate.admit(input(UPLOAD_URL, { authorization: auth({ key: voprf }) }))).settle(true);
-    expect((await refusal(withKey.gate.admit(input(UPLOAD_URL, { authorization: auth({ key: voprf, corrupt: true }) })))).code).toBe(
+    await (await withKey.gate.admit(input(UPLOAD_URL, { authorization: auth({ key }) }))).settle(true);
+    expect((await refusal(withKey.gate.admit(input(UPLOAD_URL, { authorization: auth({ key, corrupt: true }) })))).code).toBe(
       "PP_ERR_TOKEN_SIGNATURE",
     );
     const e = await refusal(withKey.gate.admit(input(UPLOAD_URL)));
-    expect(parseWwwAuthenticate(e.headers["www-authenticate"]!).map((c) => decodeTokenChallenge(c.challenge).tokenType)).toEqual([2, 1]);
+    expect(parseWwwAuthenticate(e.headers["www-authenticate"]!).map((c) => decodeTokenChallenge(c.challenge).tokenType)).toEqual([2, type]);
     const without = await setup({ keys });
-    expect(await refusedWith(without.gate.admit(input(UPLOAD_URL, { authorization: auth({ key: voprf }) })))).toBe("PP_ERR_TOKEN_KEY");
+    expect(await refusedWith(without.gate.admit(input(UPLOAD_URL, { authorization: auth({ key }) })))).toBe("PP_ERR_TOKEN_KEY");
   });
 
   it("greases challenges with a reserved token type, last, when the dice say so", async () => {

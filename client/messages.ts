@@ -42,6 +42,23 @@ const NOT_FORWARDED = new Set([
  * they would with fetch, including the default Content-Type of a string body).
  */
 export async function toOutgoingRequest(input: RequestInfo | URL, init: RequestInit | undefined): Promise<OutgoingRequest> {
+  const { req, ...rest } = normalise(input, init);
+  const body = req.body === null ? new Uint8Array(0) : new Uint8Array(await req.arrayBuffer());
+  return { ...rest, body };
+}
+
+/** The same, with the body left as a stream (for chunked OHTTP): nothing is read yet. */
+export function toStreamedRequest(input: RequestInfo | URL, init: RequestInit | undefined): Omit<OutgoingRequest, "body"> & { body: ReadableStream<Uint8Array> | null } {
+  const { req, ...rest } = normalise(input, { ...init, duplex: "half" } as RequestInit);
+  return { ...rest, body: req.body };
+}
+
+/** True when fetch's body argument is a stream (sent as chunked OHTTP). */
+export function hasStreamBody(input: RequestInfo | URL, init: RequestInit | undefined): boolean {
+  return init?.body instanceof ReadableStream;
+}
+
+function normalise(input: RequestInfo | URL, init: RequestInit | undefined): Omit<OutgoingRequest, "body"> & { req: Request } {
   let req: Request;
   try {
     req = new Request(input, init);
@@ -56,8 +73,7 @@ export async function toOutgoingRequest(input: RequestInfo | URL, init: RequestI
   req.headers.forEach((value, name) => {
     if (!NOT_FORWARDED.has(name)) headers.push([name, value]);
   });
-  const body = req.body === null ? new Uint8Array(0) : new Uint8Array(await req.arrayBuffer());
-  return { method: req.method, url, headers, body, signal: init?.signal ?? undefined };
+  return { req, method: req.method, url, headers, signal: init?.signal ?? undefined };
 }
 
 /** The inner request (RFC 9292 known-length), with extra fields such as the token appended. */
@@ -77,7 +93,7 @@ export function toBhttpRequest(r: OutgoingRequest, extra: readonly Field[] = [])
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
 /** The gateway's (or target's) answer as a standard Response. Informational responses are dropped. */
-export function toResponse(b: BhttpResponse): Response {
+export function toResponse(b: Pick<BhttpResponse, "status" | "headers"> & Omit<Partial<BhttpResponse>, "body"> & { body: Uint8Array | ReadableStream<Uint8Array> }): Response {
   if (b.status < 200 || b.status > 599) {
     throw new ProtocolError("CLIENT_ERR_BAD_RESPONSE", `the inner response has status ${b.status}`);
   }
@@ -87,7 +103,13 @@ export function toResponse(b: BhttpResponse): Response {
   } catch (e) {
     throw wrapError(e, "CLIENT_ERR_BAD_RESPONSE", "the inner response has a field the fetch API cannot represent");
   }
-  const body = NULL_BODY.has(b.status) || b.body.length === 0 ? null : new Uint8Array(b.body);
+  let body: BodyInit | null = null;
+  if (b.body instanceof ReadableStream) {
+    if (NULL_BODY.has(b.status)) void b.body.cancel().catch(() => {});
+    else body = b.body;
+  } else if (!NULL_BODY.has(b.status) && b.body.length > 0) {
+    body = new Uint8Array(b.body);
+  }
   return new Response(body, { status: b.status, headers });
 }
 

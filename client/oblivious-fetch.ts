@@ -20,15 +20,16 @@
 //   request until a definite answer arrives, so a caller that resends the same report later (same
 //   bytes) reuses it too; any other request gets a new token.
 
-import { encodeRequest, decodeResponse, type BhttpResponse, type Field } from "../core/bhttp/index.js";
+import { encodeRequest, decodeResponse, padToMultiple, type BhttpResponse, type Field } from "../core/bhttp/index.js";
 import { concatBytes, toHex } from "../core/bytes.js";
-import { OHTTP_KEY_PROBLEM, ProtocolError, isProtocolError, wrapError } from "../core/errors.js";
+import { DATE_PROBLEM, OHTTP_KEY_PROBLEM, ProtocolError, isProtocolError, wrapError } from "../core/errors.js";
 import { isMediaType, mediaTypeOf } from "../core/http-fields.js";
 import { MEDIA_TYPES, encapsulateRequest } from "../core/ohttp/index.js";
 import { formatAuthorization } from "../core/privacypass/index.js";
 import { PROBLEM_MEDIA_TYPE } from "../core/problem.js";
 import { KeySource, readCapped, type LoadedKeys } from "./key-source.js";
-import { field, toBhttpRequest, toOutgoingRequest, toResponse, type OutgoingRequest } from "./messages.js";
+import { chunkedExchange, type ChunkedOutcome } from "./chunked.js";
+import { field, hasStreamBody, toBhttpRequest, toOutgoingRequest, toResponse, toStreamedRequest, type OutgoingRequest } from "./messages.js";
 import { defaultFetch, invalid, nonNegativeInt, positiveInt, secureUrl, sleep, type FetchLike } from "./options.js";
 import type { TokenSource } from "./token-source.js";
 
@@ -71,8 +72,20 @@ export interface ObliviousFetchOptions {
    * one after a 401 PrivateToken challenge.
    */
   needsToken?: (method: string, url: URL) => boolean;
-  /** Clock for the key cache (ms since the epoch). */
+  /** Clock for the key cache and the inner Date (ms since the epoch). */
   now?: () => number;
+  /**
+   * Send requests as chunked OHTTP (draft-ietf-ohai-chunked-ohttp-08). Default: only those whose
+   * body is a ReadableStream; small bodies go as one `message/ohttp-req`. `true`: every request.
+   */
+  chunked?: boolean;
+  /** Pad inner requests with zero bytes to a multiple of this many bytes (RFC 9292 §3.8); 0: none. */
+  padToBytes?: number;
+  /**
+   * Send Date in the inner request (RFC 9458 §6.5.1; default true). A gateway refusing it with the
+   * `date` problem gets one resend, freshly encapsulated, carrying the gateway's Date (§6.5.2).
+   */
+  date?: boolean;
 }
 
 export interface ObliviousFetchStats {
@@ -84,6 +97,8 @@ export interface ObliviousFetchStats {
   resends: number;
   /** Requests retried after a 401 PrivateToken challenge. */
   challengeRetries: number;
+  /** Requests resent once with the gateway's Date after a `date` problem. */
+  dateRetries: number;
 }
 
 export interface ObliviousFetch {
@@ -120,10 +135,24 @@ async function requestDigest(r: OutgoingRequest): Promise<string> {
   return toHex(new Uint8Array(d));
 }
 
-function hasPrivateTokenChallenge(b: BhttpResponse): string | undefined {
+function hasPrivateTokenChallenge(b: Pick<BhttpResponse, "status" | "headers">): string | undefined {
   if (b.status !== 401) return undefined;
   const h = field(b.headers, "www-authenticate");
   return h !== undefined && /(^|[\s,])privatetoken(\s|$)/i.test(h) ? h : undefined;
+}
+
+/** The inner fields Veil adds: the token and the Date (RFC 9458 §6.5.1). */
+function innerFields(token: Uint8Array | undefined, date: string | undefined): Field[] {
+  const extra: Field[] = [];
+  if (token !== undefined) extra.push(["authorization", formatAuthorization(token)]);
+  if (date !== undefined) extra.push(["date", date]);
+  return extra;
+}
+
+/** The gateway's Date when it refused ours (RFC 9458 §6.5.2: a 400 `date` problem carrying Date). */
+function dateRefusal(b: Pick<BhttpResponse, "status" | "headers" | "body">): string | undefined {
+  if (b.status !== 400 || problemType(b.body, field(b.headers, "content-type") ?? null) !== DATE_PROBLEM) return undefined;
+  return field(b.headers, "date");
 }
 
 /** `title`/`detail` of a problem document written by Veil (safe to show), for error messages. */
@@ -148,6 +177,26 @@ function problemType(body: Uint8Array, contentType: string | null): string | und
   }
 }
 
+/** The relay's own answer, or the gateway's before decapsulation (RFC 9458 §5.2), as a Failure. */
+function unsealedFailure(res: Response, body: Uint8Array, contentType: string | null): Failure {
+  const summary = problemSummary(body, contentType);
+  const said = `${res.status}${summary === undefined ? "" : ` (${summary})`}`;
+  if ((res.status === 400 && problemType(body, contentType) === OHTTP_KEY_PROBLEM) || res.status === 422) {
+    return { error: new ProtocolError("CLIENT_ERR_KEY_CONFIG_REFUSED", `the gateway refused the key configuration: ${said}`), resend: false, keyRefused: true };
+  }
+  const retryAfter = res.headers.get("retry-after");
+  const headers = retryAfter === null ? {} : { headers: { "retry-after": retryAfter } };
+  if (res.status === 429) {
+    return { error: new ProtocolError("CLIENT_ERR_RATE_LIMITED", `the relay is rate limiting this client: ${said}`, headers), resend: false, keyRefused: false };
+  }
+  if (res.status === 200) {
+    return { error: new ProtocolError("CLIENT_ERR_BAD_RESPONSE", `the relay answered 200 with ${mediaTypeOf(contentType) || "no content type"}`), resend: false, keyRefused: false };
+  }
+  // 502/504: the gateway failed or was slow (it may have processed the request); 503: busy.
+  const resend = res.status === 502 || res.status === 503 || res.status === 504;
+  return { error: new ProtocolError("CLIENT_ERR_RELAY_REFUSED", `the relay answered ${said}`, headers), resend, keyRefused: false };
+}
+
 export function createObliviousFetch(options: ObliviousFetchOptions): ObliviousFetch {
   const relay = secureUrl("relay", options.relay);
   const keysOption = options.keys instanceof Uint8Array ? options.keys : secureUrl("keys", options.keys);
@@ -162,14 +211,18 @@ export function createObliviousFetch(options: ObliviousFetchOptions): ObliviousF
   if (options.needsToken !== undefined && typeof options.needsToken !== "function") throw invalid("needsToken", "must be a function");
   const needsToken = options.needsToken ?? ((method: string) => !NO_TOKEN_BY_DEFAULT.has(method));
   const tokens = options.tokens;
+  const now = options.now ?? Date.now;
   const keySource = new KeySource({
     keys: keysOption,
     relayKeys,
     fetch: doFetch,
-    now: options.now ?? Date.now,
+    now,
     timeoutMs,
   });
-  const stats: ObliviousFetchStats = { requests: 0, exchanges: 0, keyRefreshes: 0, resends: 0, challengeRetries: 0 };
+  const stats: ObliviousFetchStats = { requests: 0, exchanges: 0, keyRefreshes: 0, resends: 0, challengeRetries: 0, dateRetries: 0 };
+  const padToBytes = nonNegativeInt("padToBytes", options.padToBytes, 0);
+  const sendDate = options.date ?? true;
+  const chunkedAlways = options.chunked === true;
   /** digest of a request -> the token it carried, while a resend of it is possible. */
   const bound = new Map<string, Uint8Array>();
 
@@ -220,36 +273,33 @@ export function createObliviousFetch(options: ObliviousFetchOptions): ObliviousF
         return { error, resend: false, keyRefused: false };
       }
     }
-    // Unsealed: the relay's own answer, or the gateway's before decapsulation (RFC 9458 §5.2).
-    const summary = problemSummary(body, contentType);
-    const said = `${res.status}${summary === undefined ? "" : ` (${summary})`}`;
-    if ((res.status === 400 && problemType(body, contentType) === OHTTP_KEY_PROBLEM) || res.status === 422) {
-      return { error: new ProtocolError("CLIENT_ERR_KEY_CONFIG_REFUSED", `the gateway refused the key configuration: ${said}`), resend: false, keyRefused: true };
-    }
-    const retryAfter = res.headers.get("retry-after");
-    const headers = retryAfter === null ? {} : { headers: { "retry-after": retryAfter } };
-    if (res.status === 429) {
-      return { error: new ProtocolError("CLIENT_ERR_RATE_LIMITED", `the relay is rate limiting this client: ${said}`, headers), resend: false, keyRefused: false };
-    }
-    if (res.status === 200) {
-      return { error: new ProtocolError("CLIENT_ERR_BAD_RESPONSE", `the relay answered 200 with ${mediaTypeOf(contentType) || "no content type"}`), resend: false, keyRefused: false };
-    }
-    // 502/504: the gateway failed or was slow (it may have processed the request); 503: busy.
-    const resend = res.status === 502 || res.status === 503 || res.status === 504;
-    return { error: new ProtocolError("CLIENT_ERR_RELAY_REFUSED", `the relay answered ${said}`, headers), resend, keyRefused: false };
+    return unsealedFailure(res, body, contentType);
   }
 
   /** Sends one inner request, with the key-refresh retry and the uncertain-failure resends. */
   async function exchange(req: OutgoingRequest, token: Uint8Array | undefined): Promise<BhttpResponse> {
-    const extra: Field[] = token === undefined ? [] : [["authorization", formatAuthorization(token)]];
-    const inner = encodeRequest(toBhttpRequest(req, extra));
+    const encode = (date: string | undefined): Uint8Array => {
+      const message = encodeRequest(toBhttpRequest(req, innerFields(token, date)));
+      return padToMultiple(message, padToBytes);
+    };
+    let inner = encode(sendDate ? new Date(now()).toUTCString() : undefined);
     const mayResend = token !== undefined || IDEMPOTENT.has(req.method);
     let keys = await keySource.current();
     let refreshed = false;
+    let dateRetried = false;
     let resends = 0;
     for (;;) {
       const out = await roundTrip(keys, inner, req.signal);
       if (!("error" in out)) {
+        const gatewayDate = dateRefusal(out);
+        if (gatewayDate !== undefined && sendDate && !dateRetried) {
+          // RFC 9458 §6.5.2: once, freshly encapsulated, with the gateway's Date, which is kept
+          // for nothing else (no clock offset is remembered).
+          dateRetried = true;
+          stats.dateRetries++;
+          inner = encode(gatewayDate);
+          continue;
+        }
         if (out.status >= 500 && mayResend && resends < retries) {
           resends++;
           stats.resends++;
@@ -275,8 +325,40 @@ export function createObliviousFetch(options: ObliviousFetchOptions): ObliviousF
     }
   }
 
+  /** A request sent as chunked OHTTP: streamed, so sent once (no resends, no retries). */
+  async function streamedFetch(input: RequestInfo | URL, init: RequestInit | undefined): Promise<Response> {
+    const req = toStreamedRequest(input, init);
+    const callerAuthorization = req.headers.some(([n]) => n === "authorization");
+    const token = !callerAuthorization && tokens !== undefined && needsToken(req.method, req.url) ? await tokens.take(req.url) : undefined;
+    const keys = await keySource.current();
+    stats.exchanges++;
+    let out: ChunkedOutcome;
+    try {
+      out = await chunkedExchange(req, {
+        relay,
+        config: keys.config,
+        fetch: doFetch,
+        extra: innerFields(token, sendDate ? new Date(now()).toUTCString() : undefined),
+        padToBytes,
+        signal: req.signal,
+      });
+    } catch (e) {
+      if (req.signal?.aborted === true) throw req.signal.reason;
+      throw wrapError(e, "CLIENT_ERR_RELAY_UNREACHABLE");
+    }
+    if (!out.ok) {
+      const body = await readCapped(out.res, maxResponseBytes, "CLIENT_ERR_BAD_RESPONSE");
+      throw unsealedFailure(out.res, body, out.res.headers.get("content-type")).error;
+    }
+    // A challenge cannot be answered with this body (it is gone); the next request will carry a token.
+    const challenge = hasPrivateTokenChallenge({ status: out.head.status, headers: out.head.headers });
+    if (tokens !== undefined && challenge !== undefined) await tokens.learn(req.url, challenge);
+    return toResponse({ status: out.head.status, headers: out.head.headers, body: out.body });
+  }
+
   async function obliviousFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
     stats.requests++;
+    if (chunkedAlways || hasStreamBody(input, init)) return streamedFetch(input, init);
     const req = await toOutgoingRequest(input, init);
     const callerAuthorization = req.headers.some(([n]) => n === "authorization");
     const source = callerAuthorization ? undefined : tokens;

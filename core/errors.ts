@@ -16,6 +16,8 @@ export interface ErrorSpec {
 const VEIL = "urn:veil:error:";
 /** RFC 9458 §5.3 / §9.5: "Oblivious HTTP key configuration not acceptable". */
 export const OHTTP_KEY_PROBLEM = "https://iana.org/assignments/http-problem-types#ohttp-key";
+/** RFC 9458 §6.5.2 / §9.4: "Date Not Acceptable". */
+export const DATE_PROBLEM = "https://iana.org/assignments/http-problem-types#date";
 
 function spec(status: number, title: string, type?: string): ErrorSpec {
   return { status, title, type: type ?? "" };
@@ -41,6 +43,7 @@ const CATALOGUE = {
   HTTP_ERR_NOT_FOUND: spec(404, "No such resource"),
   HTTP_ERR_METHOD: spec(405, "Method not allowed"),
   HTTP_ERR_MEDIA_TYPE: spec(415, "Unsupported media type"),
+  HTTP_ERR_NOT_ACCEPTABLE: spec(406, "No acceptable representation"),
   HTTP_ERR_TOO_LARGE: spec(413, "Request body too large"),
   HTTP_ERR_BAD_REQUEST: spec(400, "Bad request"),
   HTTP_ERR_TIMEOUT: spec(408, "Request not received in time"),
@@ -50,6 +53,8 @@ const CATALOGUE = {
 
   // Gateway decisions after decapsulation (answered sealed).
   GATEWAY_ERR_EXPECT: spec(417, "Expect: 100-continue is not supported"),
+  GATEWAY_ERR_DATE: spec(400, "Date Not Acceptable", DATE_PROBLEM),
+  GATEWAY_ERR_REPLAYED: spec(400, "Encapsulated request was already received"),
   GATEWAY_ERR_TARGET_FORBIDDEN: spec(403, "Target is not allowed"),
   GATEWAY_ERR_POLICY: spec(403, "Request is outside the gateway policy"),
   GATEWAY_ERR_TOO_MANY_REPORTS: spec(413, "Upload carries more reports than one token pays for"),

@@ -14,8 +14,11 @@ import { OPEN_GATE, type Gate } from "./gate-contract.js";
 import { kemName } from "./key-file.js";
 import type { KeyStore } from "./key-store.js";
 import { compileTargets } from "./policy.js";
-import { serveEncapsulatedRequest, type Forwarder } from "./request-path.js";
-import { registerGatewayRoute, type GatewayRouteDeps } from "./routes/gateway.js";
+import type { NonceStore } from "../core/privacypass/index.js";
+import { openNonceStore } from "./nonce-stores/index.js";
+import { ReplayGuard } from "./replay.js";
+import { serveEncapsulatedRequest, type Forwarder, type RequestPathDeps } from "./request-path.js";
+import { WELL_KNOWN_GATEWAY, registerGatewayRoute, type GatewayRouteDeps } from "./routes/gateway.js";
 import { installLeanGatewayPath } from "./routes/lean-gateway.js";
 import { registerOhttpKeysRoute } from "./routes/ohttp-keys.js";
 import { pooledRandomBytes } from "./random-pool.js";
@@ -29,6 +32,8 @@ export interface GatewayDeps {
   gate?: Gate;
   /** Response nonces (default: a pooled node:crypto CSPRNG buffer, gateway/random-pool.ts). */
   randomBytes?: (n: number) => Uint8Array;
+  /** Where `replay` remembers encapsulations (default: a store opened from `tokens.store`). */
+  replayStore?: NonceStore;
   /** Forwarding to the targets (default: undici pools from `config.upstream`). */
   forwarder?: Forwarder & { close?(): Promise<void> };
 }
@@ -93,12 +98,16 @@ export function registerGatewayResource(app: FastifyInstance, config: GatewayCon
   // Opt-in CORS for browser clients fetching the keys directly (RFC 9458 §6.1; server/cors.ts).
   installCors(app, config.cors, [{ url: "/ohttp-keys", methods: ["GET"], headers: ["content-type"] }]);
   registerOhttpKeysRoute(app, keys, config.keysMaxAgeSec);
-  const routeDeps: GatewayRouteDeps = {
-    keys,
-    maxRequestBytes: config.limits.maxRequestBytes,
-    randomBytes: deps.randomBytes ?? pooledRandomBytes(),
-    onDecapsulated: (keyId) => decapsulations.inc({ key_id: String(keyId) }),
-    path: {
+  registerOhttpKeysRoute(app, keys, config.keysMaxAgeSec, WELL_KNOWN_GATEWAY);
+  const replay =
+    config.replay.windowSec === 0
+      ? undefined
+      : new ReplayGuard({ windowSec: config.replay.windowSec, store: deps.replayStore ?? openNonceStore(config.tokens.store) });
+  const randomBytes = deps.randomBytes ?? pooledRandomBytes();
+  const onDecapsulated = (keyId: number): void => {
+    decapsulations.inc({ key_id: String(keyId) });
+  };
+  const path: RequestPathDeps = {
       policy: config.policy,
       table,
       forwarder,
@@ -111,12 +120,22 @@ export function registerGatewayResource(app: FastifyInstance, config: GatewayCon
       maxReportsPerToken: config.tokens.maxReportsPerToken,
       log: deps.log,
       onUpstream: (target, result) => upstream.inc({ target, result }),
-    },
+      padToBytes: config.inner.padToBytes,
+      ...(replay === undefined ? {} : { replay }),
+  };
+  const routeDeps: GatewayRouteDeps = {
+    keys,
+    maxRequestBytes: config.limits.maxRequestBytes,
+    randomBytes,
+    onDecapsulated,
+    path,
+    chunked: { keys, path, chunked: config.chunked, maxWholeBytes: config.limits.maxRequestBytes, randomBytes, onDecapsulated },
   };
   registerGatewayRoute(app, routeDeps);
 
   app.addHook("onClose", async () => {
     if (deps.forwarder === undefined) await (forwarder as Targets).close();
+    await replay?.close();
     await gate.close?.();
   });
   return routeDeps;

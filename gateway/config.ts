@@ -48,6 +48,12 @@ export const DEFAULTS = Object.freeze({
   epochSec: 86_400,
   /** Spent nonces outlive their key or epoch by this much: clocks of gateways sharing a store differ. */
   clockSkewSec: 300,
+  /** 1 GiB: a chunked request streams, so the cap is about abuse, not memory. */
+  maxChunkedRequestBytes: 1024 * 1024 * 1024,
+  /** Four times the 16384 bytes every receiver must accept (draft-ietf-ohai-chunked-ohttp-08 §3). */
+  maxChunkBytes: 4 * 16384,
+  /** A client that stops sending for this long loses its request. */
+  chunkTimeoutMs: 30_000,
   /** RFC 9577 §4.1: greased challenges with a "non-trivial probability". */
   greaseProbability: 0.1,
   /** A token pays for one report: a DAP-09 upload is one report, and a DAP-18 upload of many
@@ -232,6 +238,43 @@ export const GATEWAY_SCHEMA = {
     fields: {
       maxFields: { kind: "int", default: DEFAULTS.maxInnerFields, min: 1, doc: "Most header plus trailer fields." },
       maxFieldBytes: { kind: "int", default: DEFAULTS.maxInnerFieldBytes, min: 64, doc: "Largest single field (name plus value)." },
+      padToBytes: {
+        kind: "int",
+        default: 0,
+        min: 0,
+        doc: "Pad every inner response with zero bytes to a multiple of this many bytes (RFC 9292 §3.8), so its length says less; 0: no padding.",
+      },
+    },
+  },
+  chunked: {
+    kind: "object",
+    doc: "Chunked OHTTP (message/ohttp-chunked-req, draft-ietf-ohai-chunked-ohttp-08): streamed chunk by chunk.",
+    fields: {
+      maxRequestBytes: {
+        kind: "int",
+        default: DEFAULTS.maxChunkedRequestBytes,
+        min: 1,
+        doc: "Most bytes of one chunked request, counted as they arrive (413 above it); DAP uploads are still held whole and capped by limits.maxRequestBytes.",
+      },
+      maxChunkBytes: {
+        kind: "int",
+        default: DEFAULTS.maxChunkBytes,
+        min: 16384,
+        doc: "Largest chunk accepted (plaintext bytes; the draft requires at least 16384).",
+      },
+      chunkTimeoutMs: { kind: "int", default: DEFAULTS.chunkTimeoutMs, min: 1, doc: "Longest wait for the next bytes of a chunked request." },
+    },
+  },
+  replay: {
+    kind: "object",
+    doc: "RFC 9458 §6.5 replay protection by Date: inner requests must carry a Date within the window, and each encapsulation is accepted once.",
+    fields: {
+      windowSec: {
+        kind: "int",
+        default: 0,
+        min: 0,
+        doc: "Accepted distance between the inner Date and the gateway's clock, each way (0: off; at least 2, the Date's granularity). The encapsulations seen are kept in tokens.store.",
+      },
     },
   },
   cors: corsSchema("GET /ohttp-keys"),
@@ -249,11 +292,16 @@ export type UpstreamConfig = GatewayConfig["upstream"];
  * the DAP draft the target speaks ("09" or "18").
  */
 export type TargetConfig = GatewayConfig["targets"][string];
+/** Chunked OHTTP requests (draft-ietf-ohai-chunked-ohttp-08): streamed, never held whole. */
+export type ChunkedConfig = GatewayConfig["chunked"];
 
 /** Checks what the schema cannot: cross-field rules. */
 function checkGatewayConfig(c: GatewayConfig): GatewayConfig {
   if (c.tokens.required && c.tokens.issuers.length === 0) {
     throw new ProtocolError("CFG_ERR_INVALID", "tokens.issuers: at least one issuer is needed when tokens.required is true");
+  }
+  if (c.replay.windowSec === 1) {
+    throw new ProtocolError("CFG_ERR_INVALID", "replay.windowSec: expected 0 (off) or at least 2 (Date has a granularity of one second)");
   }
   if (c.retiredKeyGraceSec < 2 * c.keysMaxAgeSec) {
     throw new ProtocolError(

@@ -24,6 +24,11 @@ export interface GateInput {
   route: RouteKind;
   /** The DAP task id of the path, when there is one. */
   taskId: string | undefined;
+  /**
+   * Set when the body streams to the target (chunked OHTTP) and so is not known yet: what the
+   * token is bound to in its place. Unique per request, so a streamed request is never a retry.
+   */
+  streamId?: Uint8Array;
 }
 
 export interface GateTicket {

@@ -291,7 +291,7 @@ export class TokenGate implements Gate {
   /** 7. the nonce (or ARC spend key), reserved for this request until `untilMs` plus clock skew. */
   async #spend(nonce: Uint8Array, untilMs: number, input: GateInput, tokenType: number): Promise<GateTicket> {
     const { request } = input;
-    const digest = requestDigest(request.method, input.target.innerOrigin + request.path, request.body);
+    const digest = requestDigest(request.method, input.target.innerOrigin + request.path, input.streamId ?? request.body);
     const outcome = await this.#store.reserve(nonce, digest, untilMs + this.options.clockSkewSec * 1000);
     if (outcome === "spent") throw new ProtocolError("PP_ERR_TOKEN_REPLAYED");
     this.#redeemed.inc({ type: String(tokenType), outcome });

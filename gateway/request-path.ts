@@ -11,7 +11,7 @@
 //        token; a refusal releases the token, since nothing reached the target)
 //     -> targets.forward -> ticket.settle(reached) -> the target's answer -> encapsulateResponse
 
-import { decodeRequest, encodeResponse, type BhttpLimits, type BhttpRequest, type BhttpResponse } from "../core/bhttp/index.js";
+import { decodeRequest, encodeResponse, padToMultiple, type BhttpLimits, type BhttpRequest, type BhttpResponse } from "../core/bhttp/index.js";
 import { ProtocolError } from "../core/errors.js";
 import { decapsulateRequest, type Keyring } from "../core/ohttp/index.js";
 import { renderProblem, toProtocolError } from "../server/problem-handler.js";
@@ -19,11 +19,14 @@ import { safeError, type Logger } from "../server/logging.js";
 import type { PolicyName } from "./config.js";
 import type { Gate, GateTicket } from "./gate-contract.js";
 import { checkDapUpload, checkPolicy, dapTaskIdOf, resolveTarget, type ResolvedTarget, type RouteKind, type TargetTable } from "./policy.js";
-import { prepareUpstreamRequest, type ForwardOutcome, type UpstreamRequest } from "./target.js";
+import type { ReplayGuard } from "./replay.js";
+import { prepareUpstreamRequest, type ForwardOutcome, type StreamOutcome, type UpstreamRequest } from "./target.js";
 
 /** What the request path needs from the forwarding layer (gateway/target.ts `Targets`). */
 export interface Forwarder {
   forward(req: UpstreamRequest): Promise<ForwardOutcome>;
+  /** Streams a request body (chunked OHTTP to a targets-only target); without it such bodies are read whole. */
+  forwardStream?(req: UpstreamRequest, body: AsyncIterable<Uint8Array>): Promise<StreamOutcome>;
 }
 
 export interface RequestPathDeps {
@@ -37,6 +40,10 @@ export interface RequestPathDeps {
   log: Pick<Logger, "warn" | "error">;
   /** Called with the target's name and the result ("2xx".."5xx" or an error code). */
   onUpstream?: (target: string, result: string) => void;
+  /** RFC 9458 §6.5 Date and enc checks (`replay.windowSec` > 0). */
+  replay?: ReplayGuard;
+  /** Inner responses are padded to a multiple of this many bytes (RFC 9292 §3.8); 0: none. */
+  padToBytes: number;
 }
 
 export interface InnerResult {
@@ -51,7 +58,7 @@ export function problemResponse(e: unknown, taskId: string | undefined): BhttpRe
   return { informational: [], status: p.status, headers: p.headers, body: p.body, trailers: [] };
 }
 
-function failed(e: unknown, taskId: string | undefined, log: RequestPathDeps["log"]): InnerResult {
+export function failed(e: unknown, taskId: string | undefined, log: RequestPathDeps["log"]): InnerResult {
   const err = toProtocolError(e);
   if (err.code === "INTERNAL_ERR") log.error({ err: safeError(e) }, "unexpected error in the request path");
   return { response: problemResponse(err, taskId), outcome: err.code };
@@ -61,7 +68,7 @@ function hasExpectation(r: BhttpRequest): boolean {
   return r.headers.some(([n]) => n === "expect");
 }
 
-async function settle(ticket: GateTicket, reached: boolean, log: RequestPathDeps["log"]): Promise<void> {
+export async function settle(ticket: GateTicket, reached: boolean, log: RequestPathDeps["log"]): Promise<void> {
   try {
     await ticket.settle(reached);
   } catch (e) {
@@ -70,11 +77,11 @@ async function settle(ticket: GateTicket, reached: boolean, log: RequestPathDeps
   }
 }
 
-/** Steps 2-7 for one decapsulated request. */
-export async function handleInnerRequest(inner: Uint8Array, deps: RequestPathDeps): Promise<InnerResult> {
+/** Steps 2-7 for one decapsulated request; `enc` is its encapsulated key (the replay check's id). */
+export async function handleInnerRequest(inner: Uint8Array | BhttpRequest, enc: Uint8Array, deps: RequestPathDeps): Promise<InnerResult> {
   let request: BhttpRequest;
   try {
-    request = decodeRequest(inner, deps.bhttpLimits);
+    request = inner instanceof Uint8Array ? decodeRequest(inner, deps.bhttpLimits) : inner;
   } catch (e) {
     return failed(e, undefined, deps.log);
   }
@@ -86,6 +93,7 @@ export async function handleInnerRequest(inner: Uint8Array, deps: RequestPathDep
   try {
     // RFC 9458 §5.1: a 100-continue expectation MUST produce an error (and no other is supported).
     if (hasExpectation(request)) throw new ProtocolError("GATEWAY_ERR_EXPECT");
+    await deps.replay?.check(request.headers, enc);
     target = resolveTarget(deps.table, request);
     route = checkPolicy(deps.policy, request.method, target);
     upstream = prepareUpstreamRequest(target, request);
@@ -135,9 +143,10 @@ export async function serveEncapsulatedRequest(body: Uint8Array, deps: Encapsula
   }
   deps.onDecapsulated?.(decapsulated.keyId);
   // Steps 2-7: everything after this point is answered sealed.
-  const result = await handleInnerRequest(decapsulated.request, deps.path);
+  const result = await handleInnerRequest(decapsulated.request, decapsulated.enc, deps.path);
   try {
-    return { ok: true, sealed: await decapsulated.response.encapsulateResponse(encodeResponse(result.response)), outcome: result.outcome };
+    const inner = padToMultiple(encodeResponse(result.response), deps.path.padToBytes);
+    return { ok: true, sealed: await decapsulated.response.encapsulateResponse(inner), outcome: result.outcome };
   } catch (e) {
     return { ok: false, error: e };
   }

@@ -10,6 +10,7 @@
 
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
+import { Readable } from "node:stream";
 import { Pool } from "undici";
 import { ProtocolError, type ErrorCode } from "../core/errors.js";
 import type { BhttpRequest, BhttpResponse, Field } from "../core/bhttp/index.js";
@@ -83,6 +84,11 @@ export function prepareUpstreamRequest(t: ResolvedTarget, inner: BhttpRequest): 
   };
 }
 
+/** A streamed answer: the head now, the body as the target sends it. */
+export type StreamOutcome =
+  | { ok: true; reached: true; status: number; headers: Field[]; body: AsyncIterable<Uint8Array> }
+  | { ok: false; reached: boolean; error: ProtocolError };
+
 export type ForwardOutcome =
   | { ok: true; reached: true; response: BhttpResponse }
   | { ok: false; reached: boolean; error: ProtocolError };
@@ -150,6 +156,8 @@ function responseFields(headers: Record<string, string | string[] | undefined>):
 /** The gateway's connection pools to its targets. */
 export class Targets {
   readonly #pools = new Map<string, Pool>();
+  /** The same without maxResponseBytes: streamed answers are never held whole (chunked OHTTP). */
+  readonly #streamPools = new Map<string, Pool>();
   readonly #config: UpstreamConfig;
 
   constructor(table: TargetTable, config: UpstreamConfig) {
@@ -157,9 +165,7 @@ export class Targets {
     const ca = config.ca === undefined ? undefined : readFileSync(config.ca);
     for (const e of table.entries) {
       if (this.#pools.has(e.upstreamOrigin)) continue;
-      this.#pools.set(
-        e.upstreamOrigin,
-        new Pool(e.upstreamOrigin, {
+      const options = {
           connections: config.connectionsPerTarget,
           pipelining: 1,
           connectTimeout: config.connectTimeoutMs,
@@ -173,8 +179,9 @@ export class Targets {
             rejectUnauthorized: true,
             ...(ca === undefined ? {} : { ca }),
           },
-        }),
-      );
+        };
+      this.#pools.set(e.upstreamOrigin, new Pool(e.upstreamOrigin, options));
+      this.#streamPools.set(e.upstreamOrigin, new Pool(e.upstreamOrigin, { ...options, maxResponseSize: -1 }));
     }
   }
 
@@ -228,7 +235,28 @@ export class Targets {
     }
   }
 
+  /**
+   * Streams `body` to the target as it comes (chunked transfer coding, no Content-Length, so a
+   * body that fails midway never reaches the target as a complete request) and resolves with the
+   * answer's head as soon as the target sends it, possibly before the request body is finished.
+   * The total deadline does not apply (a stream is as long as it is); the gaps do: bodyTimeoutMs
+   * between the answer's chunks, and whatever `body` enforces between the request's.
+   */
+  async forwardStream(req: UpstreamRequest, body: AsyncIterable<Uint8Array>): Promise<StreamOutcome> {
+    const pool = this.#streamPools.get(req.origin);
+    if (pool === undefined) {
+      return { ok: false, reached: false, error: new ProtocolError("INTERNAL_ERR", "no pool for target") };
+    }
+    try {
+      const res = await pool.request({ method: req.method, path: req.path, headers: req.headers, body: Readable.from(body, { objectMode: false }) });
+      return { ok: true, reached: true, status: res.statusCode, headers: responseFields(res.headers), body: res.body };
+    } catch (e) {
+      const { code, reached } = classifyFailure(e, false);
+      return { ok: false, reached, error: e instanceof ProtocolError ? e : new ProtocolError(code, undefined, { cause: e }) };
+    }
+  }
+
   async close(): Promise<void> {
-    await Promise.all([...this.#pools.values()].map((p) => p.close()));
+    await Promise.all([...this.#pools.values(), ...this.#streamPools.values()].map((p) => p.close()));
   }
 }

@@ -10,5 +10,5 @@ export { decodeResponse, encodeResponse, type BhttpInformational, type BhttpResp
 
 /** The media type of a Binary HTTP message (RFC 9292 §6). */
 export const BHTTP_MEDIA_TYPE = "message/bhttp";
-export { BhttpRequestStreamDecoder, BhttpResponseStreamDecoder, BhttpStreamEncoder, padding } from "./stream.js";
+export { BhttpRequestStreamDecoder, BhttpResponseStreamDecoder, BhttpStreamEncoder, padding, padToMultiple } from "./stream.js";
 export type { BhttpRequestHead, BhttpResponseHead, BhttpStreamEvents } from "./stream.js";

@@ -274,3 +274,12 @@ export function padding(length: number, multiple: number): number {
   const r = length % multiple;
   return r === 0 ? 0 : multiple - r;
 }
+
+/** `message` followed by zero bytes up to a multiple of `multiple` (§3.8 padding; 0 or 1: unchanged). */
+export function padToMultiple(message: Uint8Array, multiple: number): Uint8Array {
+  const pad = padding(message.length, multiple);
+  if (pad === 0) return message;
+  const out = new Uint8Array(message.length + pad);
+  out.set(message);
+  return out;
+}

@@ -306,6 +306,11 @@ export class ChunkedRequestDecapsulator {
     return this.#header?.keyId;
   }
 
+  /** The encapsulated KEM shared secret once the header is in (unique per request: RFC 9458 §6.5). */
+  get enc(): Uint8Array | undefined {
+    return this.#enc;
+  }
+
   /** True once the header has been read and the HPKE context set up. */
   get started(): boolean {
     return this.#secret !== undefined || this.#responded;

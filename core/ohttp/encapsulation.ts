@@ -195,7 +195,7 @@ export async function decapsulateRequest(
   keys: Keyring,
   enc: Uint8Array,
   deps: DecapsulateRequestDeps = {},
-): Promise<{ request: Uint8Array; keyId: number; response: ServerResponseContext }> {
+): Promise<{ request: Uint8Array; keyId: number; enc: Uint8Array; response: ServerResponseContext }> {
   const h = readRequestHeader(keys, enc);
   const { Nt } = AEAD_INFO[h.aeadId];
   if (enc.length < h.headerBytes + Nt) {
@@ -213,7 +213,7 @@ export async function decapsulateRequest(
     throw wrapError(e, "OHTTP_ERR_DECRYPT");
   }
   const response = new ServerResponseContextImpl(h.backend, h.kemId, h.kdfId, h.aeadId, kemEnc, secret, deps.randomBytes ?? defaultRandom);
-  return { request, keyId: h.keyId, response };
+  return { request, keyId: h.keyId, enc: kemEnc, response };
 }
 
 /** What the request header names: the key, its suite, and where the HPKE ciphertext starts. */

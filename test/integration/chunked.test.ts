@@ -1,0 +1,308 @@
+// Chunked OHTTP end to end (draft-ietf-ohai-chunked-ohttp-08) through a listening gateway to a
+// real target: streamed bodies both ways, an early answer before the request ends, a request cut
+// at every chunk boundary never reaching the target complete; plus the RFC 9458 §6.5 Date checks,
+// §6.2.3 padding, and RFC 9540's /.well-known/ohttp-gateway.
+
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { BhttpStreamEncoder, decodeResponse, encodeRequest, type BhttpRequest } from "../../core/bhttp/index.js";
+import { concatBytes } from "../../core/bytes.js";
+import { DATE_PROBLEM } from "../../core/errors.js";
+import { MEDIA_TYPES, encapsulateChunkedRequest, encapsulateRequest, encodeKeyConfigs, type KeyConfig } from "../../core/ohttp/index.js";
+import { createObliviousFetch } from "../../client/oblivious-fetch.js";
+import type { Gate, GateInput } from "../../gateway/gate-contract.js";
+import { MemoryNonceStore } from "../../gateway/nonce-stores/index.js";
+import { makeGateway, type Fixture } from "../helpers/gateway-fixture.js";
+
+interface TargetLog {
+  /** Requests whose body ended normally, with their sizes. */
+  complete: number[];
+  /** Requests that broke off. */
+  aborted: number;
+}
+
+let target: Server;
+let targetUrl: string;
+const seen: TargetLog = { complete: [], aborted: 0 };
+
+function listen(s: Server): Promise<string> {
+  return new Promise((resolve) => s.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(s.address() as AddressInfo).port}`)));
+}
+
+function track(req: IncomingMessage): void {
+  let n = 0;
+  let ended = false;
+  req.on("data", (c: Buffer) => (n += c.length));
+  req.on("end", () => {
+    ended = true;
+    seen.complete.push(n);
+  });
+  req.on("close", () => {
+    if (!ended) seen.aborted++;
+  });
+}
+
+beforeAll(async () => {
+  target = createServer((req, res) => {
+    track(req);
+    if (req.url === "/early") {
+      // Answers at once, then echoes the rest as it comes.
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      res.write("early:");
+      req.pipe(res);
+      return;
+    }
+    if (req.url === "/echo") {
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      req.pipe(res);
+      return;
+    }
+    req.resume();
+    req.on("end", () => res.end("ok"));
+  });
+  targetUrl = await listen(target);
+});
+
+afterAll(async () => {
+  target.closeAllConnections();
+  await new Promise((r) => target.close(r));
+});
+
+let fx: Fixture | undefined;
+let gatewayUrl: string;
+
+async function startGateway(raw: Record<string, unknown> = {}, deps: Parameters<typeof makeGateway>[1] = {}): Promise<Fixture> {
+  fx = await makeGateway({ policy: "targets-only", targets: { "https://t.example": targetUrl }, ...raw }, deps);
+  await fx.app.listen({ port: 0, host: "127.0.0.1" });
+  gatewayUrl = `http://127.0.0.1:${(fx.app.server.address() as AddressInfo).port}`;
+  return fx;
+}
+
+afterEach(async () => {
+  await fx?.app.close();
+  fx = undefined;
+  seen.complete = [];
+  seen.aborted = 0;
+});
+
+function client(config: KeyConfig, extra: Partial<Parameters<typeof createObliviousFetch>[0]> = {}) {
+  return createObliviousFetch({ relay: `${gatewayUrl}/gateway`, keys: encodeKeyConfigs([config]), retries: 0, ...extra });
+}
+
+/** A stream of `n` bytes in pieces of `piece`. */
+function bytesStream(n: number, piece = 64 * 1024): ReadableStream<Uint8Array> {
+  let sent = 0;
+  return new ReadableStream({
+    pull(c) {
+      if (sent >= n) return c.close();
+      const k = Math.min(piece, n - sent);
+      const b = new Uint8Array(k);
+      for (let i = 0; i < k; i++) b[i] = (sent + i) & 0xff;
+      sent += k;
+      c.enqueue(b);
+    },
+  });
+}
+
+async function readAll(s: ReadableStream<Uint8Array> | null): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  if (s === null) return new Uint8Array(0);
+  const reader = s.getReader();
+  for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
+  return concatBytes(...parts);
+}
+
+describe("chunked OHTTP through the gateway", () => {
+  it("streams a request body to the target and its answer back, byte for byte", async () => {
+    const { keyConfig } = await startGateway();
+    const res = await client(keyConfig)("https://t.example/echo", { method: "POST", body: bytesStream(1024 * 1024), duplex: "half" } as RequestInit);
+    expect(res.status).toBe(200);
+    const body = await readAll(res.body);
+    expect(body.length).toBe(1024 * 1024);
+    expect(body.every((b, i) => b === (i & 0xff))).toBe(true);
+    expect(seen.complete).toEqual([1024 * 1024]);
+  });
+
+  it("delivers the first answer bytes before the last request bytes are sent", async () => {
+    const { keyConfig } = await startGateway();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let step = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        step++;
+        if (step === 1) return c.enqueue(new TextEncoder().encode("first"));
+        await gate; // the rest waits until the answer has started
+        c.enqueue(new TextEncoder().encode("-last"));
+        c.close();
+      },
+    });
+    const res = await client(keyConfig)("https://t.example/early", { method: "POST", body, duplex: "half" } as RequestInit);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toMatch(/^early:/);
+    expect(step).toBeLessThanOrEqual(2); // the last piece was not sent yet
+    release();
+    let text = new TextDecoder().decode(first.value);
+    for (;;) {
+      const r = await reader.read();
+      if (r.done) break;
+      text += new TextDecoder().decode(r.value);
+    }
+    expect(text).toBe("early:first-last");
+  });
+
+  it("never lets a request cut at a chunk boundary reach the target complete", async () => {
+    const { keyConfig } = await startGateway();
+    const e = new BhttpStreamEncoder();
+    const req = await encapsulateChunkedRequest(keyConfig);
+    const pieces = [req.header, await req.writer.seal(e.requestHead({ method: "POST", scheme: "https", authority: "t.example", path: "/ok", headers: [] }))];
+    for (let i = 0; i < 3; i++) pieces.push(await req.writer.seal(e.content(new Uint8Array(1000).fill(i))));
+    pieces.push(await req.writer.sealFinal(e.end()));
+    const boundaries = pieces.map((_, i) => concatBytes(...pieces.slice(0, i + 1)).length);
+    const whole = concatBytes(...pieces);
+    for (const cut of [0, ...boundaries.slice(0, -1), whole.length - 1]) {
+      const res = await fetch(`${gatewayUrl}/gateway`, {
+        method: "POST",
+        headers: { "content-type": MEDIA_TYPES.chunkedRequest },
+        body: Buffer.from(whole.subarray(0, cut)),
+      });
+      // The answer comes after the upstream exchange ended: /ok answers only a complete body.
+      await res.arrayBuffer().catch(() => undefined);
+      expect(seen.complete, `cut at ${cut}`).toEqual([]);
+    }
+    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.chunkedRequest }, body: Buffer.from(whole) });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("incremental")).toBe("?1");
+    const out: Uint8Array[] = [];
+    for (const p of await req.response.push(new Uint8Array(await res.arrayBuffer()))) out.push(p);
+    out.push(await req.response.end());
+    expect(new TextDecoder().decode(decodeResponse(concatBytes(...out)).body)).toBe("ok");
+    expect(seen.complete).toEqual([3000]);
+  });
+
+  it("answers key problems before decapsulation plain, and reads DAP-policy requests whole (sealed refusals)", async () => {
+    const { keyConfig } = await startGateway({ policy: "dap" });
+    const bad = await encapsulateChunkedRequest({ ...keyConfig, keyId: (keyConfig.keyId + 1) % 256 });
+    const plain = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.chunkedRequest }, body: Buffer.from(bad.header) });
+    expect(plain.status).toBe(400);
+    expect(((await plain.json()) as { type: string }).type).toBe("https://iana.org/assignments/http-problem-types#ohttp-key");
+    const res = await client(keyConfig)("https://t.example/echo", { method: "POST", body: bytesStream(10), duplex: "half" } as RequestInit);
+    expect(res.status).toBe(403);
+    expect(seen.complete).toEqual([]);
+  });
+});
+
+describe("tokens on streamed requests", () => {
+  function recordingGate() {
+    const settled: boolean[] = [];
+    const streamIds: (Uint8Array | undefined)[] = [];
+    const gate: Gate = {
+      admit: async (input: GateInput) => {
+        streamIds.push(input.streamId);
+        return { settle: async (reached: boolean) => void settled.push(reached) };
+      },
+    };
+    return { gate, settled, streamIds };
+  }
+
+  it("commits once the stream reached the target, also when it broke off, and releases when nothing did", async () => {
+    const g = recordingGate();
+    const { keyConfig } = await startGateway({ targets: { "https://t.example": targetUrl, "https://down.example": "http://127.0.0.1:1" } }, { deps: { gate: g.gate } });
+    const ok = await client(keyConfig)("https://t.example/echo", { method: "POST", body: bytesStream(100_000), duplex: "half" } as RequestInit);
+    await readAll(ok.body);
+    expect(g.settled).toEqual([true]);
+    expect(g.streamIds[0]?.length).toBeGreaterThan(32); // bound to this encapsulation, not to a body
+    // Cut after the head and one content chunk: the upstream request had started.
+    const e = new BhttpStreamEncoder();
+    const req = await encapsulateChunkedRequest(keyConfig);
+    const cut = concatBytes(
+      req.header,
+      await req.writer.seal(e.requestHead({ method: "POST", scheme: "https", authority: "t.example", path: "/ok", headers: [] })),
+      await req.writer.seal(e.content(new Uint8Array(10))),
+    );
+    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.chunkedRequest }, body: Buffer.from(cut) });
+    await res.arrayBuffer();
+    expect(g.settled).toEqual([true, true]);
+    const down = await client(keyConfig)("https://down.example/x", { method: "POST", body: bytesStream(10), duplex: "half" } as RequestInit);
+    expect(down.status).toBe(502);
+    expect(g.settled).toEqual([true, true, false]);
+    expect(seen.complete).toEqual([100_000]);
+  });
+});
+
+describe("RFC 9458 §6.5 Date checks", () => {
+  it("resends once with the gateway's Date when the client's clock is off, and never twice", async () => {
+    const { keyConfig } = await startGateway({ replay: { windowSec: 30 } }, { deps: { replayStore: new MemoryNonceStore() } });
+    const skewed = client(keyConfig, { now: () => Date.now() + 3600_000 });
+    const res = await skewed("https://t.example/ok", { method: "POST", body: "x" });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe("ok");
+    expect(skewed.stats().dateRetries).toBe(1);
+    expect(seen.complete).toEqual([1]);
+    // Without a Date at all: refused, with the gateway's Date and no-store, and not retried.
+    const noDate = client(keyConfig, { date: false });
+    const refused = await noDate("https://t.example/ok", { method: "POST", body: "x" });
+    expect(refused.status).toBe(400);
+    expect(refused.headers.get("cache-control")).toBe("no-store");
+    expect(Math.abs(Date.parse(refused.headers.get("date")!) - Date.now())).toBeLessThan(5000);
+    expect(((await refused.json()) as { type: string }).type).toBe(DATE_PROBLEM);
+    expect(noDate.stats().dateRetries).toBe(0);
+  });
+
+  it("refuses a replayed encapsulation inside the window", async () => {
+    const { keyConfig } = await startGateway({ replay: { windowSec: 30 } }, { deps: { replayStore: new MemoryNonceStore() } });
+    const inner: BhttpRequest = { method: "POST", scheme: "https", authority: "t.example", path: "/ok", headers: [["date", new Date().toUTCString()]], body: new Uint8Array([1]), trailers: [] };
+    const { encapsulated, response } = await encapsulateRequest(keyConfig, encodeRequest(inner));
+    const send = () => fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.request }, body: Buffer.from(encapsulated) });
+    const first = await send();
+    expect(decodeResponse(await response.decapsulateResponse(new Uint8Array(await first.arrayBuffer()))).status).toBe(200);
+    const again = await send();
+    expect(again.status).toBe(200); // sealed; its content cannot be opened by anyone but the client
+    expect(seen.complete).toEqual([1]);
+    expect(fx!.lines.some((l) => l.includes("GATEWAY_ERR_REPLAYED"))).toBe(true);
+  });
+});
+
+describe("padding (RFC 9292 §3.8)", () => {
+  it("pads inner responses to an exact multiple, and the client's requests too", async () => {
+    const { keyConfig } = await startGateway({ inner: { padToBytes: 256 } });
+    const inner: BhttpRequest = { method: "POST", scheme: "https", authority: "t.example", path: "/ok", headers: [], body: new Uint8Array([1]), trailers: [] };
+    const { encapsulated, response } = await encapsulateRequest(keyConfig, encodeRequest(inner, { padding: 100 }));
+    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.request }, body: Buffer.from(encapsulated) });
+    const opened = await response.decapsulateResponse(new Uint8Array(await res.arrayBuffer()));
+    expect(opened.length).toBe(256);
+    expect(decodeResponse(opened).status).toBe(200);
+    const padded = client(keyConfig, { padToBytes: 512 });
+    expect((await padded("https://t.example/ok", { method: "POST", body: "y" })).status).toBe(200);
+  });
+
+  it("refuses non-zero padding with a sealed 400", async () => {
+    const { keyConfig } = await startGateway();
+    const inner: BhttpRequest = { method: "POST", scheme: "https", authority: "t.example", path: "/ok", headers: [], body: new Uint8Array([1]), trailers: [] };
+    const bytes = encodeRequest(inner, { padding: 8 });
+    bytes[bytes.length - 1] = 1;
+    const { encapsulated, response } = await encapsulateRequest(keyConfig, bytes);
+    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.request }, body: Buffer.from(encapsulated) });
+    const answer = decodeResponse(await response.decapsulateResponse(new Uint8Array(await res.arrayBuffer())));
+    expect(answer.status).toBe(400);
+    expect(new TextDecoder().decode(answer.body)).toContain("BHTTP_ERR_FORMAT");
+    expect(seen.complete).toEqual([]);
+  });
+});
+
+describe("RFC 9540 /.well-known/ohttp-gateway", () => {
+  it("serves the key configs to GET with Accept application/ohttp-keys, 406 otherwise, and takes POSTs as /gateway", async () => {
+    const { keyConfig } = await startGateway();
+    const keys = await fetch(`${gatewayUrl}/.well-known/ohttp-gateway`, { headers: { accept: MEDIA_TYPES.keys } });
+    expect(keys.status).toBe(200);
+    expect(keys.headers.get("content-type")).toBe(MEDIA_TYPES.keys);
+    const direct = await fetch(`${gatewayUrl}/ohttp-keys`);
+    expect(new Uint8Array(await keys.arrayBuffer())).toEqual(new Uint8Array(await direct.arrayBuffer()));
+    expect((await fetch(`${gatewayUrl}/.well-known/ohttp-gateway`, { headers: { accept: "text/html" } })).status).toBe(406);
+    const viaWellKnown = createObliviousFetch({ relay: `${gatewayUrl}/.well-known/ohttp-gateway`, keys: encodeKeyConfigs([keyConfig]) });
+    expect(await (await viaWellKnown("https://t.example/ok", { method: "POST", body: "z" })).text()).toBe("ok");
+    expect((await fetch(`${gatewayUrl}/.well-known/ohttp-gateway`, { method: "PUT" })).status).toBe(405);
+  });
+});

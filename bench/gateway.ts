@@ -5,7 +5,7 @@
 // proxy forwarding the same DAP-09 upload in the clear to the same upstream. Each server runs in
 // its own child process and reports process.cpuUsage() (user + system), so neither the load
 // generator, the client-side sealing nor the upstream is counted. Both run in the same session,
-// interleaved over several rounds. Target (issue 3): ratio <= 2.5.
+// interleaved over several rounds. Target: ratio <= 2.5.
 //
 // Reading the numbers: the ratio depends on warm-up. After a short warm-up (--warmup 500, like a
 // freshly started server) the peer costs about 200 µs and the gateway about 3x that; at steady

@@ -5,7 +5,7 @@
 // by Debian's `wrk` with the same POST, in the same run. Runs alternate (relay, nginx, nginx, relay,
 // ...) so drift from other load on the machine hits both alike. Prints throughput and p99 ratios,
 // and the relay's RSS with N open idle client connections. Everything on loopback, bounded in time.
-// Targets (issue 5): throughput >= 0.7x nginx, p99 <= 2x nginx, RSS <= 150 MB with 1,000 connections.
+// Targets: throughput >= 0.7x nginx, p99 <= 2x nginx, RSS <= 150 MB with 1,000 connections.
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

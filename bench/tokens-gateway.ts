@@ -7,7 +7,7 @@
 // reference, the same gateway without tokens, so the gate's own share is visible. Each server runs
 // in its own child process and reports process.cpuUsage(); neither the load generator, the client
 // side (token signing, sealing) nor the upstream is counted. With Redis, the Redis server's own
-// CPU is not counted either (it is another machine in a deployment). Target (issue 4): <= 3x.
+// CPU is not counted either (it is another machine in a deployment). Target: <= 3x.
 //
 // Also exported as runTokensGateway(args) so bench/tokens.ts can include it.
 

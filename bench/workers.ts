@@ -5,7 +5,7 @@
 // Both run the real command line on the same config (DAP policy, tokens off, a trivial upstream in
 // this process that answers 201) under the same load from `wrk` (keep-alive, a fixed encapsulated
 // upload: the gateway decapsulates, forwards and seals every one). Interleaved over several rounds;
-// the ratio is the median of the per-round ratios. Target (issue 7): CPU per request with 2
+// the ratio is the median of the per-round ratios. Target: CPU per request with 2
 // workers at most 1.15x that of 1 process (no coordination cost).
 //
 // This machine has 2 cores shared with wrk and the upstream, so throughput with 2 workers cannot

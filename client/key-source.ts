@@ -2,7 +2,7 @@
 //
 // RFC 9458 §6.1: the keys must be authenticated as the gateway's, so they come from the gateway's
 // own `/ohttp-keys` over HTTPS, or are pinned by the application. The relay's copy (served the same
-// to every client) is only a consistency check (§7, design.md "Keys"): if it differs from ours, the
+// to every client) is only a consistency check (§7, docs/architecture.md "Keys"): if it differs from ours, the
 // gateway may be tagging this client with a key of its own, and nothing is sent.
 //
 // Loaded once, cached for the gateway's `Cache-Control: max-age` (clamped), refreshed on demand

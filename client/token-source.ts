@@ -1,7 +1,7 @@
 // Privacy Pass tokens for the client (RFC 9576 architecture, RFC 9577 challenge/redemption,
 // RFC 9578 issuance).
 //
-// The gateway's challenges can be learned ahead of time (design.md "Tokens"): a tokenless request
+// The gateway's challenges can be learned ahead of time (docs/architecture.md, "Tokens and challenges"): a tokenless request
 // to an upload route earns a sealed 401 whose `WWW-Authenticate: PrivateToken` names the issuer,
 // the token key, an empty or epoch-derived redemption context and an `origin_info` naming the
 // target. For each such challenge the source keeps a stock of tokens, fetched from the issuer in

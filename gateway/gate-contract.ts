@@ -1,5 +1,5 @@
 // The seam where the Privacy Pass token gate (gateway/gate.ts) plugs into the request path
-// (design.md "Request path (gateway)", steps 4 and 6). gateway/request-path.ts calls, in order:
+// (docs/architecture.md, "Request path through the gateway", steps 4 and 6). gateway/request-path.ts calls, in order:
 //
 //   policy      -> checkPolicy()                         (403s are answered before the gate)
 //   admission   -> ticket = await gate.admit(input)      (throws a ProtocolError: answered sealed,

@@ -1,5 +1,5 @@
 // The token gate: decides whether a Privacy Pass token (RFC 9576/9577/9578) is good for an inner
-// request (design.md "Request path (gateway)", steps 4 and 6). It plugs into the request path at
+// request (docs/architecture.md, "Request path through the gateway", steps 4 and 6). It plugs into the request path at
 // the seam of gateway/gate-contract.ts: admit() after the policy, settle() after forwarding.
 //
 // admit(), in order (each failure is a sealed 401 with a fresh challenge, RFC 9577 §2.2):

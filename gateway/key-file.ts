@@ -1,4 +1,4 @@
-// The gateway's OHTTP key file: several keys at once, each with a lifecycle (design.md "Keys").
+// The gateway's OHTTP key file: several keys at once, each with a lifecycle (docs/architecture.md, "Keys").
 //
 //   pending  - in the file (so every replica has it), decrypts, not yet published on /ohttp-keys;
 //   active   - published on /ohttp-keys and decrypts;

@@ -1,9 +1,9 @@
-// Talks to the targets (the DAP aggregators): the only file that does (style.md). One undici Pool
+// Talks to the targets (the DAP aggregators): the only file that does. One undici Pool
 // per target origin with keep-alive, every timeout explicit (undici's defaults are 300 s), a cap on
 // the answer's size. Strips hop-by-hop fields and the Privacy Pass token; adds nothing that could
 // identify the client (undici's `request` adds only Host and Content-Length).
 //
-// Failures are classified for the token gate (design.md step 6): `reached: false` only when no
+// Failures are classified for the token gate (docs/architecture.md, "Token spend semantics"): `reached: false` only when no
 // byte of the request can have reached the target (connection refused, DNS, connect timeout, TLS
 // handshake refused); anything later is "maybe reached" (RFC 9458 §6.5: a broken connection is no
 // proof that nothing was processed).

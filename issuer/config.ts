@@ -1,4 +1,4 @@
-// The issuer's configuration: the JSON file of `veil issuer --config FILE` (issue 4's shape is a
+// The issuer's configuration: the JSON file of `veil issuer --config FILE` (this shape is a
 // contract: listen, name, keys, tokenTypes, keyLifetimeSec, attester), plus explicit limits,
 // overridable with VEIL_ISSUER_<PATH> environment variables (e.g. VEIL_ISSUER_LISTEN_PORT=9000,
 // VEIL_ISSUER_ATTESTER_CREDENTIALS='["..."]' to keep credentials out of the file). Validated once,
@@ -22,7 +22,7 @@ export const DEFAULTS = Object.freeze({
   maxBatchTokens: 100,
   /** The key file: created with mode 0600 on first start. */
   keys: "data/issuer-keys.json",
-  /** Type 2 (Blind RSA 2048, publicly verifiable) is the default (design.md "Tokens"). */
+  /** Type 2 (Blind RSA 2048, publicly verifiable) is the default (docs/architecture.md, "Tokens and challenges"). */
   tokenTypes: [TOKEN_TYPE.BLIND_RSA_2048] as number[],
   /** A token key is good for a week from its not-before (the gateway's default is the same). */
   keyLifetimeSec: 604_800,

@@ -1,6 +1,6 @@
 // The issuer's token keys: loading, first-start creation, rotation and persistence.
 //
-// Rotation (design.md "Tokens", RFC 9578 §4): each key lives `keyLifetimeSec` (L) from its
+// Rotation (docs/architecture.md "Keys", RFC 9578 §4): each key lives `keyLifetimeSec` (L) from its
 // not-before. Keys of one type follow each other every R = L/2: when key i becomes valid, its
 // successor i+1 is generated and published with not-before = nb(i) + R, so origins and clients
 // see it a whole period before anyone uses it; key i stays valid until nb(i) + L = nb(i+2), so a

@@ -1,4 +1,4 @@
-// The relay's configuration: the JSON file of `veil relay --config FILE` (issue 5's shape is a
+// The relay's configuration: the JSON file of `veil relay --config FILE` (this shape is a
 // contract: listen {host, port, tls}, routes [{path, gateway, keys}], plus rate limits, limits and
 // timeouts), overridable with VEIL_RELAY_<PATH> environment variables (e.g. VEIL_RELAY_LISTEN_PORT=9000,
 // VEIL_RELAY_ROUTES='[...]' as JSON). Validated once, then frozen. The only relay file that reads

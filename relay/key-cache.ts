@@ -2,7 +2,7 @@
 //
 // One copy per route, fetched from the gateway by the relay itself (never on behalf of a client, so
 // the fetch carries nothing of any client), served byte for byte the same to everyone who asks.
-// It lets clients check that the gateway shows everyone the same keys (design.md "Keys"); it is not
+// It lets clients check that the gateway shows everyone the same keys (docs/architecture.md, "Keys"); it is not
 // where clients get keys they trust (RFC 9458 §6.1: those are authenticated as the gateway's).
 //
 // Freshness follows the gateway's Cache-Control max-age (clamped to keyCache.minMaxAgeSec ..

@@ -1,4 +1,4 @@
-// `--workers N` for the servers (design.md "Scale"): N processes (node:cluster) share the listening
+// `--workers N` for the servers (docs/architecture.md, "Scaling"): N processes (node:cluster) share the listening
 // port, the key files and the SQLite nonce store. The primary process only forks, restarts and
 // stops workers and sums their metrics: it serves no requests.
 //

@@ -89,7 +89,7 @@ function fail(path: string, message: string): never {
 }
 
 function describeValue(v: unknown): string {
-  // Only scalars are quoted: a list or an object may hold a secret further down (issue 8 fuzzing).
+  // Only scalars are quoted: a list or an object may hold a secret further down (found by fuzzing the config loader).
   if (Array.isArray(v)) return "a list";
   if (typeof v === "object" && v !== null) return "an object";
   const s = JSON.stringify(v);

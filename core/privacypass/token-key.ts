@@ -11,7 +11,7 @@
 //
 // WebCrypto and most libraries only speak rsaEncryption SPKIs, so we convert in both directions.
 // The algorithm identifier bytes are fixed; they equal what privacypass-ts, pat-go and the Rust
-// implementation emit (checked against every vector in ../shared/vectors/privacypass).
+// implementation emit (checked against every vector in test/vectors/privacypass).
 
 import { sha256 } from "@noble/hashes/sha2.js";
 import { ByteReader, concatBytes, equalBytes, fromHex } from "../bytes.js";

@@ -1,4 +1,4 @@
-// Aggregator faults with tokens (design.md "Request path (gateway)" step 6): a fault-injecting
+// Aggregator faults with tokens (docs/architecture.md, "Token spend semantics"): a fault-injecting
 // proxy (bench/fault-proxy.ts) in front of the DAP-09 leader double answers 5xx (before or after
 // passing the report on), cuts the answer mid-body or the connection before passing it on, or stalls
 // past the gateway's deadline. Each time the client gets the sealed 5xx, 502 or 504; the token is

@@ -1,4 +1,4 @@
-// Secrets never print (style.md habit 8, issue 8 "security hygiene"): the whole stack in process
+// Secrets never print (secrets are wrapped so that JSON.stringify and util.inspect print [redacted]): the whole stack in process
 // (issuer with both token types, gateway with an epoch secret and the issuer's type 1 keys, relay
 // with an operator auth header, the client library), every server logging at trace level, one
 // upload with tokens through it. Then no log line, and no util.inspect / JSON / String rendering

@@ -1,4 +1,4 @@
-// The issuer's configuration contract (issue 4): the documented JSON shape, defaults, validation
+// The issuer's configuration contract: the documented JSON shape, defaults, validation
 // messages and secret redaction.
 import { describe, expect, it } from "vitest";
 import { isProtocolError } from "../../../core/errors.js";

@@ -27,6 +27,7 @@ import {
   parseWwwAuthenticate,
   type TokenChallenge,
 } from "../core/privacypass/index.js";
+import { createBatchTokenRequest } from "../core/privacypass/batch-client.js";
 import { Secret } from "../core/secret.js";
 import { readCapped } from "./key-source.js";
 import { ArcCredentials, type ArcChallenge } from "./arc-credentials.js";
@@ -36,7 +37,9 @@ import { defaultFetch, invalid, nonNegativeInt, positiveInt, secureUrl, type Fet
 export const TOKEN_SOURCE_DEFAULTS = Object.freeze({
   /** Tokens fetched per batch: enough for a typical reporting session without asking again. */
   batch: 10,
-  /** Token requests in flight at once during a batch (each costs the issuer one RSA operation). */
+  /** Tokens asked for in one batched request (the issuer's default maxBatchTokens is 100). */
+  tokensPerRequest: 100,
+  /** Single token requests in flight at once when the issuer serves no batches. */
   concurrency: 4,
   /** Largest random delay before a background refill, so refills do not follow uploads in time. */
   refillJitterMs: 5_000,
@@ -139,7 +142,10 @@ interface ChallengeEntry {
   lastError: ProtocolError | undefined;
 }
 
-const SUPPORTED_TYPES: ReadonlySet<number> = new Set([TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_P384, ARC_TOKEN_TYPE]);
+const SUPPORTED_TYPES: ReadonlySet<number> = new Set([TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_P384, TOKEN_TYPE.VOPRF_RISTRETTO255, ARC_TOKEN_TYPE]);
+
+/** Thrown by postToIssuer when the issuer does not know a batch media type (415 or 404). */
+const BATCH_UNSUPPORTED = new ProtocolError("CLIENT_ERR_ISSUER_FAILED", "the issuer does not serve batched token requests");
 
 /** Wildcard key for challenges with an empty origin_info (good for every origin). */
 const ANY_ORIGIN = "*";
@@ -253,7 +259,11 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
   }
 
   /** POSTs an issuance request with the attester credential; the 200 body, or the issuer's refusal as an error. */
-  async function postToIssuer(request: Uint8Array, contentType: string, accept: string): Promise<Uint8Array> {
+  /**
+   * POSTs `request` to the issuer; the body of a 200 (or of any status in `okStatuses`) of media
+   * type `accept`. With `batch`, a 415 or 404 throws BATCH_UNSUPPORTED (the caller falls back).
+   */
+  async function postToIssuer(request: Uint8Array, contentType: string, accept: string, batch = false): Promise<Uint8Array> {
     const dir = directory ?? (await loadDirectory());
     let res: Response;
     try {
@@ -273,8 +283,10 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
     } catch (e) {
       throw wrapError(e, "CLIENT_ERR_ISSUER_FAILED", "the issuer could not be reached");
     }
-    if (res.status !== 200) {
+    // draft-ietf-privacypass-batched-tokens: 206 is a generic batch with absent entries.
+    if (res.status !== 200 && !(batch && res.status === 206)) {
       await res.body?.cancel().catch(() => {});
+      if (batch && (res.status === 415 || res.status === 404)) throw BATCH_UNSUPPORTED;
       if (res.status === 401 || res.status === 403) {
         throw new ProtocolError("CLIENT_ERR_CREDENTIAL_REFUSED", `the issuer refused the credential (${res.status})`);
       }
@@ -310,17 +322,59 @@ export function createTokenSource(options: TokenSourceOptions): TokenSource {
     }
   }
 
+  /** Whether the issuer serves batched requests (until it answers one with 415 or 404). */
+  let batchSupported = true;
+
+  /** Up to `n` tokens in one batched request (generic for type 2, amortized for types 1 and 5). */
+  async function issueBatch(entry: ChallengeEntry, n: number): Promise<Uint8Array[]> {
+    const pending = await createBatchTokenRequest(entry.challenge, entry.tokenKey, n);
+    const body = await postToIssuer(pending.request, pending.requestMediaType, pending.responseMediaType, true);
+    try {
+      return await pending.finalize(body);
+    } catch (e) {
+      throw new ProtocolError("CLIENT_ERR_ISSUER_FAILED", "the issuer's batch token response does not verify", { cause: e });
+    }
+  }
+
   /** Tokens a batch may still fetch under the budget (at least `floor`). */
   function allowed(n: number, floor = 0): number {
     return Math.max(floor, Math.min(n, budget - counters.issued));
   }
 
-  /** Adds up to `n` tokens to the entry's stock; one batch at a time per entry. */
+  /**
+   * Adds up to `n` tokens to the entry's stock; one batch at a time per entry. The tokens come in
+   * batched requests of at most tokensPerRequest each; an issuer that does not serve batches
+   * (415 or 404) gets single requests from then on, `concurrency` at a time.
+   */
   function runBatch(entry: ChallengeEntry, n: number): Promise<void> {
     if (n <= 0) return Promise.resolve();
     entry.filling ??= (async () => {
-      let next = 0;
       let firstError: ProtocolError | undefined;
+      let left = n;
+      while (left > 0 && batchSupported && firstError === undefined && !closed) {
+        const k = Math.min(left, TOKEN_SOURCE_DEFAULTS.tokensPerRequest);
+        try {
+          const tokens = await issueBatch(entry, k);
+          left -= k;
+          counters.issued += tokens.length;
+          if (current(entry)) entry.stock.push(...tokens);
+          // A 206: the issuer refused some (e.g. the quota ran out); do not insist now.
+          if (tokens.length < k) break;
+        } catch (e) {
+          if (e === BATCH_UNSUPPORTED) {
+            batchSupported = false;
+            break;
+          }
+          counters.failures++;
+          firstError = isProtocolError(e) ? e : wrapError(e, "CLIENT_ERR_ISSUER_FAILED");
+        }
+      }
+      if (batchSupported || firstError !== undefined) {
+        entry.lastError = firstError;
+        return;
+      }
+      n = left;
+      let next = 0;
       const worker = async (): Promise<void> => {
         while (next < n && firstError === undefined && !closed) {
           next++;

@@ -73,6 +73,8 @@ export interface StandIn {
   relayKeysFetches: number;
   directoryFetches: number;
   tokenRequests: { authorization: string | undefined }[];
+  /** Batched token requests answered 415 (this stand-in issues single tokens only). */
+  batchRefusals: number;
   signer: BlindRsaSigner;
   issuerName: string;
   challengeFor(authority: string): Uint8Array;
@@ -142,6 +144,7 @@ export async function startStandIn(): Promise<StandIn> {
     relayKeysFetches: 0,
     directoryFetches: 0,
     tokenRequests: [],
+    batchRefusals: 0,
     signer,
     issuerName: "issuer.test",
     challengeFor(authority: string): Uint8Array {
@@ -240,6 +243,11 @@ export async function startStandIn(): Promise<StandIn> {
     }
     if (path === "/token-request" && req.method === "POST") {
       const body = await readBody(req);
+      // An issuer without batched issuance: the client falls back to single requests on 415.
+      if (req.headers["content-type"] !== "application/private-token-request") {
+        s.batchRefusals++;
+        return json(res, 415, { title: "media type" });
+      }
       const authorization = req.headers.authorization;
       s.tokenRequests.push({ authorization });
       const cred = /^Bearer (.+)$/.exec(authorization ?? "")?.[1];

@@ -238,6 +238,8 @@ describe("oblivious fetch: tokens", () => {
     expect(s.inner.length).toBe(1);
     expect(s.inner[0]!.token).toBe("none");
     expect(s.tokenRequests.length).toBe(4);
+    // The stand-in issuer serves no batches: one batched request (415), then single requests.
+    expect(s.batchRefusals).toBe(1);
     expect(s.tokenRequests.every((r) => r.authorization === "Bearer good-credential")).toBe(true);
     expect(t.stats().stock).toBe(4);
     for (let i = 0; i < 3; i++) {

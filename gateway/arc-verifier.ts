@@ -119,6 +119,8 @@ export interface ArcAdmission {
   spendKey: Uint8Array;
   /** When the spend record may be forgotten (the key's or the redemption context's end). */
   expiresAtMs: number;
+  /** The issuer key it was presented under (the rule after a store loss, gateway/store-loss.ts). */
+  issuerKey: { tokenKeyId: Uint8Array; notBeforeMs: number };
 }
 
 const te = new TextEncoder();
@@ -277,6 +279,7 @@ export class ArcVerifier {
         return {
           spendKey: sha256(SPEND_LABEL, presentation, serializeElement(token.presentation.tag)),
           expiresAtMs: Math.min((key.notBeforeSec + issuer.keyLifetimeSec) * 1000, r.untilMs, c.untilMs),
+          issuerKey: { tokenKeyId: key.keyId, notBeforeMs: key.notBeforeSec * 1000 },
         };
       }
     }

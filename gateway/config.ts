@@ -179,6 +179,12 @@ export const GATEWAY_SCHEMA = {
         expect: "memory, sqlite:PATH or redis://HOST:PORT",
         doc: "Spent-token (nonce) store.",
       },
+      storeDurability: {
+        kind: "string",
+        default: "verify",
+        oneOf: ["verify", "trust"],
+        doc: "Redis store: verify refuses to start unless Redis keeps spent tokens (maxmemory-policy noeviction, appendonly yes, read with CONFIG GET); trust skips that check.",
+      },
       originInfo: {
         kind: "string",
         default: "authority",

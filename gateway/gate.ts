@@ -17,6 +17,8 @@
 //   7. atomic nonce reservation bound to a digest of this request (method, target URL, body):
 //        "new" / "retry" (the identical request again) pass; "spent"      -> PP_ERR_TOKEN_REPLAYED
 //      store unreachable: sealed 503 PP_ERR_STORE_UNAVAILABLE (fail closed, never open);
+//      after the store lost data (gateway/store-loss.ts), a token of a key published before the
+//      loss: 401 PP_ERR_TOKEN_KEY naming a fresh key, or 503 PP_ERR_STORE_LOST while there is none;
 //      no valid issuer key at all (issuer never reached, or its keys expired): 503 PP_ERR_ISSUER_UNAVAILABLE.
 // settle(reached): release the reservation when nothing reached the aggregator (the token is as
 // good as new), commit it otherwise (RFC 9458 §6.5: a broken connection is no proof that nothing
@@ -43,6 +45,7 @@ import type { NonceStore } from "../core/privacypass/nonce-store.js";
 import type { Gate, GateInput, GateTicket } from "./gate-contract.js";
 import type { DirectoryKey, TokenKeyDirectory } from "./issuer-directory.js";
 import type { ArcVerifier } from "./arc-verifier.js";
+import type { SpendKey, StoreLossGuard } from "./store-loss.js";
 
 export type OriginInfoMode = "authority" | "empty";
 export type RedemptionContextMode = "empty" | "epoch";
@@ -83,6 +86,8 @@ export interface TokenGateDeps {
   registry?: Registry;
   /** ARC issuers (token type 0xE5AC), when any is configured. */
   arc?: ArcVerifier;
+  /** Refuses tokens of keys published before the store lost data (gateway/store-loss.ts). */
+  lossGuard?: StoreLossGuard;
 }
 
 /** Why a token was refused: metric label values (low cardinality, nothing about the token). */
@@ -96,6 +101,7 @@ const REASONS: Partial<Record<ErrorCode, string>> = {
   PP_ERR_TOKEN_REPLAYED: "replayed",
   PP_ERR_STORE_UNAVAILABLE: "store_unavailable",
   PP_ERR_ISSUER_UNAVAILABLE: "issuer_unavailable",
+  PP_ERR_STORE_LOST: "store_lost",
 };
 
 const FREE_TICKET: GateTicket = Object.freeze({ settle: async () => {} });
@@ -171,6 +177,7 @@ export class TokenGate implements Gate {
   readonly #epochSecret: Uint8Array | undefined;
   readonly #dir: TokenKeyDirectory;
   readonly #store: NonceStore;
+  readonly #loss: StoreLossGuard | undefined;
   readonly #now: () => number;
   readonly #random: (n: number) => Uint8Array;
   readonly #digests = new Map<string, Uint8Array>();
@@ -194,6 +201,7 @@ export class TokenGate implements Gate {
     if (this.#arc !== undefined) types.push(ARC_TOKEN_TYPE);
     this.#acceptedTypes = new Set(types);
     this.#store = deps.store;
+    this.#loss = deps.lossGuard;
     this.#now = deps.now ?? Date.now;
     this.#random = deps.random ?? ((n) => new Uint8Array(randomBytes(n)));
     const registers = deps.registry === undefined ? [] : [deps.registry];
@@ -220,6 +228,7 @@ export class TokenGate implements Gate {
   async ready(): Promise<void> {
     await this.#dir.ready();
     await this.#store.ping();
+    this.#loss?.check();
   }
 
   async close(): Promise<void> {
@@ -237,7 +246,7 @@ export class TokenGate implements Gate {
       this.#refused.inc({ reason: REASONS[err.code] ?? "internal" });
       if (err.status === 401) throw this.#withChallenge(err, origin, input.taskId);
       if (err.status === 503) {
-        throw new ProtocolError(err.code, err.message, { cause: err.cause ?? err, headers: { "retry-after": "5" } });
+        throw new ProtocolError(err.code, err.message, { cause: err.cause ?? err, headers: { "retry-after": err.headers["retry-after"] ?? "5" } });
       }
       throw err;
     }
@@ -259,7 +268,7 @@ export class TokenGate implements Gate {
     if (!this.#acceptedTypes.has(tokenType)) throw new ProtocolError("PP_ERR_TOKEN_TYPE", `token type ${tokenType} is not accepted`);
     if (tokenType === ARC_TOKEN_TYPE && this.#arc !== undefined) {
       const arc = this.#arc.verify(bytes, origin, input.taskId, this.#now());
-      return this.#spend(arc.spendKey, arc.expiresAtMs, input, tokenType);
+      return this.#spend(arc.spendKey, arc.expiresAtMs, input, tokenType, arc.issuerKey);
     }
     let token: Token;
     try {
@@ -285,17 +294,41 @@ export class TokenGate implements Gate {
     if (window === undefined) throw new ProtocolError("PP_ERR_TOKEN_CHALLENGE", "token answers another challenge");
     // 6. the authenticator
     if (!verifyToken(token, key.verification)) throw new ProtocolError("PP_ERR_TOKEN_SIGNATURE");
-    return this.#spend(token.nonce, Math.min(key.expiresAtMs, window.untilMs), input, token.tokenType);
+    return this.#spend(token.nonce, Math.min(key.expiresAtMs, window.untilMs), input, token.tokenType, key);
   }
 
   /** 7. the nonce (or ARC spend key), reserved for this request until `untilMs` plus clock skew. */
-  async #spend(nonce: Uint8Array, untilMs: number, input: GateInput, tokenType: number): Promise<GateTicket> {
+  async #spend(nonce: Uint8Array, untilMs: number, input: GateInput, tokenType: number, issuerKey: SpendKey): Promise<GateTicket> {
     const { request } = input;
     const digest = requestDigest(request.method, input.target.innerOrigin + request.path, input.streamId ?? request.body);
+    this.#refuseIfTainted(issuerKey);
     const outcome = await this.#store.reserve(nonce, digest, untilMs + this.options.clockSkewSec * 1000);
     if (outcome === "spent") throw new ProtocolError("PP_ERR_TOKEN_REPLAYED");
+    if (this.#loss?.isTainted(issuerKey) === true) {
+      // This very reserve noticed the loss: the entry it made is given back, the token refused.
+      await this.#store.release(nonce, digest);
+      this.#refuseIfTainted(issuerKey);
+    }
     this.#redeemed.inc({ type: String(tokenType), outcome });
     return this.#ticket(nonce, digest);
+  }
+
+  /**
+   * After a store loss: a token of a key published before it (gateway/store-loss.ts). A 401 that
+   * names fresh keys, or (#withChallenge) a 503 PP_ERR_STORE_LOST while there is none.
+   */
+  #refuseIfTainted(key: SpendKey): void {
+    const loss = this.#loss;
+    if (loss === undefined || !loss.isTainted(key)) return;
+    loss.refetch();
+    throw new ProtocolError("PP_ERR_TOKEN_KEY", "token key was published before the token store lost its data: get a new token");
+  }
+
+  /** Keys to name in challenges: the directories' (tainted ones left out after a store loss). */
+  #challengeKeys(now: number): DirectoryKey[] {
+    const keys = this.#dir.challengeKeys(now);
+    const loss = this.#loss;
+    return loss === undefined ? keys : keys.filter((k) => !loss.isTainted(k));
   }
 
   #ticket(nonce: Uint8Array, digest: Uint8Array): GateTicket {
@@ -364,7 +397,7 @@ export class TokenGate implements Gate {
     const now = this.#now();
     const current = this.#contexts(now)[0]!;
     const out: WwwAuthenticateChallenge[] = this.#arc?.challenges(origin, taskId, now) ?? [];
-    const keys = this.#dir.challengeKeys(now);
+    const keys = this.#challengeKeys(now);
     // Type 2 first (publicly verifiable: the default), then type 1; issuers in configured order.
     keys.sort((a, b) => (b.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? 1 : 0) - (a.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? 1 : 0));
     for (const key of keys) {
@@ -400,6 +433,9 @@ export class TokenGate implements Gate {
     const challenges = this.challenges(origin, taskId);
     if (challenges.length === 0) {
       // No key to name in a challenge: the client cannot do anything but wait (fail closed).
+      if (this.#loss !== undefined && this.#loss.taintedKeys().length > 0) {
+        return new ProtocolError("PP_ERR_STORE_LOST", "no issuer key published after the loss yet: retry later", { cause: err, headers: { "retry-after": "30" } });
+      }
       return new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", undefined, { cause: err, headers: { "retry-after": "5" } });
     }
     return new ProtocolError(err.code, err.message, {

@@ -203,19 +203,23 @@ export class IssuerDirectory {
     if (this.#inflight !== undefined) return this.#inflight;
     if (now - this.#lastForcedMs < this.#o.minRefetchMs || now < this.#nextAttemptMs) return undefined;
     this.#lastForcedMs = now;
-    return this.refresh();
+    return this.refresh({ bypassCache: true });
   }
 
-  /** Fetches (or revalidates) now; single-flight; never throws (failures keep the last keys). */
-  refresh(): Promise<void> {
-    this.#inflight ??= this.#refresh().finally(() => {
+  /**
+   * Fetches (or revalidates) now; single-flight; never throws (failures keep the last keys).
+   * `bypassCache`: asks caches on the way for a fresh copy (Cache-Control: no-cache).
+   */
+  refresh(options: { bypassCache?: boolean } = {}): Promise<void> {
+    this.#inflight ??= this.#refresh(options.bypassCache === true).finally(() => {
       this.#inflight = undefined;
     });
     return this.#inflight;
   }
 
-  async #refresh(): Promise<void> {
+  async #refresh(bypassCache: boolean): Promise<void> {
     const headers: Record<string, string> = { accept: "application/private-token-issuer-directory, application/json" };
+    if (bypassCache) headers["cache-control"] = "no-cache";
     if (this.#etag !== undefined && this.#fetched) headers["if-none-match"] = this.#etag;
     try {
       const res = await this.#fetch(this.source.directory, {

@@ -13,7 +13,8 @@ import type { TokensConfig } from "./config.js";
 import { TokenGate, contextPrf } from "./gate.js";
 import { ArcVerifier, readArcKeys, type ArcIssuer, type ArcKey } from "./arc-verifier.js";
 import { TokenKeyDirectory, type DirectoryFetcher, type IssuerSource } from "./issuer-directory.js";
-import { describeNonceStore, openNonceStore } from "./nonce-stores/index.js";
+import { RedisNonceStore, describeNonceStore, openNonceStore } from "./nonce-stores/index.js";
+import { StoreLossGuard } from "./store-loss.js";
 
 /** A key file is re-read at most this often (and only when its modification time changed). */
 const KEY_FILE_RECHECK_MS = 1_000;
@@ -103,7 +104,7 @@ function readEpochSecret(file: string): Uint8Array {
 }
 
 export interface CreateTokenGateDeps {
-  log: Pick<Logger, "warn" | "info">;
+  log: Pick<Logger, "warn" | "info" | "error">;
   registry?: Registry;
   now?: () => number;
   fetcher?: DirectoryFetcher;
@@ -151,7 +152,15 @@ export async function createTokenGate(tokens: TokensConfig, deps: CreateTokenGat
       }),
     { prf: (data) => contextPrf(epochSecret, data), epochSec: tokens.epochSec },
   );
-  const store = openNonceStore(tokens.store, { now });
+  const lossGuard = new StoreLossGuard({ directory, log: deps.log, now, ...(deps.registry === undefined ? {} : { registry: deps.registry }) });
+  const store = openNonceStore(tokens.store, { now, durability: tokens.storeDurability, onLoss: (loss) => lossGuard.noteLoss(loss) });
+  try {
+    // Redis: refuse settings that would let it forget spent tokens, and read its loss marker.
+    if (store instanceof RedisNonceStore) await store.start();
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
   const gate = new TokenGate(
     {
       originInfo: tokens.originInfo,
@@ -161,7 +170,7 @@ export async function createTokenGate(tokens: TokensConfig, deps: CreateTokenGat
       greaseProbability: tokens.greaseProbability,
       ...(epochSecret === undefined ? {} : { epochSecret }),
     },
-    { directory, store, now, arc, ...(deps.registry === undefined ? {} : { registry: deps.registry }) },
+    { directory, store, now, arc, lossGuard, ...(deps.registry === undefined ? {} : { registry: deps.registry }) },
   );
   await directory.start();
   deps.log.info(

@@ -270,7 +270,10 @@ export class IssuerKeyStore {
         fail(options.file, `cannot read key file (${(e as NodeJS.ErrnoException).code ?? "error"})`, e);
       }
     }
-    if (text !== undefined) store.#keys = store.#parse(text);
+    if (text !== undefined) {
+      store.#keys = store.#parse(text);
+      store.#fileMtimeMs = statSync(options.file).mtimeMs;
+    }
     await store.refresh({ persist: text === undefined });
     return store;
   }
@@ -298,6 +301,7 @@ export class IssuerKeyStore {
       this.#follow(false);
       return Promise.resolve();
     }
+    if (this.#refreshing === undefined) this.#adoptExternalChange();
     if (options.persist !== true && this.nowSec() < this.#nextChangeSec) return Promise.resolve();
     this.#refreshing ??= this.#rotate(options.persist === true).finally(() => {
       this.#refreshing = undefined;
@@ -328,9 +332,57 @@ export class IssuerKeyStore {
       }
     }
     keys.sort((a, b) => a.tokenType - b.tokenType || a.notBefore - b.notBefore);
-    if (changed) writeKeyFileAtomic(this.file, serialize(keys));
+    if (changed) this.#write(keys);
     this.#keys = keys;
     this.#nextChangeSec = this.#computeNextChange(now);
+  }
+
+  #write(keys: readonly IssuerKey[]): void {
+    writeKeyFileAtomic(this.file, serialize(keys));
+    this.#fileMtimeMs = statSync(this.file).mtimeMs;
+  }
+
+  /**
+   * Another process rewrote the file (`veil issuer rotate --now`): take its keys. Checked at most
+   * once a second; a file that cannot be read keeps the keys held (and is rewritten at the next
+   * rotation).
+   */
+  #adoptExternalChange(): boolean {
+    const nowMs = this.#now();
+    if (nowMs - this.#checkedAtMs < FOLLOWER_RECHECK_MS) return false;
+    this.#checkedAtMs = nowMs;
+    try {
+      const mtimeMs = statSync(this.file).mtimeMs;
+      if (this.#fileMtimeMs < 0 || mtimeMs === this.#fileMtimeMs) {
+        this.#fileMtimeMs = mtimeMs;
+        return false;
+      }
+      checkKeyFileMode(this.file);
+      this.#keys = this.#parse(readFileSync(this.file, "utf8"));
+      this.#fileMtimeMs = mtimeMs;
+      this.#nextChangeSec = this.#computeNextChange(this.nowSec());
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Emergency rotation (`veil issuer rotate --now`): for each token type, a new key valid from
+   * now replaces every other key of the file, so the directory offers only it (and, once the
+   * schedule runs, its successor). Tokens of the old keys stop being accepted as soon as
+   * gateways see the new directory. Returns the new keys.
+   */
+  async rotateNow(): Promise<IssuerKey[]> {
+    if (this.#follower) throw new ProtocolError("CFG_ERR_INVALID", "a follower key store cannot rotate");
+    await this.#refreshing;
+    const now = this.nowSec();
+    const fresh: IssuerKey[] = [];
+    for (const type of this.#tokenTypes) fresh.push(await this.#generate(type, now, this.#keys));
+    this.#keys = fresh;
+    this.#nextChangeSec = 0;
+    await this.refresh({ persist: true });
+    return fresh;
   }
 
   async #generate(tokenType: IssuerTokenType, notBefore: number, existing: readonly IssuerKey[]): Promise<IssuerKey> {

@@ -5,7 +5,8 @@
 
 import type { KeyObject } from "node:crypto";
 import { Command } from "commander";
-import { isProtocolError } from "../core/errors.js";
+import { ProtocolError, isProtocolError } from "../core/errors.js";
+import { toHex } from "../core/bytes.js";
 import { isClusterWorker, parseWorkers, serveWithWorkers } from "../server/cluster.js";
 import { redactConfig } from "../server/config.js";
 import { runServer, type RunningServer } from "../server/lifecycle.js";
@@ -71,8 +72,41 @@ export async function startIssuer(
   return { ...running, keys };
 }
 
+/**
+ * `veil issuer rotate --now --config FILE`: the emergency rotation. Replaces every key of the key
+ * file by a new one valid from now (per token type); the running issuer (every worker) picks the
+ * file up within a second, and gateways that refetch its directory accept only tokens of the new
+ * key. For when old tokens must stop working at once: a gateway whose nonce store lost its data
+ * refuses tokens of keys published before the loss until they leave the directory.
+ */
+function rotateCommand(): Command {
+  return new Command("rotate")
+    .description("emergency key rotation: publish a new token key for immediate use, dropping the current ones")
+    .option("--config <file>", "the issuer's JSON configuration file (VEIL_ISSUER_* environment variables override it)")
+    .option("--now", "required: rotate now (old tokens stop being accepted once gateways refetch the directory)")
+    .action(async (_opts: unknown, cmd: Command) => {
+      // --config may be parsed by `veil issuer` itself (it has the same option): read both.
+      const o = cmd.optsWithGlobals<{ config?: string; now?: boolean }>();
+      try {
+        if (o.now !== true) throw new ProtocolError("CFG_ERR_INVALID", "rotate: pass --now (an emergency rotation invalidates every token issued so far)");
+        const config = loadIssuerConfig(o.config);
+        const keys = await IssuerKeyStore.open({ file: config.keys, tokenTypes: config.tokenTypes, keyLifetimeSec: config.keyLifetimeSec });
+        const fresh = await keys.rotateNow();
+        for (const k of fresh) {
+          process.stdout.write(`token type ${k.tokenType}: new key ${toHex(k.tokenKeyId).slice(0, 16)}… valid from ${new Date(k.notBefore * 1000).toISOString()}\n`);
+        }
+        process.stdout.write(`${config.keys} rewritten; the running issuer publishes the new key within a second.\n`);
+      } catch (e) {
+        if (!isProtocolError(e)) throw e;
+        process.stderr.write(`veil issuer rotate: ${e.message}\n`);
+        process.exitCode = 1;
+      }
+    });
+}
+
 export function issuerCommand(): Command {
   return new Command("issuer")
+    .addCommand(rotateCommand())
     .description("run the Privacy Pass token issuer (RFC 9578) with its built-in attester")
     .option("--config <file>", "JSON configuration file (VEIL_ISSUER_* environment variables override it)")
     .option("--print-config", "print the effective configuration (secrets redacted) and exit")

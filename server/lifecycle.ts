@@ -33,6 +33,12 @@ export interface ServerAppOptions {
   readiness?: ReadinessChecks;
 }
 
+/**
+ * A readiness failure whose message is for the operator reading /readyz (what happened, what to
+ * do): shown under `detail`. Any other error only names the failing check.
+ */
+export class ReadinessProblem extends Error {}
+
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /**
@@ -215,17 +221,19 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
   app.get("/healthz", async (_request, reply) => reply.header("cache-control", "no-store").send({ status: "ok" }));
   app.get("/readyz", async (_request, reply) => {
     const failing: string[] = [];
+    const detail: Record<string, string> = {};
     for (const [name, check] of Object.entries(options.readiness ?? {})) {
       try {
         await check();
-      } catch {
+      } catch (e) {
         failing.push(name);
+        if (e instanceof ReadinessProblem) detail[name] = e.message;
       }
     }
     return reply
       .code(failing.length === 0 ? 200 : 503)
       .header("cache-control", "no-store")
-      .send({ status: failing.length === 0 ? "ready" : "not ready", failing });
+      .send({ status: failing.length === 0 ? "ready" : "not ready", failing, ...(Object.keys(detail).length === 0 ? {} : { detail }) });
   });
   app.get("/metrics", async (_request, reply) =>
     reply.header("content-type", metrics.registry.contentType).send(await metrics.registry.metrics()),

@@ -38,12 +38,28 @@ export type { NonceStore };
 /** "new" | "retry" | "spent" (core/privacypass's NonceReservation). */
 export type ReserveOutcome = NonceReservation;
 
+/**
+ * The store lost entries it had accepted (a Redis restart without persistence, FLUSHALL, a failover
+ * to an empty replica, eviction): any spend recorded before `lostAtMs` may have been forgotten.
+ * What the gate does about it: gateway/store-loss.ts.
+ */
+export interface StoreLoss {
+  /** When the loss was noticed (epoch ms; shared by every gateway on the store). */
+  lostAtMs: number;
+  /** What was noticed, for the log and the metric label: "marker_missing" or "evicted_keys". */
+  reason: "marker_missing" | "evicted_keys";
+  /** Read from the marker at start-up (an earlier loss), rather than noticed by this process. */
+  fromMarker?: boolean;
+}
+
 /** What every backend accepts (injected clock for tests). */
 export interface NonceStoreOptions {
   /** Milliseconds since the epoch (default Date.now). */
   now?: () => number;
   /** How often expired entries are purged (on the next operation after this interval). */
   purgeIntervalMs?: number;
+  /** Told when the store notices that it lost data (only stores that can notice: Redis). */
+  onLoss?: (loss: StoreLoss) => void;
 }
 
 export const NONCE_STORE_DEFAULTS = Object.freeze({
@@ -57,8 +73,10 @@ export const NONCE_STORE_DEFAULTS = Object.freeze({
   redisCommandTimeoutMs: 1_000,
   /** Redis: TCP connect timeout. */
   redisConnectTimeoutMs: 1_000,
-  /** Redis: keys are `${prefix}${hex(nonce)}`. */
+  /** Redis: keys are `${prefix}${hex(nonce)}`; the loss marker is `${prefix}marker` (not a nonce: hex has no "r"). */
   redisKeyPrefix: "veil:nonce:",
+  /** Redis: INFO evicted_keys and the persistence settings are checked at most this often. */
+  redisHealthCheckMs: 1_000,
 });
 
 /** A new entry lives at least this long, whatever expiresAtMs says (guards clock differences). */

@@ -1,16 +1,21 @@
-// A real Redis for tests: Debian's `redis-server` on a free loopback port, no persistence.
+// A real Redis for tests: Debian's `redis-server` on a free loopback port. By default it keeps its
+// data as the gateway's nonce store requires (appendonly yes, noeviction) in a temporary folder;
+// `{ volatile: true }` starts one without persistence (`--appendonly no --save ""`).
 // Every test that starts one stops it (afterAll).
 
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 export interface TestRedis {
   port: number;
   url: string;
   /** Stops the server (SIGTERM, then SIGKILL); the port stays reserved for restart(). */
   stop(): Promise<void>;
-  /** Starts it again on the same port (empty: nothing is persisted). */
-  restart(): Promise<void>;
+  /** Starts it again on the same port, with the data it persisted, or on an empty data folder. */
+  restart(options?: { emptyDataDir?: boolean }): Promise<void>;
   /** Sends one inline command and returns the raw reply (e.g. "PTTL key"). */
   command(line: string): Promise<string>;
 }
@@ -66,11 +71,13 @@ async function waitUntilUp(port: number, child: ChildProcess): Promise<void> {
   }
 }
 
-export async function startRedis(): Promise<TestRedis> {
+export async function startRedis(options: { volatile?: boolean } = {}): Promise<TestRedis> {
   const port = await freePort();
   let child: ChildProcess | undefined;
+  let dataDir = mkdtempSync(join(tmpdir(), "veil-redis-"));
+  const persistence = options.volatile === true ? ["--appendonly", "no"] : ["--appendonly", "yes", "--appendfsync", "everysec"];
   const start = async (): Promise<void> => {
-    child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--dir", dataDir, "--save", "", ...persistence], {
       stdio: "ignore",
     });
     await waitUntilUp(port, child);
@@ -86,11 +93,21 @@ export async function startRedis(): Promise<TestRedis> {
     clearTimeout(timer);
   };
   await start();
+  // The data folder goes with the test process (a test may restart the server after stop()).
+  process.once("exit", () => rmSync(dataDir, { recursive: true, force: true }));
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
-    stop,
-    restart: start,
+    async stop() {
+      await stop();
+    },
+    async restart(o = {}) {
+      if (o.emptyDataDir === true) {
+        rmSync(dataDir, { recursive: true, force: true });
+        dataDir = mkdtempSync(join(tmpdir(), "veil-redis-"));
+      }
+      await start();
+    },
     command: (line) => rawCommand(port, line),
   };
 }

@@ -132,7 +132,8 @@ export async function run(args: string[]): Promise<void> {
         count(String(res.status));
         return res;
       } catch (e) {
-        count(`network error (${String((e as { cause?: { code?: unknown } }).cause?.code ?? "?")})`);
+        const code = (e as { cause?: { code?: unknown } }).cause?.code;
+        count(`network error (${typeof code === "string" ? code : "?"})`);
         throw e;
       }
     };

@@ -95,8 +95,8 @@ export async function startVeilChild(component: "gateway" | "relay" | "issuer", 
   const keep = (d: Buffer): void => {
     tail = (tail + d.toString()).slice(-4000);
   };
-  child.stdout!.on("data", keep);
-  child.stderr!.on("data", keep);
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {

@@ -72,9 +72,9 @@ export function createDapTask(o: DapTaskOptions): DapUploader {
   const common = { id: o.taskId, leader: o.leader, helper: o.helper, timePrecisionSeconds: o.timePrecisionSec };
   let task: { fetch: unknown } & DapUploader;
   try {
-    if (v.vdaf === "count") task = new Task({ type: "count", ...common }) as unknown as typeof task;
+    if (v.vdaf === "count") task = new Task({ type: "count", ...common });
     else if (v.vdaf === "sum") task = new Task({ type: "sum", bits: v.bits, ...common }) as unknown as typeof task;
-    else task = new Task({ type: "histogram", length: v.length, chunkLength: v.chunkLength, ...common }) as unknown as typeof task;
+    else task = new Task({ type: "histogram", length: v.length, chunkLength: v.chunkLength, ...common });
   } catch (e) {
     throw new ProtocolError("CFG_ERR_INVALID", `the DAP task cannot be built: check --task, --leader and --helper`, { cause: e });
   }

@@ -381,6 +381,6 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
     acceptedCount(): number {
       return counts.accepted;
     },
-    close: listening.close,
+    close: () => listening.close(),
   };
 }

@@ -194,7 +194,7 @@ export async function listenDouble(
     });
   };
   const server: Server =
-    opts.tls === undefined ? createServer(onRequest) : (createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) as unknown as Server);
+    opts.tls === undefined ? createServer(onRequest) : createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest);
   // Explicit limits instead of node's defaults.
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;

@@ -500,6 +500,6 @@ export async function startDap18Aggregator(opts: Dap18AggregatorOptions): Promis
       tasks.set(task.idBase64Url, task);
     },
     acceptedCount: () => counts.accepted,
-    close: listening.close,
+    close: () => listening.close(),
   };
 }

@@ -142,8 +142,9 @@ export interface DemoTask {
   timePrecisionSec: number;
 }
 
+const DEMO_VDAF: DemoVdaf = { vdaf: "count" };
 /** The demo task's defaults: Prio3Count ("did this happen? yes/no"), 5-minute time precision. */
-export const DEMO_TASK_DEFAULTS = Object.freeze({ vdaf: { vdaf: "count" } as DemoVdaf, timePrecisionSec: 300 });
+export const DEMO_TASK_DEFAULTS = Object.freeze({ vdaf: DEMO_VDAF, timePrecisionSec: 300 });
 
 async function deriveDapKey(configId: number, seedHex: string): Promise<DapHpkeKey> {
   const suite = new CipherSuite({ kem: KemId.DhkemX25519HkdfSha256, kdf: KdfId.HkdfSha256, aead: AeadId.Aes128Gcm });

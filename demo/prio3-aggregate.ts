@@ -50,11 +50,11 @@ const USAGE_PROOF_SHARE = 2;
 export function makePrio3(spec: DemoVdaf): Prio3Like {
   switch (spec.vdaf) {
     case "count":
-      return new Prio3Count({ shares: 2 }) as unknown as Prio3Like;
+      return new Prio3Count({ shares: 2 });
     case "sum":
-      return new Prio3Sum({ shares: 2, bits: spec.bits }) as unknown as Prio3Like;
+      return new Prio3Sum({ shares: 2, bits: spec.bits });
     case "histogram":
-      return new Prio3Histogram({ shares: 2, length: spec.length, chunkLength: spec.chunkLength }) as unknown as Prio3Like;
+      return new Prio3Histogram({ shares: 2, length: spec.length, chunkLength: spec.chunkLength });
   }
 }
 

@@ -112,9 +112,10 @@ function vdafName(v: DemoVdaf): string {
 
 function describeResult(v: DemoVdaf, result: unknown): string {
   if (result === undefined) return "nothing yet";
-  if (v.vdaf === "count") return `count = ${String(result)}`;
-  if (v.vdaf === "sum") return `sum = ${String(result)}`;
-  return `buckets = [${(result as unknown[]).map(String).join(", ")}]`;
+  // Prio3 results are numbers or bigints (count, sum), or a list of them (histogram).
+  if (v.vdaf === "count") return `count = ${result as number | bigint}`;
+  if (v.vdaf === "sum") return `sum = ${result as number | bigint}`;
+  return `buckets = [${(result as (number | bigint)[]).join(", ")}]`;
 }
 
 /** The raw (JSON) configurations of the three servers, as written to data/*.json. */

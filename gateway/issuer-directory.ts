@@ -119,7 +119,7 @@ export function parseDirectory(body: Uint8Array): ParsedKey[] {
     if (nb !== undefined && (typeof nb !== "number" || !Number.isFinite(nb) || nb < 0)) continue;
     const tokenKey = fromBase64Url(key);
     if (tokenKey === undefined || tokenKey.length === 0) continue;
-    out.push({ tokenType, tokenKey, notBeforeSec: nb as number | undefined });
+    out.push({ tokenType, tokenKey, notBeforeSec: nb });
   }
   return out;
 }
@@ -310,7 +310,7 @@ export class TokenKeyDirectory {
   async ready(): Promise<void> {
     const missing = this.issuers.filter((d) => !d.fetched);
     if (missing.length > 0) {
-      await Promise.all(missing.map((d) => d.refreshIfStale()));
+      await Promise.all(missing.map((d) => d.refreshIfStale() ?? Promise.resolve()));
       if (this.issuers.some((d) => !d.fetched)) {
         throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", "an issuer directory was never fetched");
       }

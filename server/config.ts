@@ -287,7 +287,7 @@ function deepFreeze<T>(v: T): T {
  */
 export function parseConfig<S extends Schema>(schema: S, raw: unknown, options: ParseOptions = {}): ConfigOf<S> {
   if (raw !== undefined && !isPlainObject(raw)) fail("", `expected a JSON object, got ${describeValue(raw)}`);
-  const copy = structuredClone(raw ?? {}) as Record<string, unknown>;
+  const copy = structuredClone<Record<string, unknown>>(raw ?? {});
   if (options.envPrefix !== undefined) applyEnv(schema, copy, options.envPrefix, options.env, []);
   return deepFreeze(validateObject(schema, copy, "") as ConfigOf<S>);
 }

@@ -101,7 +101,7 @@ function createNodeServerOf(listen: ListenConfig, limits: HttpLimits, handler: H
       },
       handler,
     );
-    return server as unknown as Server;
+    return server;
   }
   if (tls !== undefined && (tls.cert !== undefined || tls.key !== undefined)) {
     throw new ProtocolError("CFG_ERR_INVALID", "listen.tls: needs both cert and key");
@@ -214,7 +214,7 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
     const seconds = reply.elapsedTime / 1000;
     metrics.requests.inc({ route, outcome, status: String(status) });
     metrics.duration.observe({ route }, seconds);
-    logRequest(request.log as Pick<Logger, "info">, { route, method: request.method, status, outcome, durationMs: reply.elapsedTime });
+    logRequest(request.log, { route, method: request.method, status, outcome, durationMs: reply.elapsedTime });
     done();
   });
 

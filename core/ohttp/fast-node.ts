@@ -99,7 +99,7 @@ export class NodeHkdf implements KdfInterface {
   #publicExtracts = new Map<string, Uint8Array>();
 
   constructor(kdfId: KdfId) {
-    this.id = kdfId as HpkeKdfId;
+    this.id = kdfId;
     this.hashSize = KDF_INFO[kdfId].Nh;
     this.#hash = KDF_INFO[kdfId].hash;
   }
@@ -269,7 +269,7 @@ export class NodeAead implements AeadInterface {
   readonly #aeadId: AeadId;
   constructor(aeadId: AeadId) {
     this.#aeadId = aeadId;
-    this.id = aeadId as HpkeAeadId;
+    this.id = aeadId;
     this.keySize = AEAD_INFO[aeadId].Nk;
     this.nonceSize = AEAD_INFO[aeadId].Nn;
     this.tagSize = AEAD_INFO[aeadId].Nt;

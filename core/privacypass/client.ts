@@ -49,7 +49,7 @@ export interface PendingTokenRequest {
 interface Blinding {
   blindedMsg: Uint8Array;
   /** The authenticator from the decoded TokenResponse; throws PP_ERR_TOKEN_SIGNATURE if it does not verify. */
-  unblind(res: TokenResponse): Uint8Array;
+  unblind: (res: TokenResponse) => Uint8Array;
 }
 
 /**

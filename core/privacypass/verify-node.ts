@@ -4,22 +4,29 @@
 //
 // Type 2: RSASSA-PSS-VERIFY(pkI, AuthenticatorInput, authenticator), SHA-384, MGF1-SHA-384,
 //   saltLength 48, with the public key imported once as a KeyObject (about 30 µs a verify).
-// Type 1: Evaluate(skI, AuthenticatorInput) == authenticator. The expensive part is skI * P with
-//   P = HashToGroup(input): OpenSSL's P-384 ECDH does it several times faster than JS, but gives
-//   only the x coordinate. The compressed encoding needs the parity of y too, so both candidate
-//   encodings (0x02||x, 0x03||x) are finalized and each compared in constant time; exactly one
-//   can be the real issued element, and an attacker who does not know skI can match neither.
+// Type 1: Evaluate(skI, AuthenticatorInput) == authenticator, exactly as RFC 9578 §5.4 says:
+//   the authenticator must be Finalize over the canonical SerializeElement of skI * P, with
+//   P = HashToGroup(input), and nothing else. The expensive part is skI * P: OpenSSL's P-384 ECDH
+//   does it several times faster than JS, but gives only the x coordinate, and the compressed
+//   encoding also carries the parity of y (0x02 even, 0x03 odd). So both candidate encodings are
+//   finalized and compared in constant time (a forged token matches neither, at no extra cost);
+//   when one matches, the parity of the real skI * P is worked out (canonicalPrefix) and the token
+//   is accepted only if it is that one. Without this, anyone holding a valid token could make a
+//   second valid token for the same nonce by negating the issued element (the other encoding).
 
 import { createECDH, createPublicKey, constants, verify as rsaVerify, timingSafeEqual, type ECDH, type KeyObject } from "node:crypto";
+import { p384 } from "@noble/curves/nist.js";
 import { ProtocolError } from "../errors.js";
 import { exactCopy } from "../bytes.js";
 import { encodeAuthenticatorInput, type Token } from "./token.js";
 import { TOKEN_TYPE } from "./token-type.js";
 import { rsaSpkiFromRsaPssSpki, tokenKeyId } from "./token-key.js";
-import { deserializeScalar, finalizeHash, hashToGroup, publicKeyFromPrivate } from "./voprf.js";
+import { deserializeElement, deserializeScalar, finalizeHash, hashToGroup, publicKeyFromPrivate } from "./voprf.js";
 import { RISTRETTO255_SHA512 } from "./oprf-suite.js";
 import { publicKey, verifyAuthenticator } from "./voprf-batch.js";
 import { Secret } from "../secret.js";
+
+type Point = ReturnType<typeof deserializeElement>;
 
 /** A type 2 issuer key, imported once. */
 export interface BlindRsaVerificationKey {
@@ -38,6 +45,8 @@ export interface VoprfVerificationKey {
   readonly tokenKeyId: Uint8Array;
   /** @internal an ECDH context holding skI */
   readonly ecdh: ECDH;
+  /** @internal pkI = skI * G as a point (for the canonical-encoding check). */
+  readonly publicPoint: Point;
 }
 
 /** A type 5 issuer key (VOPRF ristretto255, private: only its holder can verify). */
@@ -86,7 +95,7 @@ export function importVoprfPrivateKey(skS: Uint8Array): VoprfVerificationKey {
   const ecdh = createECDH("secp384r1");
   ecdh.setPrivateKey(Buffer.from(skS));
   const tokenKey = publicKeyFromPrivate(skS);
-  return { tokenType: TOKEN_TYPE.VOPRF_P384, tokenKey, tokenKeyId: tokenKeyId(tokenKey), ecdh };
+  return { tokenType: TOKEN_TYPE.VOPRF_P384, tokenKey, tokenKeyId: tokenKeyId(tokenKey), ecdh, publicPoint: deserializeElement(tokenKey) };
 }
 
 /** RSASSA-PSS verify with SHA-384, MGF1-SHA-384, saltLength 48 (RFC 9578 §6.4). */
@@ -102,7 +111,11 @@ export function verifyBlindRsaAuthenticator(key: BlindRsaVerificationKey, authIn
 
 const PREFIXES = [0x02, 0x03] as const;
 
-/** Evaluate(skI, authInput) == authenticator, with OpenSSL ECDH for skI * HashToGroup(input). */
+/**
+ * Evaluate(skI, authInput) == authenticator, with OpenSSL ECDH for skI * HashToGroup(input).
+ * True only for the authenticator of the canonical encoding of skI * P (RFC 9497 SerializeElement),
+ * so every issued token has exactly one valid authenticator.
+ */
 export function verifyVoprfAuthenticator(key: VoprfVerificationKey, authInput: Uint8Array, authenticator: Uint8Array): boolean {
   if (authenticator.length !== 48) return false;
   const P = hashToGroup(authInput);
@@ -110,13 +123,30 @@ export function verifyVoprfAuthenticator(key: VoprfVerificationKey, authInput: U
   const issued = new Uint8Array(49);
   issued.set(x, 1);
   const expected = Buffer.from(authenticator.buffer, authenticator.byteOffset, authenticator.byteLength);
-  let ok = 0;
+  let matched: number | undefined;
   for (const prefix of PREFIXES) {
     issued[0] = prefix;
-    const out = finalizeHash(authInput, issued);
-    ok |= timingSafeEqual(out, expected) ? 1 : 0;
+    if (timingSafeEqual(finalizeHash(authInput, issued), expected)) matched = prefix;
   }
-  return ok === 1;
+  return matched !== undefined && matched === canonicalPrefix(key, P, issued);
+}
+
+/**
+ * The SEC1 prefix (0x02 even y, 0x03 odd y) of Q = skI * P, knowing only its x coordinate (in
+ * `issued`, after the prefix byte): of the two points with that x, Q and -Q, Q is the one with
+ * Q + pkI = skI * (P + G), whose x one more ECDH gives. Costs one ECDH and one point
+ * decompression, paid only by tokens whose authenticator already matched.
+ */
+function canonicalPrefix(key: VoprfVerificationKey, P: Point, issued: Uint8Array): number {
+  const PG = P.add(p384.Point.BASE);
+  // P = -G would need HashToGroup to hit -G: never, but then no token is accepted.
+  if (PG.is0()) return -1;
+  const xSum = key.ecdh.computeSecret(PG.toBytes(false));
+  issued[0] = 0x02;
+  const even = deserializeElement(issued);
+  const sum = even.add(key.publicPoint);
+  if (sum.is0()) return -1;
+  return timingSafeEqual(sum.toBytes(false).subarray(1, 49), xSum) ? 0x02 : 0x03;
 }
 
 /**

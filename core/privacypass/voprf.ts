@@ -43,7 +43,7 @@ function lp(x: Uint8Array): Uint8Array {
 export function hashToGroup(input: Uint8Array): Point {
   const h = p384_hasher.hashToCurve(input, { DST: HASH_TO_GROUP_DST });
   // The hasher builds p384.Point instances (typed as its narrower H2CPoint): no conversion needed.
-  const P = h instanceof Point ? (h as unknown as Point) : Point.fromAffine(h.toAffine());
+  const P = h instanceof Point ? h : Point.fromAffine(h.toAffine());
   if (P.is0()) throw new ProtocolError("PP_ERR_FORMAT", "input hashes to the identity");
   return P;
 }

@@ -5,7 +5,7 @@ export interface CapturedLines {
   stream: Writable;
   lines: string[];
   /** Resolves once the lines captured so far satisfy `done` (checked now and after every write). */
-  until(done: (lines: string[]) => boolean): Promise<void>;
+  until: (done: (lines: string[]) => boolean) => Promise<void>;
 }
 
 export function captureLines(): CapturedLines {

@@ -90,7 +90,7 @@ export async function startStandIn(opts: { tls?: { cert: Buffer; key: Buffer; ca
             ...(opts.tls.ca === undefined ? {} : { ca: opts.tls.ca, requestCert: true, rejectUnauthorized: true }),
           },
           handler,
-        ) as unknown as Server);
+        ));
   server.on(opts.tls === undefined ? "connection" : "secureConnection", (s: Socket) => {
     state.connections++;
     sockets.add(s);

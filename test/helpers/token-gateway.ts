@@ -146,8 +146,8 @@ export async function spawnGateway(configFile: string, env: Record<string, strin
         resolve(m[1] ?? m[2]!);
       }
     };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", (d: Buffer) => output.push(d.toString()));
+    child.stdout.on("data", onData);
+    child.stderr.on("data", (d: Buffer) => output.push(d.toString()));
     child.once("exit", (code) => {
       clearTimeout(timer);
       reject(new Error(`gateway exited with ${code}: ${output.join("")}`));

@@ -31,7 +31,7 @@ export async function spawnVeil(component: "gateway" | "relay" | "issuer", file:
     const timer = setTimeout(() => reject(new Error(`${component} did not start: ${output.join("")}`)), 20_000);
     const listening = new RegExp(`"url":"(https?://[^"]+)"[^\\n]*"${component} listening"|"${component} listening"[^\\n]*"url":"(https?://[^"]+)"`);
     let started = false;
-    child.stdout!.on("data", (d: Buffer) => {
+    child.stdout.on("data", (d: Buffer) => {
       output.push(d.toString());
       if (started) return;
       const m = listening.exec(output.join(""));
@@ -41,7 +41,7 @@ export async function spawnVeil(component: "gateway" | "relay" | "issuer", file:
         resolve(m[1] ?? m[2]!);
       }
     });
-    child.stderr!.on("data", (d: Buffer) => output.push(d.toString()));
+    child.stderr.on("data", (d: Buffer) => output.push(d.toString()));
     void exited.then(({ code, signal }) => {
       clearTimeout(timer);
       reject(new Error(`${component} exited with ${code ?? signal}: ${output.join("")}`));

@@ -27,11 +27,11 @@ export function startVeil(args: string[], env: Record<string, string> = {}): Vei
   let out = "";
   let err = "";
   const waiters = new Set<() => void>();
-  child.stdout!.on("data", (d: Buffer) => {
+  child.stdout.on("data", (d: Buffer) => {
     out += d.toString();
     for (const w of waiters) w();
   });
-  child.stderr!.on("data", (d: Buffer) => {
+  child.stderr.on("data", (d: Buffer) => {
     err += d.toString();
     for (const w of waiters) w();
   });

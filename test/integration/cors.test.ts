@@ -48,7 +48,7 @@ function expectNoCors(headers: Record<string, unknown>): void {
 
 /** With CORS on, every answer of a covered resource varies by Origin (shared caches keep them apart). */
 function expectVaryOrigin(headers: Record<string, unknown>): void {
-  expect(String(headers["vary"] ?? "")).toMatch(/\borigin\b/i);
+  expect(JSON.stringify(headers["vary"] ?? "")).toMatch(/\borigin\b/i);
 }
 
 async function startRelay(gw: StandIn, cors?: unknown): Promise<{ app: FastifyInstance; url: string }> {

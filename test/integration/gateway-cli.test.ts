@@ -30,8 +30,8 @@ function startGateway(configFile: string): Promise<{ child: ChildProcess; url: s
       const m = /"url":"(http:\/\/[^"]+)".*"msg":"gateway listening"/.exec(out);
       if (m !== null) resolve({ child, url: m[1]!, output: () => out });
     };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", (b: Buffer) => (out += b.toString()));
+    child.stdout.on("data", onData);
+    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
     child.once("exit", (code) => reject(new Error(`gateway exited with ${code}: ${out}`)));
   });
 }

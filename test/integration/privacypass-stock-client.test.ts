@@ -90,7 +90,7 @@ async function stockToken(challenge: WWWAuthenticateHeader): Promise<string> {
   const token =
     client instanceof publicVerif.Client
       ? await client.finalize(client.deserializeTokenResponse(body))
-      : await (client as privateVerif.Client).finalize(privateVerif.TokenResponse.deserialize(body));
+      : await client.finalize(privateVerif.TokenResponse.deserialize(body));
   return new AuthorizationHeader(token).toString(true);
 }
 

@@ -58,21 +58,20 @@ const presentationArb = (limit: number): fc.Arbitrary<Uint8Array> => {
 };
 const requestArb = fc.tuple(pointArb, pointArb, proofArb(5)).map(([m1Enc, m2Enc, requestProof]) => encodeCredentialRequest({ m1Enc, m2Enc, requestProof }));
 
-/* eslint-disable @typescript-eslint/no-explicit-any -- each codec pairs its own encoder and decoder */
 const codecs: Codec[] = [
   {
     name: "ServerPublicKey",
     arb: fc.tuple(pointArb, pointArb, pointArb).map(([X0, X1, X2]) => encodeServerPublicKey({ X0, X1, X2 })),
     decode: decodeServerPublicKey,
-    encode: (v) => encodeServerPublicKey(v as any),
+    encode: (v) => encodeServerPublicKey(v as Parameters<typeof encodeServerPublicKey>[0]),
   },
   {
     name: "ServerPrivateKey",
     arb: fc.tuple(scalarArb, scalarArb, scalarArb, scalarArb).map(([x0, x1, x2, x0Blinding]) => encodeServerPrivateKey({ x0, x1, x2, x0Blinding })),
     decode: decodeServerPrivateKey,
-    encode: (v) => encodeServerPrivateKey(v as any),
+    encode: (v) => encodeServerPrivateKey(v as Parameters<typeof encodeServerPrivateKey>[0]),
   },
-  { name: "CredentialRequest", arb: requestArb, decode: decodeCredentialRequest, encode: (v) => encodeCredentialRequest(v as any) },
+  { name: "CredentialRequest", arb: requestArb, decode: decodeCredentialRequest, encode: (v) => encodeCredentialRequest(v as Parameters<typeof encodeCredentialRequest>[0]) },
   {
     name: "CredentialResponse",
     arb: fc
@@ -81,21 +80,21 @@ const codecs: Codec[] = [
         encodeCredentialResponse({ U: p[0]!, encUPrime: p[1]!, X0Aux: p[2]!, X1Aux: p[3]!, X2Aux: p[4]!, HAux: p[5]!, responseProof }),
       ),
     decode: decodeCredentialResponse,
-    encode: (v) => encodeCredentialResponse(v as any),
+    encode: (v) => encodeCredentialResponse(v as Parameters<typeof encodeCredentialResponse>[0]),
   },
   ...LIMITS.map(
     (limit): Codec => ({
       name: `Presentation (limit ${limit})`,
       arb: presentationArb(limit),
       decode: (b) => decodePresentation(b, limit),
-      encode: (v) => encodePresentation(v as any),
+      encode: (v) => encodePresentation(v as Parameters<typeof encodePresentation>[0]),
     }),
   ),
   {
     name: "ARC CredentialRequest (0xE5AC)",
     arb: fc.tuple(fc.integer({ min: 0, max: 255 }), requestArb).map(([t, r]) => encodeArcCredentialRequest({ truncatedIssuerKeyId: t, request: decodeCredentialRequest(r) })),
     decode: decodeArcCredentialRequest,
-    encode: (v) => encodeArcCredentialRequest(v as any),
+    encode: (v) => encodeArcCredentialRequest(v as Parameters<typeof encodeArcCredentialRequest>[0]),
   },
   ...[2, 7].map(
     (limit): Codec => ({
@@ -106,11 +105,10 @@ const codecs: Codec[] = [
           encodeArcToken({ presentationNonce, challengeDigest, issuerKeyId, presentation: decodePresentation(p, limit) }),
         ),
       decode: (b) => decodeArcToken(b, limit),
-      encode: (v) => encodeArcToken(v as any),
+      encode: (v) => encodeArcToken(v as Parameters<typeof encodeArcToken>[0]),
     }),
   ),
 ];
-/* eslint-enable @typescript-eslint/no-explicit-any */
 
 const light = (seed: number): fc.Parameters<unknown> => fuzzParams(seed, Math.max(10, Math.ceil(numRuns / 10)));
 

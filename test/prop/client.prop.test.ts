@@ -147,7 +147,7 @@ describe("oblivious fetch against a hostile relay", () => {
         const fetch: FetchLike = async (_url, init) => {
           let body: Uint8Array;
           if (k.body.sealed) {
-            const { request, response } = await decapsulateRequest(keyring, new Uint8Array(await new Response(init!.body as BodyInit).arrayBuffer()));
+            const { request, response } = await decapsulateRequest(keyring, new Uint8Array(await new Response(init.body as BodyInit).arrayBuffer()));
             decodeRequest(request);
             const sealed = await response.encapsulateResponse(encodeResponse({ informational: [], status: k.body.innerStatus, headers: [["content-type", "text/plain"]], body: new Uint8Array(3), trailers: [] }));
             body = new Uint8Array(sealed);

@@ -129,8 +129,8 @@ describe("chunked request properties", () => {
   it("refuses chunks out of order, a non-final chunk re-framed as final, and a final chunk re-framed as non-final", async () => {
     const { bytes, req } = await sealRequest([new Uint8Array(30).fill(2)], new Uint8Array(5).fill(3), 10);
     const b = boundaries(bytes, req.header.length);
-    const chunk = (i: number) => bytes.subarray(b[2 + i]!, b[3 + i]!);
-    const hdr = bytes.subarray(0, b[2]!);
+    const chunk = (i: number) => bytes.subarray(b[2 + i], b[3 + i]);
+    const hdr = bytes.subarray(0, b[2]);
     const swapped = concatBytes(hdr, chunk(1), chunk(0), ...[2, 3].map(chunk), bytes.subarray(b.at(-1)! - 1));
     await rejectsWith(openRequest([swapped]).then(unwrap), "OHTTP_ERR_DECRYPT");
     // The last non-final chunk's body after a 0 prefix: right position, wrong AAD.
@@ -138,7 +138,7 @@ describe("chunked request properties", () => {
     const asFinal = concatBytes(hdr, chunk(0), chunk(1), new Uint8Array([0]), last.subarray(1));
     await rejectsWith(openRequest([asFinal]).then(unwrap), "OHTTP_ERR_DECRYPT");
     // The final chunk given a length prefix, then an empty final chunk: AAD "final" where "" is expected.
-    const finalBody = bytes.subarray(b.at(-1)!);
+    const finalBody = bytes.subarray(b.at(-1));
     const asNonFinal = concatBytes(hdr, ...[0, 1, 2].map(chunk), new Uint8Array([finalBody.length]), finalBody, new Uint8Array([0]));
     await rejectsWith(openRequest([asNonFinal]).then(unwrap), "OHTTP_ERR_DECRYPT");
   });

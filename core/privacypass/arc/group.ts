@@ -33,7 +33,7 @@ const HASH_TO_SCALAR = te.encode("HashToScalar-");
 export function hashToGroup(x: Uint8Array, info: Uint8Array): Point {
   const h = p256_hasher.hashToCurve(x, { DST: concatBytes(HASH_TO_GROUP, CONTEXT_STRING, info) });
   // The hasher builds p256.Point instances (typed as its narrower H2CPoint).
-  const P = h instanceof Point ? (h as unknown as Point) : Point.fromAffine(h.toAffine());
+  const P = h instanceof Point ? h : Point.fromAffine(h.toAffine());
   if (P.is0()) throw new ProtocolError("PP_ERR_FORMAT", "input hashes to the identity");
   return P;
 }

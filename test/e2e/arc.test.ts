@@ -86,7 +86,7 @@ function presentationHeader(c: { bytes: Uint8Array; decoded: TokenChallenge; tok
 function withAuthorization(f: ObliviousFetch, authorization: string): ObliviousFetch {
   const g = (input: RequestInfo | URL, init?: RequestInit): Promise<Response> =>
     f(input, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization } });
-  return Object.assign(g, { prepare: f.prepare, keys: f.keys, stats: f.stats });
+  return Object.assign(g, { prepare: f.prepare.bind(f), keys: f.keys.bind(f), stats: f.stats.bind(f) });
 }
 
 describe("end to end with ARC (rate-limited credentials)", () => {

@@ -135,7 +135,7 @@ async function openResponse(body: ReadableStream<Uint8Array>, ohttp: ChunkedResp
     async pull(controller) {
       try {
         while (pending.length === 0 && !ended) await step();
-        if (pending.length > 0) controller.enqueue(pending.shift()!);
+        if (pending.length > 0) controller.enqueue(pending.shift());
         else controller.close();
       } catch (e) {
         controller.error(e);

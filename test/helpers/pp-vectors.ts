@@ -1,4 +1,4 @@
-// Loads the Privacy Pass vectors copied from shared/vectors/privacypass into test/vectors/privacypass (see its README) with field
+// Loads the Privacy Pass vectors checked in under test/vectors/privacypass (its README names their sources) with field
 // names normalised (the Rust files use snake_case).
 import { readFileSync } from "node:fs";
 import { fromHex } from "../../core/bytes.js";

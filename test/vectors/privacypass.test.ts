@@ -1,5 +1,5 @@
 // RFC 9578 type 1 and type 2 issuance vectors, RFC 9577 token and header vectors
-// (../shared/vectors/privacypass), checked against Veil's codecs, verification and signing.
+// (the published vectors, checked in under test/vectors/privacypass), checked against Veil's codecs, verification and signing.
 import { createPrivateKey, createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { DLEQProof, DLEQVerifier, Oprf } from "@cloudflare/voprf-ts";

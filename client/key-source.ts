@@ -130,7 +130,23 @@ export class KeySource {
     return this.#loading;
   }
 
+  /**
+   * Loads the keys and checks them against the relay's copy. Right after a key rotation one of the
+   * two may still be the old list (the relay's copy, or an HTTP cache on the way): on a difference
+   * both are fetched once more with no-cache, which also makes the relay revalidate its copy
+   * (relay/key-cache.ts); a difference that remains is an error. The comparison stays whole bytes,
+   * so the relay's one copy still holds every client to the same keys.
+   */
   async #fetchAndCheck(cache: RequestCache): Promise<LoadedKeys> {
+    try {
+      return await this.#fetchAndCompare(cache);
+    } catch (e) {
+      if (!(e instanceof ProtocolError && e.code === "CLIENT_ERR_KEYS_INCONSISTENT")) throw e;
+      return this.#fetchAndCompare("no-cache");
+    }
+  }
+
+  async #fetchAndCompare(cache: RequestCache): Promise<LoadedKeys> {
     let loaded: LoadedKeys;
     if (this.#pinned !== undefined) {
       loaded = this.#pinned;
@@ -148,7 +164,7 @@ export class KeySource {
       if (!equalBytes(relayCopy.bytes, loaded.bytes)) {
         throw new ProtocolError(
           "CLIENT_ERR_KEYS_INCONSISTENT",
-          "the relay's copy of the gateway's key configurations differs from the gateway's (right after a key rotation the relay may still hold the old copy: retry later)",
+          "the relay's copy of the gateway's key configurations differs from the gateway's, also when both were fetched again",
         );
       }
     }

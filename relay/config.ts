@@ -47,6 +47,10 @@ export const DEFAULTS = Object.freeze({
   keysStaleIfErrorSec: 3_600,
   /** After a failed key fetch, the stale copy is served without trying again for this long. */
   keysRetrySec: 5,
+  /** A client that asks for revalidation (Cache-Control: no-cache or max-age=0) makes the relay
+   *  refetch a copy older than this: right after a key rotation, clients never see a stale copy
+   *  for longer, and the gateway sees at most one fetch per route this often. */
+  keysRevalidateMinSec: 1,
 });
 
 /** A path segment list: no query, fragment, dot segments, double or trailing slashes. */
@@ -141,6 +145,12 @@ export const RELAY_SCHEMA = {
       maxMaxAgeSec: { kind: "int", default: DEFAULTS.keysMaxMaxAgeSec, min: 1, doc: "Longest freshness honoured." },
       staleIfErrorSec: { kind: "int", default: DEFAULTS.keysStaleIfErrorSec, min: 0, doc: "How long past expiry a stale copy is served while the gateway is down." },
       retrySec: { kind: "int", default: DEFAULTS.keysRetrySec, min: 0, doc: "Pause after a failed fetch before the next attempt." },
+      revalidateMinSec: {
+        kind: "int",
+        default: DEFAULTS.keysRevalidateMinSec,
+        min: 0,
+        doc: "A client's Cache-Control: no-cache (or max-age=0) refetches a copy at least this old (key rotation without client errors).",
+      },
     },
   },
   fastPath: { kind: "boolean", default: true, doc: "Serve canonical HTTP/1.1 POSTs on the lean forwarding path (false: node:http + Fastify only)." },

@@ -10,6 +10,11 @@
 // concurrent requests share that one fetch, so they all get the same bytes. If the gateway cannot be
 // reached, the stale copy is served for up to staleIfErrorSec past its expiry (RFC 5861's
 // stale-if-error), and the fetch is retried at most every retrySec.
+//
+// Key rotation: a client that finds the relay's copy different from the gateway's asks again with
+// Cache-Control: no-cache (client/key-source.ts); a copy older than revalidateMinSec is then
+// refetched first. The copy stays one for everyone: a revalidation replaces it for every client, so
+// a gateway that answered the relay's fetch with a key of its own would show it to all of them.
 
 import { createHash } from "node:crypto";
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
@@ -109,6 +114,7 @@ interface Entry {
   body: Buffer;
   etag: string;
   expiresAt: number;
+  fetchedAt: number;
 }
 
 /**
@@ -151,11 +157,15 @@ export class KeyCache {
     void this.#refresh();
   }
 
-  /** The copy to serve, refetching it first if it expired. Throws RELAY_ERR_KEYS_UNAVAILABLE. */
-  async get(): Promise<KeySnapshot> {
+  /**
+   * The copy to serve, refetching it first if it expired, or if `revalidate` (the client asked for
+   * no-cache) and it is at least revalidateMinSec old. Throws RELAY_ERR_KEYS_UNAVAILABLE.
+   */
+  async get(revalidate = false): Promise<KeySnapshot> {
     const entry = this.#entry;
     const now = this.#now();
-    if (entry !== undefined && now < entry.expiresAt) return this.#snapshot(entry, now);
+    const mayRevalidate = revalidate && entry !== undefined && now - entry.fetchedAt >= this.#o.config.revalidateMinSec * 1000;
+    if (entry !== undefined && now < entry.expiresAt && !mayRevalidate) return this.#snapshot(entry, now);
     if (now >= this.#retryAt) {
       await this.#refresh();
       const fresh = this.#entry;
@@ -206,6 +216,7 @@ export class KeyCache {
     const declared = maxAgeSec(res.headers["cache-control"]);
     const freshSec = Math.min(config.maxMaxAgeSec, Math.max(config.minMaxAgeSec, declared ?? config.defaultMaxAgeSec));
     const etag = `"${createHash("sha256").update(res.body).digest("base64url").slice(0, 32)}"`;
-    return { body: res.body, etag, expiresAt: this.#now() + freshSec * 1000 };
+    const now = this.#now();
+    return { body: res.body, etag, expiresAt: now + freshSec * 1000, fetchedAt: now };
   }
 }

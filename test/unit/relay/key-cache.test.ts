@@ -4,7 +4,7 @@ import type { KeyCacheConfig } from "../../../relay/config.js";
 import { KeyCache, checkKeysFraming, type FetchedKeys } from "../../../relay/key-cache.js";
 import { fakeKeyConfigs } from "../../helpers/relay-gateway-stand-in.js";
 
-const CONFIG: KeyCacheConfig = { defaultMaxAgeSec: 300, minMaxAgeSec: 10, maxMaxAgeSec: 86_400, staleIfErrorSec: 600, retrySec: 5 };
+const CONFIG: KeyCacheConfig = { defaultMaxAgeSec: 300, minMaxAgeSec: 10, maxMaxAgeSec: 86_400, staleIfErrorSec: 600, retrySec: 5, revalidateMinSec: 1 };
 
 function answer(body: Buffer, cacheControl?: string, extra: Partial<FetchedKeys> = {}): FetchedKeys {
   const headers: FetchedKeys["headers"] = { "content-type": "application/ohttp-keys" };
@@ -42,6 +42,26 @@ const down = async (): Promise<FetchedKeys> => {
 };
 
 describe("KeyCache", () => {
+  it("refetches a fresh copy for a client asking to revalidate only once it is revalidateMinSec old, for everyone", async () => {
+    const h = harness();
+    await h.cache.get();
+    h.set(async () => answer(fakeKeyConfigs(2), "max-age=60"));
+    // Younger than revalidateMinSec: served from the cache, also when asked to revalidate.
+    h.t.now += 999;
+    expect((await h.cache.get(true)).body.equals(fakeKeyConfigs(1))).toBe(true);
+    expect(h.fetches).toBe(1);
+    h.t.now += 1;
+    const all = await Promise.all([h.cache.get(true), h.cache.get(true)]);
+    expect(h.fetches).toBe(2);
+    for (const s of all) expect(s.body.equals(fakeKeyConfigs(2))).toBe(true);
+    // The new copy is the one every client gets now, without revalidating.
+    expect((await h.cache.get()).body.equals(fakeKeyConfigs(2))).toBe(true);
+    // A revalidation that fails keeps serving the fresh copy.
+    h.set(down);
+    h.t.now += 5_000;
+    expect((await h.cache.get(true)).body.equals(fakeKeyConfigs(2))).toBe(true);
+  });
+
   it("serves the same bytes to everyone and fetches once for concurrent requests", async () => {
     const h = harness();
     const all = await Promise.all(Array.from({ length: 10 }, () => h.cache.get()));

@@ -98,7 +98,7 @@ function lostAtOf(marker: string): number {
 
 /** The values of `CONFIG GET name` (ioredis answers [name, value]). */
 async function configGet(redis: Redis, name: string): Promise<string> {
-  const r = (await redis.call("CONFIG", "GET", name)) as unknown;
+  const r = (await redis.call("CONFIG", "GET", name));
   if (!Array.isArray(r) || typeof r[1] !== "string") throw new Error(`CONFIG GET ${name}: no value`);
   return r[1];
 }

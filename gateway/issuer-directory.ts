@@ -4,8 +4,9 @@
 //   { "issuer-request-uri": "https://issuer.example/token-request",
 //     "token-keys": [ { "token-type": 2, "token-key": "<b64url SPKI>", "not-before": 1686913811 } ] }
 //
-// - HTTP caching (RFC 9111, as RFC 9578 §4 asks): fresh for Cache-Control max-age (minus Age),
-//   then revalidated with If-None-Match (ETag); a 304 extends the freshness of the keys we hold.
+// - HTTP caching (RFC 9111, as RFC 9578 §4 asks, server/cached-document.ts): fresh for
+//   Cache-Control max-age (minus Age), then revalidated with If-None-Match (ETag); a 304 extends
+//   the freshness of the keys we hold.
 // - The directory has no expiry field, so a key's lifetime is configuration shared with the
 //   issuer (`keyLifetimeSec`): a key is accepted only from its not-before until not-before +
 //   keyLifetimeSec. Keys without not-before count from the moment this gate first saw them.
@@ -19,6 +20,7 @@ import { ProtocolError } from "../core/errors.js";
 import { fromBase64Url, toHex } from "../core/bytes.js";
 import { TOKEN_TYPE, tokenKeyId } from "../core/privacypass/index.js";
 import { importBlindRsaTokenKey, type VerificationKey } from "../core/privacypass/verify-node.js";
+import { CachedDocument, DocumentStatusError } from "../server/cached-document.js";
 import { DocumentTooLargeError, fetchBounded, freshnessSec, type DocumentFetcher, type FetchedDocument } from "../server/http-fetch.js";
 import { isAmortizedTokenType as isPrivatelyVerifiable } from "../core/privacypass/batch.js";
 
@@ -137,18 +139,10 @@ export class IssuerDirectory {
   readonly #o: typeof DIRECTORY_DEFAULTS;
   readonly #voprfKeys: () => readonly VerificationKey[];
   readonly #onEvent: NonNullable<IssuerDirectoryDeps["onEvent"]>;
-  #keys: DirectoryKey[] = [];
-  /** The same keys by hex token key id (the hot path: one lookup per upload). */
-  #byId = new Map<string, DirectoryKey>();
+  /** The keys, and the same keys by hex token key id (the hot path: one lookup per upload). */
+  readonly #doc: CachedDocument<{ keys: DirectoryKey[]; byId: Map<string, DirectoryKey> }>;
   /** First time each key id (hex) was seen, for keys without not-before. */
   readonly #firstSeenMs = new Map<string, number>();
-  #etag: string | undefined;
-  #fetched = false;
-  #freshUntilMs = 0;
-  #nextAttemptMs = 0;
-  #retryDelayMs = 1_000;
-  #lastForcedMs = -Infinity;
-  #inflight: Promise<void> | undefined;
 
   constructor(source: IssuerSource, deps: IssuerDirectoryDeps = {}) {
     this.source = source;
@@ -158,28 +152,55 @@ export class IssuerDirectory {
     const v = deps.voprfKeys ?? [];
     this.#voprfKeys = typeof v === "function" ? v : () => v;
     this.#onEvent = deps.onEvent ?? (() => {});
+    this.#doc = new CachedDocument(
+      {
+        url: source.directory,
+        accept: "application/private-token-issuer-directory, application/json",
+        label: "issuer directory",
+        defaultMaxAgeSec: this.#o.defaultMaxAgeSec,
+        minMaxAgeSec: this.#o.minMaxAgeSec,
+        maxMaxAgeSec: this.#o.maxMaxAgeSec,
+        fetchTimeoutMs: this.#o.fetchTimeoutMs,
+        maxBytes: this.#o.maxDirectoryBytes,
+        minRefetchMs: this.#o.minRefetchMs,
+        maxRetryDelayMs: this.#o.maxRetryDelayMs,
+        bypassCacheOnRefetch: true,
+      },
+      {
+        fetcher: deps.fetcher ?? defaultFetcher,
+        now: this.#now,
+        parse: (body, now) => {
+          const keys = this.#importKeys(parseDirectory(body), now);
+          return { keys, byId: new Map(keys.map((k) => [hexOf(k.tokenKeyId), k])) };
+        },
+        onFailure: (e) => {
+          const detail = e instanceof ProtocolError || e instanceof DocumentStatusError ? e.message : e instanceof Error ? e.name : "error";
+          this.#onEvent({ issuer: this.source.name, what: "directory fetch failed", detail });
+        },
+      },
+    );
   }
 
   /** True once a directory was fetched (readiness). */
   get fetched(): boolean {
-    return this.#fetched;
+    return this.#doc.fetched;
   }
 
   /** Every key held, valid or not (for tests and diagnostics). */
   get allKeys(): readonly DirectoryKey[] {
-    return this.#keys;
+    return this.#doc.value?.keys ?? [];
   }
 
   /** Keys accepted at `nowMs`, in directory order (the issuer's preference). */
   validKeys(nowMs = this.#now()): DirectoryKey[] {
-    const out = this.#keys.filter((k) => k.notBeforeMs <= nowMs && nowMs < k.expiresAtMs);
+    const out = this.allKeys.filter((k) => k.notBeforeMs <= nowMs && nowMs < k.expiresAtMs);
     for (const k of out) if (k.verification === undefined && isPrivatelyVerifiable(k.tokenType)) k.verification = this.#voprfKey(k.tokenKeyId);
     return out;
   }
 
   /** The key with this full token key id (hex), if it is accepted at `nowMs`. */
   keyById(hexId: string, nowMs = this.#now()): DirectoryKey | undefined {
-    const k = this.#byId.get(hexId);
+    const k = this.#doc.value?.byId.get(hexId);
     if (k === undefined || k.notBeforeMs > nowMs || nowMs >= k.expiresAtMs) return undefined;
     if (k.verification === undefined && isPrivatelyVerifiable(k.tokenType)) k.verification = this.#voprfKey(k.tokenKeyId);
     return k;
@@ -192,18 +213,12 @@ export class IssuerDirectory {
 
   /** Starts a refresh if the cached directory is stale (not awaited by lookups). */
   refreshIfStale(): Promise<void> | undefined {
-    const now = this.#now();
-    if (now < this.#freshUntilMs || now < this.#nextAttemptMs) return this.#inflight;
-    return this.refresh();
+    return this.#doc.refreshIfStale();
   }
 
   /** A refetch because a token named a key we do not know; rate-limited. */
   refetchForUnknownKey(): Promise<void> | undefined {
-    const now = this.#now();
-    if (this.#inflight !== undefined) return this.#inflight;
-    if (now - this.#lastForcedMs < this.#o.minRefetchMs || now < this.#nextAttemptMs) return undefined;
-    this.#lastForcedMs = now;
-    return this.refresh({ bypassCache: true });
+    return this.#doc.refetchForUnknownKey();
   }
 
   /**
@@ -211,43 +226,7 @@ export class IssuerDirectory {
    * `bypassCache`: asks caches on the way for a fresh copy (Cache-Control: no-cache).
    */
   refresh(options: { bypassCache?: boolean } = {}): Promise<void> {
-    this.#inflight ??= this.#refresh(options.bypassCache === true).finally(() => {
-      this.#inflight = undefined;
-    });
-    return this.#inflight;
-  }
-
-  async #refresh(bypassCache: boolean): Promise<void> {
-    const headers: Record<string, string> = { accept: "application/private-token-issuer-directory, application/json" };
-    if (bypassCache) headers["cache-control"] = "no-cache";
-    if (this.#etag !== undefined && this.#fetched) headers["if-none-match"] = this.#etag;
-    try {
-      const res = await this.#fetch(this.source.directory, {
-        headers,
-        timeoutMs: this.#o.fetchTimeoutMs,
-        maxBytes: this.#o.maxDirectoryBytes,
-      });
-      const now = this.#now();
-      if (res.status === 304 && this.#fetched) {
-        this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, this.#o);
-      } else if (res.status === 200) {
-        this.#keys = this.#importKeys(parseDirectory(res.body), now);
-        this.#byId = new Map(this.#keys.map((k) => [hexOf(k.tokenKeyId), k]));
-        this.#etag = res.headers.get("etag") ?? undefined;
-        this.#fetched = true;
-        this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, this.#o);
-      } else {
-        throw new ProtocolError("PP_ERR_ISSUER_UNAVAILABLE", `issuer directory answered ${res.status}`);
-      }
-      this.#retryDelayMs = 1_000;
-      this.#nextAttemptMs = 0;
-    } catch (e) {
-      const now = this.#now();
-      this.#nextAttemptMs = now + this.#retryDelayMs;
-      this.#retryDelayMs = Math.min(this.#o.maxRetryDelayMs, this.#retryDelayMs * 2);
-      const detail = e instanceof ProtocolError ? e.message : e instanceof Error ? e.name : "error";
-      this.#onEvent({ issuer: this.source.name, what: "directory fetch failed", detail });
-    }
+    return this.#doc.refresh(options);
   }
 
   #importKeys(parsed: ParsedKey[], now: number): DirectoryKey[] {

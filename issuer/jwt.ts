@@ -21,7 +21,8 @@
 
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import { ProtocolError } from "../core/errors.js";
-import { fetchBounded, freshnessSec, type DocumentFetcher } from "../server/http-fetch.js";
+import { CachedDocument } from "../server/cached-document.js";
+import { fetchBounded, type DocumentFetcher } from "../server/http-fetch.js";
 
 export const JWT_DEFAULTS = Object.freeze({
   /** Accepted difference between the provider's clock and ours for exp and nbf. */
@@ -65,84 +66,61 @@ export interface JwksDeps {
 /** The identity provider's JWK Set, cached by its HTTP caching headers; the last good set is kept. */
 export class JwksCache {
   readonly url: string;
-  readonly #fetch: DocumentFetcher;
-  readonly #now: () => number;
-  readonly #onEvent: NonNullable<JwksDeps["onEvent"]>;
-  #keys: JWTVerifyGetKey | undefined;
-  #etag: string | undefined;
-  #freshUntilMs = 0;
-  #nextAttemptMs = 0;
-  #retryDelayMs = 1_000;
-  #lastForcedMs = -Infinity;
-  #inflight: Promise<void> | undefined;
+  readonly #doc: CachedDocument<JWTVerifyGetKey>;
 
   constructor(url: string, deps: JwksDeps = {}) {
     this.url = url;
-    this.#fetch = deps.fetcher ?? fetchBounded;
-    this.#now = deps.now ?? Date.now;
-    this.#onEvent = deps.onEvent ?? (() => {});
+    const onEvent = deps.onEvent ?? (() => {});
+    this.#doc = new CachedDocument(
+      {
+        url,
+        accept: "application/jwk-set+json, application/json",
+        label: "JWK Set",
+        defaultMaxAgeSec: JWT_DEFAULTS.defaultMaxAgeSec,
+        minMaxAgeSec: JWT_DEFAULTS.minMaxAgeSec,
+        maxMaxAgeSec: JWT_DEFAULTS.maxMaxAgeSec,
+        fetchTimeoutMs: JWT_DEFAULTS.fetchTimeoutMs,
+        maxBytes: JWT_DEFAULTS.maxJwksBytes,
+        minRefetchMs: JWT_DEFAULTS.minRefetchMs,
+        maxRetryDelayMs: JWT_DEFAULTS.maxRetryDelayMs,
+        bypassCacheOnRefetch: false,
+      },
+      {
+        fetcher: deps.fetcher ?? fetchBounded,
+        now: deps.now ?? Date.now,
+        parse: (body) => createLocalJWKSet(parseJwks(body)),
+        onFailure: (e) => onEvent({ what: "JWK Set fetch failed: keeping the last good set", detail: e instanceof Error ? e.message : "error" }),
+      },
+    );
   }
 
   /** True once a JWK Set was fetched (readiness). */
   get fetched(): boolean {
-    return this.#keys !== undefined;
+    return this.#doc.fetched;
   }
 
   /** The current key set; fetches (or revalidates) first when stale, keeping the last good one. */
   async keys(): Promise<JWTVerifyGetKey> {
-    const now = this.#now();
-    if (this.#keys === undefined || (now >= this.#freshUntilMs && now >= this.#nextAttemptMs)) {
-      const refresh = now >= this.#nextAttemptMs ? this.refresh() : this.#inflight;
-      // A stale set is used while it is revalidated; only the very first fetch is waited for.
-      if (this.#keys === undefined) await refresh;
-    }
-    if (this.#keys === undefined) {
+    const refresh = this.#doc.refreshIfStale();
+    // A stale set is used while it is revalidated; only the very first fetch is waited for.
+    if (this.#doc.value === undefined) await refresh;
+    const keys = this.#doc.value;
+    if (keys === undefined) {
       throw new ProtocolError("ISSUER_ERR_JWKS_UNAVAILABLE", "the identity provider's JWK Set could not be fetched", {
         headers: { "retry-after": "5" },
       });
     }
-    return this.#keys;
+    return keys;
   }
 
   /** A refetch because a JWT named a key we do not know; rate-limited. Resolves when done. */
   async refetchForUnknownKey(): Promise<void> {
-    const now = this.#now();
-    if (this.#inflight !== undefined) return this.#inflight;
-    if (now - this.#lastForcedMs < JWT_DEFAULTS.minRefetchMs || now < this.#nextAttemptMs) return;
-    this.#lastForcedMs = now;
-    return this.refresh();
+    await this.#doc.refetchForUnknownKey();
   }
 
   /** Fetches (or revalidates) now; single-flight; never throws (failures keep the last set). */
   refresh(): Promise<void> {
-    this.#inflight ??= this.#refresh().finally(() => {
-      this.#inflight = undefined;
-    });
-    return this.#inflight;
-  }
-
-  async #refresh(): Promise<void> {
-    const headers: Record<string, string> = { accept: "application/jwk-set+json, application/json" };
-    if (this.#etag !== undefined && this.#keys !== undefined) headers["if-none-match"] = this.#etag;
-    try {
-      const res = await this.#fetch(this.url, { headers, timeoutMs: JWT_DEFAULTS.fetchTimeoutMs, maxBytes: JWT_DEFAULTS.maxJwksBytes });
-      const now = this.#now();
-      if (res.status === 304 && this.#keys !== undefined) {
-        this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, JWT_DEFAULTS);
-      } else if (res.status === 200) {
-        this.#keys = createLocalJWKSet(parseJwks(res.body));
-        this.#etag = res.headers.get("etag") ?? undefined;
-        this.#freshUntilMs = now + 1000 * freshnessSec(res.headers, JWT_DEFAULTS);
-      } else {
-        throw new Error(`JWK Set answered ${res.status}`);
-      }
-      this.#retryDelayMs = 1_000;
-      this.#nextAttemptMs = 0;
-    } catch (e) {
-      this.#nextAttemptMs = this.#now() + this.#retryDelayMs;
-      this.#retryDelayMs = Math.min(JWT_DEFAULTS.maxRetryDelayMs, this.#retryDelayMs * 2);
-      this.#onEvent({ what: "JWK Set fetch failed: keeping the last good set", detail: e instanceof Error ? e.message : "error" });
-    }
+    return this.#doc.refresh();
   }
 }
 

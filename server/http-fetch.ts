@@ -1,7 +1,7 @@
 // Fetching small JSON documents that servers cache by their HTTP caching headers (RFC 9111): the
-// gateway's copy of each issuer directory (gateway/issuer-directory.ts) and the issuer's copy of
-// the identity provider's JWK Set (issuer/jwks.ts). One bounded reader with an overall deadline,
-// and one freshness rule.
+// gateway's copy of each issuer directory and the issuer's copy of the identity provider's JWK Set,
+// both kept by server/cached-document.ts. One bounded reader with an overall deadline, and one
+// freshness rule.
 
 import { maxAgeSec } from "../core/http-fields.js";
 

@@ -134,7 +134,6 @@ function hexOf(b: Uint8Array): string {
 /** One trusted issuer's directory, cached. */
 export class IssuerDirectory {
   readonly source: IssuerSource;
-  readonly #fetch: DirectoryFetcher;
   readonly #now: () => number;
   readonly #o: typeof DIRECTORY_DEFAULTS;
   readonly #voprfKeys: () => readonly VerificationKey[];
@@ -146,7 +145,6 @@ export class IssuerDirectory {
 
   constructor(source: IssuerSource, deps: IssuerDirectoryDeps = {}) {
     this.source = source;
-    this.#fetch = deps.fetcher ?? defaultFetcher;
     this.#now = deps.now ?? Date.now;
     this.#o = { ...DIRECTORY_DEFAULTS, ...deps.options };
     const v = deps.voprfKeys ?? [];

@@ -38,6 +38,22 @@ export interface UpstreamOptions {
   maxHeaderBytes: number;
   /** Clock in ms (injected in tests). */
   now?: () => number;
+  /** Opens a connection to the gateway (injected in tests; default: TCP or TLS to `gateway`). */
+  connect?: () => UpstreamSocket;
+}
+
+/** What the pool needs of a connection: a net.Socket or tls.TLSSocket (a model socket in tests). */
+export interface UpstreamSocket {
+  readonly destroyed: boolean;
+  setNoDelay(noDelay?: boolean): unknown;
+  once(event: "connect" | "secureConnect", listener: () => void): unknown;
+  on(event: "data", listener: (chunk: Buffer) => void): unknown;
+  on(event: "end" | "close", listener: () => void): unknown;
+  on(event: "error", listener: (err: Error) => void): unknown;
+  write(data: Buffer | string): unknown;
+  cork(): void;
+  uncork(): void;
+  destroy(): unknown;
 }
 
 export interface UpstreamAnswer {
@@ -65,7 +81,7 @@ interface Pending {
 }
 
 interface Connection {
-  socket: Socket;
+  socket: UpstreamSocket;
   connected: boolean;
   current: Pending | undefined;
   /** When an idle connection is closed (ms). */
@@ -150,19 +166,7 @@ export class Upstream {
 
   #open(p: Pending): void {
     p.phase = Phase.Connecting;
-    const tls = this.#opts.tls;
-    const socket = this.#isTls
-      ? tlsConnect({
-          host: this.#host,
-          port: this.#port,
-          ...(this.#servername === undefined ? {} : { servername: this.#servername }),
-          ...(tls?.ca === undefined ? {} : { ca: tls.ca }),
-          ...(tls?.cert === undefined ? {} : { cert: tls.cert }),
-          ...(tls?.key === undefined ? {} : { key: tls.key }),
-          ALPNProtocols: ["http/1.1"],
-          rejectUnauthorized: true,
-        })
-      : netConnect({ host: this.#host, port: this.#port });
+    const socket = this.#opts.connect?.() ?? this.#connect();
     socket.setNoDelay(true);
     const conn: Connection = { socket, connected: false, current: p, idleUntil: 0, keepAliveMs: this.#opts.keepAliveMs };
     p.conn = conn;
@@ -177,6 +181,22 @@ export class Upstream {
     socket.on("end", () => this.#onEnd(conn));
     socket.on("error", (e: Error) => this.#onBroken(conn, e));
     socket.on("close", () => this.#onBroken(conn, undefined));
+  }
+
+  #connect(): Socket {
+    const tls = this.#opts.tls;
+    return this.#isTls
+      ? tlsConnect({
+          host: this.#host,
+          port: this.#port,
+          ...(this.#servername === undefined ? {} : { servername: this.#servername }),
+          ...(tls?.ca === undefined ? {} : { ca: tls.ca }),
+          ...(tls?.cert === undefined ? {} : { cert: tls.cert }),
+          ...(tls?.key === undefined ? {} : { key: tls.key }),
+          ALPNProtocols: ["http/1.1"],
+          rejectUnauthorized: true,
+        })
+      : netConnect({ host: this.#host, port: this.#port });
   }
 
   #send(conn: Connection, p: Pending): void {

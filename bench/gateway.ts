@@ -16,7 +16,10 @@
 // gateway/target.ts forwarding the plain upload) separates what OHTTP costs from what the server
 // plumbing costs.
 
-import { fork, type ChildProcess } from "node:child_process";
+import { fork, spawn, type ChildProcess } from "node:child_process";
+import { readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -86,6 +89,49 @@ async function drive(
   await Promise.all(Array.from({ length: concurrency }, worker));
 }
 
+/**
+ * Syscalls of one server process (all its threads) while `work` runs, from `strace -c -f`: the
+ * count of each per request. strace slows the process a lot, so this runs after the measured
+ * rounds and only the counts are used, never the times.
+ */
+export async function syscallsPerRequest(pid: number, n: number, work: () => Promise<void>): Promise<Map<string, number>> {
+  const dir = mkdtempSync(join(tmpdir(), "veil-strace-"));
+  const out = join(dir, "summary");
+  const strace = spawn("strace", ["-c", "-f", "-o", out, "-p", String(pid)], { stdio: ["ignore", "ignore", "pipe"] });
+  // strace says "Process N attached" on stderr once it is tracing.
+  await new Promise<void>((resolve, reject) => {
+    strace.once("error", reject);
+    strace.stderr.on("data", (d: Buffer) => {
+      if (d.toString().includes("attached")) resolve();
+    });
+  });
+  await work();
+  const exited = new Promise((r) => strace.once("exit", r));
+  strace.kill("SIGINT");
+  await exited;
+  const counts = new Map<string, number>();
+  for (const line of readFileSync(out, "utf8").split("\n")) {
+    // % time, seconds, usecs/call, calls, [errors,] syscall
+    const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$/.exec(line);
+    if (m !== null && m[2] !== "total") counts.set(m[2]!, Number(m[1]) / n);
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return counts;
+}
+
+/** The syscall table of several servers side by side (per request, the busiest first). */
+export function syscallTable(columns: [string, Map<string, number>][]): string {
+  const names = new Set<string>();
+  for (const [, c] of columns) for (const k of c.keys()) names.add(k);
+  const rows = [...names]
+    .map((k) => ({ k, v: columns.map(([, c]) => c.get(k) ?? 0) }))
+    .filter((r) => r.v.some((x) => x >= 0.01))
+    .sort((a, b) => Math.max(...b.v) - Math.max(...a.v));
+  const head = `  syscalls per request  ${columns.map(([name]) => name.padStart(12)).join("")}`;
+  const total = `  ${"total".padEnd(20)}${columns.map(([, c]) => [...c.values()].reduce((a, b) => a + b, 0).toFixed(2).padStart(12)).join("")}`;
+  return [head, ...rows.map((r) => `  ${r.k.padEnd(20)}${r.v.map((x) => x.toFixed(2).padStart(12)).join("")}`), total].join("\n");
+}
+
 export async function run(args: string[]): Promise<void> {
   const requests = intArg(args, "requests", 2000);
   const concurrency = intArg(args, "concurrency", 16);
@@ -97,6 +143,8 @@ export async function run(args: string[]): Promise<void> {
   // --profile DIR: V8 CPU profiles of both servers (node --cpu-prof) for finding hot spots.
   const p = args.indexOf("--profile");
   const profileDir = p >= 0 ? args[p + 1] : undefined;
+  // --strace: after the measured rounds, syscalls per request of each server (strace -c -f).
+  const traceSyscalls = args.includes("--strace");
 
   // Watchdog: a run that stalls (seen twice on a saturated machine, cause unknown) fails with the
   // stage it was in instead of hanging.
@@ -135,7 +183,7 @@ export async function run(args: string[]): Promise<void> {
   const path = `/tasks/${taskId}/reports`;
 
   // Client side, not measured: one sealed request per upload (HPKE contexts are single use).
-  const total = requests * rounds + warm;
+  const total = requests * (rounds + (traceSyscalls ? 1 : 0)) + warm;
   stage = "sealing";
   process.stdout.write(`sealing ${total} requests...\n`);
   const sealed: { body: Uint8Array; open(b: Uint8Array): Promise<Uint8Array> }[] = [];
@@ -217,6 +265,17 @@ export async function run(args: string[]): Promise<void> {
       "",
     ].join("\n"),
   );
+
+  if (traceSyscalls) {
+    stage = "strace";
+    const gwCalls = await syscallsPerRequest(gw.child.pid!, requests, async () => {
+      gwBase = cursor;
+      await drive(gwPool, concurrency, gwRequest, requests, gwCheck);
+    });
+    const pxCalls = await syscallsPerRequest(px.child.pid!, requests, () => drive(pxPool, concurrency, pxRequest, requests));
+    const plCalls = await syscallsPerRequest(pl.child.pid!, requests, () => drive(plPool, concurrency, pxRequest, requests));
+    process.stdout.write(`${syscallTable([["gateway", gwCalls], ["peer", pxCalls], ["plumbing", plCalls]])}\n`);
+  }
 
   stage = "stopping";
   clearTimeout(watchdog);

@@ -192,7 +192,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   // close their connections; once closing, new requests get 503.
   const drain = drainStateOf(app);
   const forwarder = new Forwarder({ drain, limiter, maxConcurrent: limits.maxConcurrentRequests, ipv6PrefixBits: config.rateLimit.ipv6PrefixBits });
-  const recorder = new RequestRecorder(log, metrics, { batch: true });
+  const recorder = new RequestRecorder(log, metrics);
   // Only encapsulated requests are ever parsed: no JSON or text bodies from clients.
   app.removeAllContentTypeParsers();
   acceptBinaryBody(app, MEDIA_TYPES.request);
@@ -248,7 +248,6 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
     }
   });
   app.addHook("onClose", async () => {
-    recorder.flush();
     front?.stop();
     for (const r of routes) r.upstream.close();
     await limiter?.close();

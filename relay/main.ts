@@ -3,7 +3,6 @@
 
 import { Command } from "commander";
 import type { FastifyInstance } from "fastify";
-import { destination as pinoDestination } from "pino";
 import { isProtocolError } from "../core/errors.js";
 import { parseWorkers, serveWithWorkers } from "../server/cluster.js";
 import { redactConfig } from "../server/config.js";
@@ -21,7 +20,7 @@ export async function startRelay(
   config: RelayConfig,
   options: { log?: Logger; handleSignals?: boolean; deps?: Omit<RelayDeps, "log"> } = {},
 ): Promise<StartedRelay> {
-  const log = options.log ?? createRelayLogger(config.logLevel);
+  const log = options.log ?? createLogger("relay", { level: config.logLevel });
   const app = buildRelay(config, { ...options.deps, log });
   const running = await runServer(app, {
     listen: config.listen,
@@ -31,19 +30,6 @@ export async function startRelay(
   });
   log.info({ url: running.url, routes: config.routes.map((r) => r.path), rateLimitStore: config.rateLimit.store.startsWith("redis") ? "redis" : "memory" }, "relay listening");
   return { ...running, app };
-}
-
-/**
- * The relay's log: one line per request, so lines are written in 4 KiB batches (and at least every
- * second) instead of one write per line, which was a tenth of the relay's CPU per request. pino
- * flushes the rest when the process exits. On a terminal, lines stay pretty and immediate.
- */
-function createRelayLogger(level: string): Logger {
-  if (process.stdout.isTTY) return createLogger("relay", { level });
-  // Bounded: if stdout stalls, lines beyond 16 MiB are dropped rather than filling the memory.
-  const destination = pinoDestination({ dest: 1, sync: false, minLength: 4096, maxLength: 16 * 1024 * 1024 });
-  setInterval(() => destination.flush(), 1000).unref();
-  return createLogger("relay", { level, destination });
 }
 
 export function relayCommand(): Command {

@@ -286,6 +286,8 @@ export async function runServer(
         options.log.error({ err: safeError(e) }, "error during shutdown");
       } finally {
         clearTimeout(timer);
+        // Buffered log lines (server/logging.ts) are written before stop() resolves.
+        options.log.flush();
       }
     })();
     return stopping;
@@ -295,6 +297,7 @@ export async function runServer(
       options.log.info({ signal }, "shutting down");
       void stop().then(() => {
         options.log.info("stopped");
+        options.log.flush();
         process.exit(0);
       });
     };

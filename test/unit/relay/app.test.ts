@@ -121,16 +121,14 @@ describe("relay app (inject)", () => {
   });
 });
 
-describe("RequestRecorder (batched, as the relay uses it)", () => {
+describe("RequestRecorder (as the relay uses it)", () => {
   it("writes exactly the line logRequest writes through pino", () => {
     const a = captureLines();
     const b = captureLines();
     const metrics = createMetrics("relay", { defaultMetrics: false });
-    const recorder = new RequestRecorder(createLogger("relay", { destination: a.stream }), metrics, { batch: true });
+    const recorder = new RequestRecorder(createLogger("relay", { destination: a.stream }), metrics);
     const log = createLogger("relay", { destination: b.stream });
     recorder.record("/leader-gateway", "POST", 502, "RELAY_ERR_UPSTREAM_FAILED", 12.3456);
-    expect(a.lines).toHaveLength(0); // batched
-    recorder.flush();
     logRequest(log, { route: "/leader-gateway", method: "POST", status: 502, outcome: "RELAY_ERR_UPSTREAM_FAILED", durationMs: 12.3456 });
     const strip = (l: string) => l.replace(/"time":\d+/, '"time":0');
     expect(a.lines).toHaveLength(1);
@@ -139,18 +137,8 @@ describe("RequestRecorder (batched, as the relay uses it)", () => {
 
   it("honours the log level", () => {
     const a = captureLines();
-    const recorder = new RequestRecorder(createLogger("relay", { destination: a.stream, level: "warn" }), createMetrics("relay", { defaultMetrics: false }), { batch: true });
+    const recorder = new RequestRecorder(createLogger("relay", { destination: a.stream, level: "warn" }), createMetrics("relay", { defaultMetrics: false }));
     recorder.record("/x", "POST", 200, "forwarded", 1);
-    recorder.flush();
     expect(a.lines).toHaveLength(0);
-  });
-
-  it("writes a batch every 64 lines and otherwise within 100 ms", async () => {
-    const a = captureLines();
-    const recorder = new RequestRecorder(createLogger("relay", { destination: a.stream }), createMetrics("relay", { defaultMetrics: false }), { batch: true });
-    for (let i = 0; i < 65; i++) recorder.record("/x", "POST", 200, "forwarded", 1);
-    expect(a.lines).toHaveLength(64);
-    await new Promise((r) => setTimeout(r, 150));
-    expect(a.lines).toHaveLength(65);
   });
 });

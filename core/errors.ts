@@ -45,6 +45,7 @@ const CATALOGUE = {
   HTTP_ERR_MEDIA_TYPE: spec(415, "Unsupported media type"),
   HTTP_ERR_NOT_ACCEPTABLE: spec(406, "No acceptable representation"),
   HTTP_ERR_TOO_LARGE: spec(413, "Request body too large"),
+  HTTP_ERR_HEADERS_TOO_LARGE: spec(431, "Request header fields too large"),
   HTTP_ERR_BAD_REQUEST: spec(400, "Bad request"),
   HTTP_ERR_TIMEOUT: spec(408, "Request not received in time"),
   HTTP_ERR_RATE_LIMITED: spec(429, "Too many requests"),

@@ -12,6 +12,7 @@
 
 import { randomBytes as nodeRandomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { Http2SecureServer } from "node:http2";
 import type { Socket } from "node:net";
 import { Server as TlsServer } from "node:tls";
 import type { FastifyInstance } from "fastify";
@@ -27,6 +28,7 @@ import { installCors, type CorsResource } from "../server/cors.js";
 import type { RelayConfig, RouteConfig } from "./config.js";
 import { Forwarder, type RelayRoute } from "./forward.js";
 import { Front } from "./front.js";
+import { H2Front, http2ServerOptions } from "./h2.js";
 import { KeyCache, fetchKeys } from "./key-cache.js";
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit.js";
 import { registerForwardRoute } from "./routes/forward.js";
@@ -99,17 +101,25 @@ function createLimiter(config: RelayConfig, deps: RelayDeps, onStoreError: (e: u
   return new RedisRateLimiter({ ...window, redis, prefix: rl.redisPrefix, keySecret, onError: onStoreError });
 }
 
-/** Puts the lean front before node:http's own connection listener (see relay/front.ts). */
+/**
+ * Puts the lean front before node:http's own connection listener (see relay/front.ts). On an
+ * HTTP/2 server that listener is node:http2's, which serves h2 connections itself and gives the
+ * others to node:http: connections that negotiated h2 by ALPN go straight to it.
+ */
 function installFront(app: FastifyInstance, makeFront: (handoff: (socket: Socket) => void) => Front<Socket>): Front<Socket> {
   const server = app.server;
   const event = server instanceof TlsServer ? "secureConnection" : "connection";
-  // node:http's own listener is named connectionListener (server/lifecycle.ts adds a watcher of its own).
+  // node:http's (and node:http2's) own listener is named connectionListener (server/lifecycle.ts
+  // adds a watcher of its own).
   const listeners = server.listeners(event).filter((l) => l.name === "connectionListener");
   if (listeners.length !== 1) throw new Error(`expected node:http's one ${event} listener, found ${listeners.length}`);
   const nodeListener = listeners[0] as (socket: Socket) => void;
   server.removeListener(event, nodeListener);
   const front = makeFront((socket) => nodeListener.call(server, socket));
-  server.on(event, (socket: Socket) => front.accept(socket));
+  server.on(event, (socket: Socket & { alpnProtocol?: string | false | null }) => {
+    if (socket.alpnProtocol === "h2") nodeListener.call(server, socket);
+    else front.accept(socket);
+  });
   return front;
 }
 
@@ -181,11 +191,13 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
     routes.push({ path: r.path, upstream, keys });
   });
 
+  const http2 = config.http2.enabled && config.listen.tls?.cert !== undefined;
   const app = createServerApp({
     listen: config.listen,
     limits,
     log,
     metrics,
+    ...(http2 ? { http2: http2ServerOptions(config.http2, limits.maxHeaderBytes) } : {}),
     ...(limiter !== undefined && config.rateLimit.store !== "memory" ? { readiness: { rateLimitStore: () => limiter.ping() } } : {}),
   });
   // One drain state for both fronts and Fastify (server/lean-answers.ts): while stopping, answers
@@ -206,6 +218,28 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   for (const route of routes) {
     registerForwardRoute(app, route, { forwarder, drain, ...(cors === undefined ? {} : { cors }) });
     if (route.keys !== undefined) registerKeysRoute(app, route.path, route.keys, { forwarder });
+  }
+
+  let h2: H2Front | undefined;
+  if (http2) {
+    h2 = new H2Front({
+      routes: new Map(routes.map((r) => [r.path, r])),
+      forwarder,
+      recorder,
+      drain,
+      limits,
+      http2: config.http2,
+      ...(cors === undefined ? {} : { cors }),
+      streams: new Counter({
+        name: "veil_relay_http2_streams_total",
+        help: "HTTP/2 forwarding streams by how they ended (forwarded, answered, refused_stream, client_reset, malformed, timeout)",
+        labelNames: ["outcome"],
+        registers: [metrics.registry],
+      }),
+      sessions: new Counter({ name: "veil_relay_http2_sessions_total", help: "Connections that negotiated HTTP/2", registers: [metrics.registry] }),
+    });
+    // createServerApp made a node:http2 server (server/lifecycle.ts).
+    h2.attach(app.server as unknown as Http2SecureServer);
   }
 
   let front: Front<Socket> | undefined;
@@ -241,6 +275,11 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
     for (const r of routes) r.keys?.prefetch();
   });
   app.addHook("preClose", async () => {
+    if (h2 !== undefined) {
+      // GOAWAY went out when the drain began (DrainState.onDrain); what is left is cut at the end.
+      const f = h2;
+      setTimeout(() => f.destroyAll(), limits.shutdownGraceMs).unref();
+    }
     if (front !== undefined) {
       front.closeIdle();
       const f = front;
@@ -249,6 +288,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   });
   app.addHook("onClose", async () => {
     front?.stop();
+    h2?.stop();
     for (const r of routes) r.upstream.close();
     await limiter?.close();
   });

@@ -51,6 +51,15 @@ export const DEFAULTS = Object.freeze({
    *  refetch a copy older than this: right after a key rotation, clients never see a stale copy
    *  for longer, and the gateway sees at most one fetch per route this often. */
   keysRevalidateMinSec: 1,
+  /** HTTP/2 streams a connection may have in progress (SETTINGS_MAX_CONCURRENT_STREAMS; nginx's
+   *  default is 128): enough to multiplex a phone's uploads, few enough to bound a connection. */
+  h2MaxConcurrentStreams: 100,
+  /** Request bytes being read plus answer bytes not yet sent, per HTTP/2 connection: a dozen
+   *  maximal requests, hundreds of typical DAP uploads. */
+  h2MaxBufferedBytes: 1024 * 1024,
+  /** Streams an HTTP/2 client may cancel per 10 s before its connection is closed (rapid reset):
+   *  far above what a browser cancels, far below nghttp2's own limit of 1000. */
+  h2MaxClientResets: 200,
 });
 
 /** A path segment list: no query, fragment, dot segments, double or trailing slashes. */
@@ -150,6 +159,32 @@ export const RELAY_SCHEMA = {
         default: DEFAULTS.keysRevalidateMinSec,
         min: 0,
         doc: "A client's Cache-Control: no-cache (or max-age=0) refetches a copy at least this old (key rotation without client errors).",
+      },
+    },
+  },
+  http2: {
+    kind: "object",
+    doc: "HTTP/2 on the TLS listener (listen.tls): ALPN offers h2 and http/1.1 on the same port.",
+    fields: {
+      enabled: { kind: "boolean", default: true, doc: "Offer h2 by ALPN (false: HTTP/1.1 only)." },
+      maxConcurrentStreams: {
+        kind: "int",
+        default: DEFAULTS.h2MaxConcurrentStreams,
+        min: 1,
+        max: 1000,
+        doc: "SETTINGS_MAX_CONCURRENT_STREAMS, and the requests one connection may have in progress, reset ones included: more are refused with REFUSED_STREAM.",
+      },
+      maxBufferedBytes: {
+        kind: "int",
+        default: DEFAULTS.h2MaxBufferedBytes,
+        min: 65_536,
+        doc: "Request bytes being read plus answer bytes unsent, per connection: a stream that would exceed it is refused with REFUSED_STREAM.",
+      },
+      maxClientResets: {
+        kind: "int",
+        default: DEFAULTS.h2MaxClientResets,
+        min: 1,
+        doc: "Streams a client may cancel per 10 s; more close the connection with GOAWAY(ENHANCE_YOUR_CALM) (rapid reset).",
       },
     },
   },

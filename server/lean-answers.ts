@@ -24,6 +24,7 @@ import type { RenderedProblem } from "./problem-handler.js";
  */
 export class DrainState {
   #phase: "serving" | "draining" | "closing" = "serving";
+  readonly #onDrain: (() => void)[] = [];
 
   get phase(): "serving" | "draining" | "closing" {
     return this.#phase;
@@ -39,13 +40,24 @@ export class DrainState {
     return this.#phase === "closing";
   }
 
+  /**
+   * Calls `listener` once, when the stop begins: for connections that are told to go elsewhere by
+   * other means than Connection: close (HTTP/2's GOAWAY, relay/h2.ts).
+   */
+  onDrain(listener: () => void): void {
+    this.#onDrain.push(listener);
+  }
+
   /** A graceful stop began (server/lifecycle.ts's runServer). */
   drain(): void {
-    if (this.#phase === "serving") this.#phase = "draining";
+    if (this.#phase !== "serving") return;
+    this.#phase = "draining";
+    for (const l of this.#onDrain.splice(0)) l();
   }
 
   /** app.close() began (its preClose hook). */
   close(): void {
+    this.drain();
     this.#phase = "closing";
   }
 }

@@ -5,7 +5,13 @@
 import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
 import { Server as NetServer, type Socket } from "node:net";
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { Server as HttpServer, createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createSecureServer as createHttp2SecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type SecureServerOptions as Http2Options,
+} from "node:http2";
 import { createServer as createHttpsServer } from "node:https";
 import Fastify, { LogController, type FastifyInstance, type RawServerDefault } from "fastify";
 import { ProtocolError } from "../core/errors.js";
@@ -31,7 +37,15 @@ export interface ServerAppOptions {
   metrics: HttpMetrics;
   /** Named checks for /readyz (keys loaded, store reachable, ...): each throws when not ready. */
   readiness?: ReadinessChecks;
+  /**
+   * Offer HTTP/2 on the TLS listener (ALPN h2 and http/1.1) with these node:http2 settings and
+   * limits; HTTP/1.1 connections keep node:http's behaviour and limits. No effect without listen.tls.
+   */
+  http2?: Http2Limits;
 }
+
+/** The node:http2 options a server chooses (the rest, TLS and ALPN, come from listen.tls). */
+export type Http2Limits = Pick<Http2Options, "settings" | "maxHeaderListPairs" | "maxSessionMemory" | "maxSessionRejectedStreams">;
 
 /**
  * A readiness failure whose message is for the operator reading /readyz (what happened, what to
@@ -40,6 +54,7 @@ export interface ServerAppOptions {
 export class ReadinessProblem extends Error {}
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+type Http2Handler = (req: Http2ServerRequest, res: Http2ServerResponse) => void;
 
 /**
  * A client that leaves its answers unread: node:http stops reading a connection while its unsent
@@ -75,13 +90,13 @@ function closeStalledReaders(server: Server, limits: HttpLimits): void {
 }
 
 /** node:http(s) server with every limit explicit (no library default timeouts). */
-function createNodeServer(listen: ListenConfig, limits: HttpLimits, handler: Handler): Server {
-  const server = createNodeServerOf(listen, limits, handler);
+function createNodeServer(listen: ListenConfig, limits: HttpLimits, handler: Handler, http2: Http2Limits | undefined): Server {
+  const server = createNodeServerOf(listen, limits, handler, http2);
   closeStalledReaders(server, limits);
   return server;
 }
 
-function createNodeServerOf(listen: ListenConfig, limits: HttpLimits, handler: Handler): Server {
+function createNodeServerOf(listen: ListenConfig, limits: HttpLimits, handler: Handler, http2: Http2Limits | undefined): Server {
   const common = {
     maxHeaderSize: limits.maxHeaderBytes,
     headersTimeout: limits.headersTimeoutMs,
@@ -92,16 +107,21 @@ function createNodeServerOf(listen: ListenConfig, limits: HttpLimits, handler: H
   };
   const tls = listen.tls;
   if (tls?.cert !== undefined && tls.key !== undefined) {
-    const server = createHttpsServer(
-      {
-        ...common,
-        cert: readFileSync(tls.cert),
-        key: readFileSync(tls.key),
-        ...(tls.ca === undefined ? {} : { ca: readFileSync(tls.ca), requestCert: true, rejectUnauthorized: true }),
-      },
-      handler,
-    );
-    return server;
+    const secure = {
+      cert: readFileSync(tls.cert),
+      key: readFileSync(tls.key),
+      ...(tls.ca === undefined ? {} : { ca: readFileSync(tls.ca), requestCert: true, rejectUnauthorized: true }),
+    };
+    if (http2 === undefined) return createHttpsServer({ ...common, ...secure }, handler);
+    // ALPN h2 and http/1.1 on one listener. node:http2 serves HTTP/1.1 connections with node:http's
+    // own connection code, which reads its limits from the server object, as an https.Server holds
+    // them; without this, an HTTP/1.1 connection would have no keep-alive timeout, no Host check
+    // and node's default head size.
+    // Fastify's handler takes node:http2's compatibility request and response as it takes node:http's.
+    const server = createHttp2SecureServer({ ...http2, ...secure, allowHTTP1: true }, handler as unknown as Http2Handler);
+    Object.assign(server, { ...common, requireHostHeader: true, rejectNonStandardBodyWrites: false });
+    // For HTTP/1.1 connections it is an http.Server (node:http's connection code runs on it).
+    return server as unknown as Server;
   }
   if (tls !== undefined && (tls.cert !== undefined || tls.key !== undefined)) {
     throw new ProtocolError("CFG_ERR_INVALID", "listen.tls: needs both cert and key");
@@ -179,7 +199,7 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
     forceCloseConnections: "idle",
     // Never trust X-Forwarded-For: a relay's clients must not be able to spoof their rate-limit key.
     trustProxy: false,
-    serverFactory: (handler) => createNodeServer(options.listen, limits, handler),
+    serverFactory: (handler) => createNodeServer(options.listen, limits, handler, options.http2),
   }) as unknown as FastifyInstance<RawServerDefault>;
 
   app.decorateRequest("veilOutcome", "");
@@ -203,8 +223,9 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
   // stopped). Without it, node answers such a request with keep-alive, and the process lingers
   // until the client's idle connection times out. Lean paths read the same state
   // (server/lean-answers.ts).
-  app.addHook("onSend", (_request, reply, payload, done) => {
-    if (drain.closesConnections) reply.header("connection", "close");
+  app.addHook("onSend", (request, reply, payload, done) => {
+    // (HTTP/2 has no Connection field: its connections get GOAWAY instead, relay/h2.ts.)
+    if (drain.closesConnections && request.raw.httpVersionMajor < 2) reply.header("connection", "close");
     done(null, payload);
   });
   app.addHook("onResponse", (request, reply, done) => {
@@ -274,7 +295,8 @@ export async function runServer(
     stopping ??= (async () => {
       const timer = setTimeout(() => {
         options.log.warn("shutdown grace period over: closing remaining connections");
-        app.server.closeAllConnections();
+        // (http.Server's, also for the HTTP/1.1 connections of an HTTP/2 server.)
+        HttpServer.prototype.closeAllConnections.call(app.server);
       }, options.shutdownGraceMs);
       timer.unref();
       try {

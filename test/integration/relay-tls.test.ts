@@ -2,46 +2,29 @@
 // it), and https gateways trusted through a per-route CA, with and without a client certificate
 // (mTLS). Throwaway certificates are made with openssl for each run.
 
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Readable } from "node:stream";
 import { Agent, request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startStandIn, type StandIn } from "../helpers/relay-gateway-stand-in.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
+import { SERVER_EXT, createTestCa, type TestCa } from "../helpers/test-ca.js";
 
 const OHTTP_REQ = "message/ohttp-req";
-let dir = "";
-const file = (name: string) => join(dir, name);
-const pem = (name: string) => readFileSync(file(name));
-
-function openssl(...args: string[]): void {
-  execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
-}
-
-function makeCa(name: string): void {
-  openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.pem`, "-days", "2", "-subj", `/CN=${name}`);
-}
-
-function makeCert(name: string, ca: string, ext: string): void {
-  writeFileSync(file(`${name}.ext`), ext);
-  openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
-  openssl("x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`, "-CAcreateserial", "-out", `${name}.pem`, "-days", "2", "-extfile", `${name}.ext`);
-}
+let ca: TestCa;
+const file = (name: string) => ca.file(name);
+const pem = (name: string) => ca.pem(name);
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "veil-relay-tls-"));
-  makeCa("test-ca");
-  makeCa("other-ca");
-  makeCert("gateway", "test-ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
-  makeCert("relay-front", "test-ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-  makeCert("relay-operator", "test-ca", "extendedKeyUsage=clientAuth\n");
+  ca = createTestCa("veil-relay-tls-");
+  ca.makeCa("test-ca");
+  ca.makeCa("other-ca");
+  ca.makeCert("gateway", "test-ca", SERVER_EXT);
+  ca.makeCert("relay-front", "test-ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+  ca.makeCert("relay-operator", "test-ca", "extendedKeyUsage=clientAuth\n");
 });
 
 afterAll(() => {
-  rmSync(dir, { recursive: true, force: true });
+  ca.close();
 });
 
 const cleanups: (() => Promise<void>)[] = [];

@@ -5,6 +5,7 @@
 // client, a raw frame writer for what that client will not send, and curl --http2.
 
 import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { writeFileSync } from "node:fs";
 import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import { connect as tlsConnect } from "node:tls";
@@ -417,13 +418,19 @@ describe("curl --http2", () => {
     const r = await relay(gw);
     const body = ca.file("upload.bin");
     writeFileSync(body, "from-curl");
-    const out = await new Promise<string>((resolve, reject) =>
-      execFile(
-        "curl",
-        ["--http2", "-sS", "--cacert", ca.file("ca.pem"), "-H", `content-type: ${OHTTP_REQ}`, "--data-binary", `@${body}`, "-w", "\n%{http_version} %{http_code}", `${r.url}/gw`],
-        (err, stdout) => (err === null ? resolve(stdout) : reject(err)),
-      ),
-    );
+    const { stdout: out } = await promisify(execFile)("curl", [
+      "--http2",
+      "-sS",
+      "--cacert",
+      ca.file("ca.pem"),
+      "-H",
+      `content-type: ${OHTTP_REQ}`,
+      "--data-binary",
+      `@${body}`,
+      "-w",
+      "\n%{http_version} %{http_code}",
+      `${r.url}/gw`,
+    ]);
     expect(out).toBe("res:from-curl\n2 200");
     expect(gw.requests.map((q) => q.body.toString())).toEqual(["from-curl"]);
   });

@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   soak: () => import("./soak.js"),
   tokens: () => import("./tokens.js"),
   "tokens-gateway": () => import("./tokens-gateway.js"),
+  "tokens-issuer": () => import("./tokens-issuer.js"),
   "token-client": () => import("./token-client.js"),
   workers: () => import("./workers.js"),
 };

@@ -1,7 +1,9 @@
 // `npm run bench -- tokens [--rounds N] [--ms N]`: Privacy Pass token costs, each against its floor
 // measured in the same run, with the stock @cloudflare/privacypass-ts figures beside them:
 //   1. type 2 issuance signing (RFC 9474 BlindSign)   vs the raw RSA private operation
-//   2. type 2 issuance as a full HTTP round trip      vs the raw RSA private operation
+//   2. issuer CPU per token over HTTP, with the attester, at batch sizes 1, 8 and 32 (types 2
+//      and 5)                                      vs the raw RSA private operation / the
+//                                                     scalar multiplications of VOPRF ristretto255
 //   3. type 2 token verification                      vs node:crypto RSA-PSS verify
 //   4. type 1 token verification                      vs one @noble/curves P-384 hash-to-curve
 //                                                        plus one node:crypto P-384 ECDH
@@ -27,6 +29,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runTokensGateway } from "./tokens-gateway.js";
+import { runTokensIssuer } from "./tokens-issuer.js";
 import { median, numberArg } from "./args.js";
 
 // ---- measurement -----------------------------------------------------------------------------
@@ -122,65 +125,10 @@ export async function run(args: string[]): Promise<void> {
     ms,
   );
 
-  // 2. Full HTTP round trip through the issuer (inject-free: a real socket, keep-alive client).
-  const dir = mkdtempSync(join(tmpdir(), "veil-bench-issuer-"));
-  try {
-    const config = parseIssuerConfig({
-      listen: { host: "127.0.0.1", port: 0 },
-      name: "issuer.example",
-      keys: join(dir, "keys.json"),
-      tokenTypes: [2],
-      attester: { credentials: ["bench-credential"], tokensPerWindow: 1e9, windowSec: 86400 },
-    });
-    let generated = false;
-    const keys = await IssuerKeyStore.open({
-      file: config.keys,
-      tokenTypes: [2],
-      keyLifetimeSec: config.keyLifetimeSec,
-      generateRsaKey: async () => {
-        const k = generated ? await generateRsa2048() : rsaKey;
-        generated = true;
-        return k;
-      },
-    });
-    const log = createLogger("issuer", { destination: destination({ dest: "/dev/null", minLength: 4096, sync: false }) });
-    const app = buildIssuer(config, { keys, log, metrics: createMetrics("issuer", { defaultMetrics: false }) });
-    await app.listen({ host: "127.0.0.1", port: 0 });
-    const addr = app.server.address();
-    const port = typeof addr === "object" && addr !== null ? addr.port : 0;
-    const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 1, keepAliveTimeout: 30_000, headersTimeout: 10_000, bodyTimeout: 10_000 });
-    const currentKey = keys.published().find((k) => k.notBefore <= keys.nowSec())!;
-    const httpRequests: Uint8Array[] = [];
-    for (let j = 0; j < 16; j++) httpRequests.push((await createTokenRequest(challenge2, currentKey.tokenKey)).request);
-    let h = 0;
-    const roundTrip = async (): Promise<void> => {
-      const res = await pool.request({
-        method: "POST",
-        path: "/token-request",
-        headers: { "content-type": "application/private-token-request", authorization: "Bearer bench-credential" },
-        body: Buffer.from(httpRequests[h++ & 15]!),
-      });
-      const body = await res.body.arrayBuffer();
-      if (res.statusCode !== 200 || body.byteLength !== 256) throw new Error(`issuer answered ${res.statusCode}`);
-    };
-    const blindedHttp = httpRequests.map((r) => decodeTokenRequest(r).blindedMsg);
-    let b = 0;
-    const priv = createPrivateKey({ key: Buffer.from(currentKey.privateKey.reveal()), format: "der", type: "pkcs8" });
-    await compare(
-      "2. type 2 issuance: HTTP POST /token-request round trip (keep-alive, same host, client in-process)",
-      [
-        { name: "veil issuer over HTTP", op: roundTrip },
-        { name: "floor: raw RSA private op (privateDecrypt)", op: () => privateDecrypt({ key: priv, padding: constants.RSA_NO_PADDING }, blindedHttp[b++ & 15]!) },
-      ],
-      [],
-      rounds,
-      ms,
-    );
-    await pool.close();
-    await app.close();
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  // 2. Issuer CPU per token over HTTP with the attester, batch sizes 1, 8 and 32, types 2 and 5
+  //    (bench/tokens-issuer.ts; alone: `npm run bench -- tokens-issuer`).
+  console.log("\n2. issuance over HTTP: issuer CPU per token vs the floor of its crypto");
+  await runTokensIssuer(args);
 
   // 3. Type 2 verification.
   const tokens2: Uint8Array[] = [];

@@ -1,0 +1,197 @@
+// `npm run bench -- tokens-issuer [--rounds R] [--tokens N] [--concurrency C] [--cpu-prof DIR]`
+// (also section 2 of `npm run bench -- tokens`).
+//
+// Issuer CPU per token over HTTP, with the attester, against the floor of the token's crypto,
+// measured in the same process in the same run:
+//   - type 2 (Blind RSA 2048): batch 1 is today's single request (application/private-token-request);
+//     batches of 8 and 32 are the generic batch (application/private-token-generic-batch-request:
+//     the draft's amortized batch exists only for the VOPRF types). Floor: one raw RSA-2048 private
+//     operation (privateDecrypt with RSA_NO_PADDING) on the issuer's key.
+//   - type 5 (VOPRF ristretto255): batch 1 is a single request, 8 and 32 the amortized batch
+//     (application/private-token-amortized-batch-request, one proof). Floor: the scalar
+//     multiplications the batch needs, with the same library (bench/tokens-issuer-child.ts).
+//
+// What is counted: process.cpuUsage() (user + system) of the issuer's own process
+// (bench/tokens-issuer-child.ts: `veil issuer` as deployed, SQLite quota, one log line per request)
+// between two snapshots around N tokens' worth of requests, divided by N. The load generator, its
+// blinding and the finalisation of tokens run in this process and are not counted. CPU time rather
+// than wall-clock: the machine is shared. Variants run interleaved in rounds; medians of the
+// per-round ratios are printed.
+
+import { fork, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Pool } from "undici";
+import { fromBase64Url } from "../core/bytes.js";
+import { createBatchTokenRequest } from "../core/privacypass/batch-client.js";
+import { ISSUER_DIRECTORY_PATH, MEDIA_TYPES, createTokenRequest, encodeTokenChallenge } from "../core/privacypass/index.js";
+import { TOKEN_TYPE } from "../core/privacypass/token-type.js";
+import { intArg, median } from "./args.js";
+
+const CREDENTIAL = "bench-credential";
+/** Distinct request bodies per variant, sent in turn (the issuer keeps no state per body). */
+const BODIES = 4;
+
+interface Variant {
+  name: string;
+  tokenType: number;
+  batch: number;
+  contentType: string;
+  bodies: Uint8Array[];
+  /** CPU µs per token, per round. */
+  perToken: number[];
+  /** The floor's CPU µs per token, per round. */
+  floor: number[];
+}
+
+function startChild(dir: string, execArgv: string[]): Promise<{ child: ChildProcess; port: number }> {
+  // stdout to /dev/null: the issuer writes its request lines there, as to any log file.
+  const child = fork(fileURLToPath(new URL("./tokens-issuer-child.js", import.meta.url)), [dir], { stdio: ["ignore", "ignore", "inherit", "ipc"], execArgv });
+  return new Promise((resolve, reject) => {
+    child.once("message", (m) => resolve({ child, port: (m as { port: number }).port }));
+    child.once("exit", (code) => reject(new Error(`tokens-issuer-child exited with ${code}`)));
+  });
+}
+
+function ask<T>(child: ChildProcess, message: unknown, field: string): Promise<T> {
+  return new Promise((resolve) => {
+    const on = (m: unknown): void => {
+      if (typeof m === "object" && m !== null && field in m) {
+        child.off("message", on);
+        resolve((m as Record<string, T>)[field]!);
+      }
+    };
+    child.on("message", on);
+    child.send(message as string);
+  });
+}
+
+async function cpuOf(child: ChildProcess): Promise<number> {
+  const c = await ask<NodeJS.CpuUsage>(child, "cpu", "cpu");
+  return c.user + c.system;
+}
+
+async function post(pool: Pool, v: Variant, body: Uint8Array): Promise<Uint8Array> {
+  const res = await pool.request({
+    method: "POST",
+    path: "/token-request",
+    headers: { "content-type": v.contentType, authorization: `Bearer ${CREDENTIAL}` },
+    body: Buffer.from(body),
+  });
+  const bytes = new Uint8Array(await res.body.arrayBuffer());
+  if (res.statusCode !== 200) throw new Error(`${v.name}: the issuer answered ${res.statusCode}`);
+  return bytes;
+}
+
+/** Sends `requests` requests of the variant, `concurrency` at a time. */
+async function drive(pool: Pool, v: Variant, requests: number, concurrency: number): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < requests) {
+      const i = next++;
+      await post(pool, v, v.bodies[i % v.bodies.length]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, requests) }, worker));
+}
+
+/** The variants, with request bodies made (and one answer of each finalized into valid tokens). */
+async function makeVariants(pool: Pool, keys: Map<number, Uint8Array>): Promise<Variant[]> {
+  const variants: Variant[] = [];
+  for (const tokenType of [TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_RISTRETTO255]) {
+    const tokenKey = keys.get(tokenType);
+    if (tokenKey === undefined) throw new Error(`the issuer's directory has no key of type ${tokenType}`);
+    const challenge = encodeTokenChallenge({ tokenType, issuerName: "issuer.example", redemptionContext: new Uint8Array(0), originInfo: ["leader.example"] });
+    for (const batch of [1, 8, 32]) {
+      const v: Variant = {
+        name: `type ${tokenType}, batch ${String(batch).padStart(2)}`,
+        tokenType,
+        batch,
+        contentType: "",
+        bodies: [],
+        perToken: [],
+        floor: [],
+      };
+      for (let i = 0; i < BODIES; i++) {
+        if (batch === 1) {
+          const p = await createTokenRequest(challenge, tokenKey);
+          v.contentType = MEDIA_TYPES.tokenRequest;
+          v.bodies.push(p.request);
+          if (i === 0) await p.finalize(await post(pool, v, p.request));
+        } else {
+          const p = await createBatchTokenRequest(challenge, tokenKey, batch);
+          v.contentType = p.requestMediaType;
+          v.bodies.push(p.request);
+          if (i === 0 && (await p.finalize(await post(pool, v, p.request))).length !== batch) throw new Error(`${v.name}: tokens missing`);
+        }
+      }
+      v.name += ` (${v.contentType.replace("application/private-token-", "")})`;
+      variants.push(v);
+    }
+  }
+  return variants;
+}
+
+async function directoryKeys(pool: Pool): Promise<Map<number, Uint8Array>> {
+  const res = await pool.request({ method: "GET", path: ISSUER_DIRECTORY_PATH });
+  const dir = (await res.body.json()) as { "token-keys": { "token-type": number; "token-key": string }[] };
+  const keys = new Map<number, Uint8Array>();
+  // The first key of each type is the current one (a successor is listed after it).
+  for (const k of dir["token-keys"]) {
+    const key = fromBase64Url(k["token-key"]);
+    if (key !== undefined && !keys.has(k["token-type"])) keys.set(k["token-type"], key);
+  }
+  return keys;
+}
+
+export async function runTokensIssuer(args: string[]): Promise<void> {
+  const rounds = intArg(args, "--rounds", 7);
+  const tokens = intArg(args, "--tokens", 96);
+  const concurrency = intArg(args, "--concurrency", 1);
+  const profIdx = args.indexOf("--cpu-prof");
+  const execArgv = profIdx >= 0 ? ["--cpu-prof", `--cpu-prof-dir=${args[profIdx + 1] ?? "."}`, "--cpu-prof-interval=200"] : [];
+  const dir = mkdtempSync(join(tmpdir(), "veil-bench-issuer-"));
+  const { child, port } = await startChild(dir, execArgv);
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency, keepAliveTimeout: 30_000, headersTimeout: 30_000, bodyTimeout: 30_000 });
+  try {
+    console.log(
+      `issuer CPU per token (pid ${child.pid}; process.cpuUsage of the issuer process only), ${tokens} tokens per variant per round, ` +
+        `${rounds} rounds, concurrency ${concurrency}`,
+    );
+    const variants = await makeVariants(pool, await directoryKeys(pool));
+    for (let r = -1; r < rounds; r++) {
+      for (const v of variants) {
+        const before = await cpuOf(child);
+        await drive(pool, v, Math.ceil(tokens / v.batch), concurrency);
+        const us = ((await cpuOf(child)) - before) / (Math.ceil(tokens / v.batch) * v.batch);
+        const floorUs =
+          v.tokenType === TOKEN_TYPE.BLIND_RSA_2048
+            ? (await ask<number>(child, { floor: "rsa", n: tokens }, "floorUs")) / tokens
+            : (await ask<number>(child, { floor: "ristretto255", n: Math.ceil(tokens / v.batch), batch: v.batch }, "floorUs")) / (Math.ceil(tokens / v.batch) * v.batch);
+        // Round -1 warms up (JIT, SQLite page cache) and is not kept.
+        if (r >= 0) {
+          v.perToken.push(us);
+          v.floor.push(floorUs);
+        }
+      }
+    }
+    console.log(`  ${"variant".padEnd(50)} ${"issuer CPU/token".padStart(16)} ${"floor/token".padStart(12)}  ratio`);
+    for (const v of variants) {
+      const ratio = median(v.perToken.map((x, i) => x / v.floor[i]!));
+      const floorName = v.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? "raw RSA" : "scalar mults";
+      console.log(
+        `  ${v.name.padEnd(50)} ${(median(v.perToken).toFixed(0) + " µs").padStart(16)} ${(median(v.floor).toFixed(0) + " µs").padStart(12)}  ${ratio.toFixed(2)}x ${floorName}`,
+      );
+    }
+  } finally {
+    await pool.close();
+    const exited = new Promise((r) => child.once("exit", r));
+    child.send("stop");
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export const run = runTokensIssuer;

@@ -3,9 +3,10 @@
 //
 // - "memory": in this process; a restart gives every credential a fresh window.
 // - "sqlite:PATH": a SQLite file. The count survives restarts and is shared by every issuer process
-//   that opens the same file. A take is ONE statement (INSERT ... ON CONFLICT DO UPDATE ... WHERE
-//   ... RETURNING), atomic under SQLite's write lock, so two processes can never together issue
-//   more than tokensPerWindow in one window. WAL, busy_timeout as the gateway's nonce store
+//   that opens the same file. A take is one statement (an UPDATE within the current window, else
+//   INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING), each atomic under SQLite's write
+//   lock and granting only what the limit leaves, so two processes can never together issue more
+//   than tokensPerWindow in one window. WAL, busy_timeout as the gateway's nonce store
 //   (gateway/nonce-stores/sqlite.ts). Rows of ended windows are purged.
 // - "redis://HOST:PORT" (or rediss://): one count per (quota key, window) in Redis, shared by every
 //   issuer process on every machine. A take is ONE Lua script, which Redis runs atomically, so
@@ -114,6 +115,20 @@ WHERE @now >= window_start + @windowMs OR used < @limit
 RETURNING window_start, last_taken
 `;
 
+/* The common case as a plain UPDATE that leaves window_start alone: more tokens in a current
+ * window that has some left. TAKE above does the same, but it assigns window_start, which makes
+ * SQLite rewrite the row's window_start index entry (one more page written to the WAL on every
+ * take: about a third of a take's cost). No row comes back when the window has ended, the quota
+ * is used or the key is new; TAKE then decides. Each statement is atomic on its own and grants
+ * only what the limit leaves, so running one after the other grants no more than TAKE alone. */
+const TAKE_IN_WINDOW = `
+UPDATE veil_attester_quota_v2 SET
+  used = min(used + @count, @limit),
+  last_taken = min(used + @count, @limit) - used
+WHERE quota_key = @key AND @now < window_start + @windowMs AND used < @limit
+RETURNING window_start, last_taken
+`;
+
 interface TakeParams {
   key: string;
   now: number;
@@ -123,6 +138,7 @@ interface TakeParams {
 }
 
 interface Statements {
+  takeInWindow: Database.Statement<[TakeParams], { window_start: number; last_taken: number }>;
   take: Database.Statement<[TakeParams], { window_start: number; last_taken: number }>;
   current: Database.Statement<[string], { window_start: number }>;
   giveBack: Database.Statement<[number, string, number]>;
@@ -156,6 +172,7 @@ export class SqliteQuotaStore implements QuotaStore {
     const db = openSqlite(this.path, { busyTimeoutMs: this.#busyTimeoutMs, synchronous: "normal", schema: SCHEMA });
     try {
       const st: Statements = {
+        takeInWindow: db.prepare<[TakeParams], { window_start: number; last_taken: number }>(TAKE_IN_WINDOW),
         take: db.prepare<[TakeParams], { window_start: number; last_taken: number }>(TAKE),
         current: db.prepare<[string], { window_start: number }>("SELECT window_start FROM veil_attester_quota_v2 WHERE quota_key = ?"),
         giveBack: db.prepare<[number, string, number]>(
@@ -187,7 +204,8 @@ export class SqliteQuotaStore implements QuotaStore {
   take(key: string, nowMs: number, windowMs: number, limit: number, count: number): QuotaTake {
     try {
       const st = this.#open();
-      const row = st.take.get({ key, now: nowMs, windowMs, limit, count });
+      const params = { key, now: nowMs, windowMs, limit, count };
+      const row = st.takeInWindow.get(params) ?? st.take.get(params);
       if (row !== undefined) return { taken: row.last_taken, windowStartMs: row.window_start };
       return { taken: 0, windowStartMs: st.current.get(key)?.window_start ?? nowMs };
     } catch (e) {

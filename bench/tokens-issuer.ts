@@ -1,4 +1,5 @@
-// `npm run bench -- tokens-issuer [--rounds R] [--tokens N] [--concurrency C] [--cpu-prof DIR]`
+// `npm run bench -- tokens-issuer [--rounds R] [--tokens N] [--concurrency C] [--types 2,5]
+//  [--batches 1,8,32] [--warmup REQUESTS] [--cpu-prof DIR]` (--cpu-prof: a V8 CPU profile of the issuer process)
 // (also section 2 of `npm run bench -- tokens`).
 //
 // Issuer CPU per token over HTTP, with the attester, against the floor of the token's crypto,
@@ -42,6 +43,8 @@ interface Variant {
   bodies: Uint8Array[];
   /** CPU µs per token, per round. */
   perToken: number[];
+  /** Of which in the kernel (system time: sockets, the log's writes). */
+  systemPerToken: number[];
   /** The floor's CPU µs per token, per round. */
   floor: number[];
 }
@@ -68,9 +71,8 @@ function ask<T>(child: ChildProcess, message: unknown, field: string): Promise<T
   });
 }
 
-async function cpuOf(child: ChildProcess): Promise<number> {
-  const c = await ask<NodeJS.CpuUsage>(child, "cpu", "cpu");
-  return c.user + c.system;
+function cpuOf(child: ChildProcess): Promise<NodeJS.CpuUsage> {
+  return ask<NodeJS.CpuUsage>(child, "cpu", "cpu");
 }
 
 async function post(pool: Pool, v: Variant, body: Uint8Array): Promise<Uint8Array> {
@@ -98,13 +100,13 @@ async function drive(pool: Pool, v: Variant, requests: number, concurrency: numb
 }
 
 /** The variants, with request bodies made (and one answer of each finalized into valid tokens). */
-async function makeVariants(pool: Pool, keys: Map<number, Uint8Array>): Promise<Variant[]> {
+async function makeVariants(pool: Pool, keys: Map<number, Uint8Array>, tokenTypes: number[], batches: number[]): Promise<Variant[]> {
   const variants: Variant[] = [];
-  for (const tokenType of [TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_RISTRETTO255]) {
+  for (const tokenType of tokenTypes) {
     const tokenKey = keys.get(tokenType);
     if (tokenKey === undefined) throw new Error(`the issuer's directory has no key of type ${tokenType}`);
     const challenge = encodeTokenChallenge({ tokenType, issuerName: "issuer.example", redemptionContext: new Uint8Array(0), originInfo: ["leader.example"] });
-    for (const batch of [1, 8, 32]) {
+    for (const batch of batches) {
       const v: Variant = {
         name: `type ${tokenType}, batch ${String(batch).padStart(2)}`,
         tokenType,
@@ -112,6 +114,7 @@ async function makeVariants(pool: Pool, keys: Map<number, Uint8Array>): Promise<
         contentType: "",
         bodies: [],
         perToken: [],
+        systemPerToken: [],
         floor: [],
       };
       for (let i = 0; i < BODIES; i++) {
@@ -134,6 +137,15 @@ async function makeVariants(pool: Pool, keys: Map<number, Uint8Array>): Promise<
   return variants;
 }
 
+/** `--name 1,8,32`: a list of positive integers. */
+function listArg(args: string[], name: string, dflt: number[]): number[] {
+  const i = args.indexOf(name);
+  if (i < 0) return dflt;
+  const list = (args[i + 1] ?? "").split(",").map(Number);
+  if (list.some((n) => !Number.isInteger(n) || n <= 0)) throw new Error(`${name}: expected a comma-separated list of positive integers`);
+  return list;
+}
+
 async function directoryKeys(pool: Pool): Promise<Map<number, Uint8Array>> {
   const res = await pool.request({ method: "GET", path: ISSUER_DIRECTORY_PATH });
   const dir = (await res.body.json()) as { "token-keys": { "token-type": number; "token-key": string }[] };
@@ -150,6 +162,7 @@ export async function runTokensIssuer(args: string[]): Promise<void> {
   const rounds = intArg(args, "--rounds", 7);
   const tokens = intArg(args, "--tokens", 96);
   const concurrency = intArg(args, "--concurrency", 1);
+  const warmup = intArg(args, "--warmup", 300);
   const profIdx = args.indexOf("--cpu-prof");
   const execArgv = profIdx >= 0 ? ["--cpu-prof", `--cpu-prof-dir=${args[profIdx + 1] ?? "."}`, "--cpu-prof-interval=200"] : [];
   const dir = mkdtempSync(join(tmpdir(), "veil-bench-issuer-"));
@@ -160,29 +173,33 @@ export async function runTokensIssuer(args: string[]): Promise<void> {
       `issuer CPU per token (pid ${child.pid}; process.cpuUsage of the issuer process only), ${tokens} tokens per variant per round, ` +
         `${rounds} rounds, concurrency ${concurrency}`,
     );
-    const variants = await makeVariants(pool, await directoryKeys(pool));
-    for (let r = -1; r < rounds; r++) {
+    const variants = await makeVariants(pool, await directoryKeys(pool), listArg(args, "--types", [2, 5]), listArg(args, "--batches", [1, 8, 32]));
+    // Warm-up, not measured: a long-running issuer has compiled its hot paths (V8's optimizing
+    // compiler runs on other threads of the same process, and its CPU time would count), and
+    // SQLite has its pages cached.
+    for (const v of variants) await drive(pool, v, Math.max(1, Math.min(warmup, Math.floor((warmup * 2) / v.batch))), concurrency);
+    for (let r = 0; r < rounds; r++) {
       for (const v of variants) {
+        const n = Math.ceil(tokens / v.batch) * v.batch;
         const before = await cpuOf(child);
-        await drive(pool, v, Math.ceil(tokens / v.batch), concurrency);
-        const us = ((await cpuOf(child)) - before) / (Math.ceil(tokens / v.batch) * v.batch);
+        await drive(pool, v, n / v.batch, concurrency);
+        const after = await cpuOf(child);
+        const us = (after.user + after.system - before.user - before.system) / n;
         const floorUs =
           v.tokenType === TOKEN_TYPE.BLIND_RSA_2048
             ? (await ask<number>(child, { floor: "rsa", n: tokens }, "floorUs")) / tokens
-            : (await ask<number>(child, { floor: "ristretto255", n: Math.ceil(tokens / v.batch), batch: v.batch }, "floorUs")) / (Math.ceil(tokens / v.batch) * v.batch);
-        // Round -1 warms up (JIT, SQLite page cache) and is not kept.
-        if (r >= 0) {
-          v.perToken.push(us);
-          v.floor.push(floorUs);
-        }
+            : (await ask<number>(child, { floor: "ristretto255", n: n / v.batch, batch: v.batch }, "floorUs")) / n;
+        v.perToken.push(us);
+        v.systemPerToken.push((after.system - before.system) / n);
+        v.floor.push(floorUs);
       }
     }
-    console.log(`  ${"variant".padEnd(50)} ${"issuer CPU/token".padStart(16)} ${"floor/token".padStart(12)}  ratio`);
+    console.log(`  ${"variant".padEnd(50)} ${"issuer CPU/token".padStart(16)} ${"(kernel)".padStart(9)} ${"floor/token".padStart(12)}  ratio`);
     for (const v of variants) {
       const ratio = median(v.perToken.map((x, i) => x / v.floor[i]!));
       const floorName = v.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? "raw RSA" : "scalar mults";
       console.log(
-        `  ${v.name.padEnd(50)} ${(median(v.perToken).toFixed(0) + " µs").padStart(16)} ${(median(v.floor).toFixed(0) + " µs").padStart(12)}  ${ratio.toFixed(2)}x ${floorName}`,
+        `  ${v.name.padEnd(50)} ${(median(v.perToken).toFixed(0) + " µs").padStart(16)} ${(median(v.systemPerToken).toFixed(0) + " µs").padStart(9)} ${(median(v.floor).toFixed(0) + " µs").padStart(12)}  ${ratio.toFixed(2)}x ${floorName}`,
       );
     }
   } finally {

@@ -10,24 +10,15 @@
 // Fast variants run interleaved in short rounds (other processes share the cores); medians of the
 // per-round ratios are printed. Stock variants are hundreds of times slower and run a few times.
 
-import { constants, createECDH, createPrivateKey, createPublicKey, privateDecrypt, randomBytes, verify, webcrypto, type KeyObject } from "node:crypto";
-import { Pool } from "undici";
-import { destination } from "pino";
+import { constants, createECDH, createPublicKey, privateDecrypt, randomBytes, verify, webcrypto, type KeyObject } from "node:crypto";
 import { p384_hasher } from "@noble/curves/nist.js";
 import { Token as PpToken, TOKEN_TYPES, privateVerif, publicVerif } from "@cloudflare/privacypass-ts";
 import { exactCopy } from "../core/bytes.js";
 import { createTokenRequest, decodeToken, decodeTokenRequest, encodeAuthenticatorInput, encodeTokenChallenge, encodeTokenRequest, rsaSpkiFromRsaPssSpki } from "../core/privacypass/index.js";
 import { importBlindRsaTokenKey, importVoprfPrivateKey, verifyToken } from "../core/privacypass/verify-node.js";
 import { HASH_TO_GROUP_DST, deriveKeyPair } from "../core/privacypass/voprf.js";
-import { buildIssuer } from "../issuer/app.js";
-import { parseIssuerConfig } from "../issuer/config.js";
-import { IssuerKeyStore, generateRsa2048 } from "../issuer/key-store.js";
+import { generateRsa2048 } from "../issuer/key-store.js";
 import { createBlindRsaSigner, createVoprfSigner, signTokenRequest } from "../issuer/signer.js";
-import { createLogger } from "../server/logging.js";
-import { createMetrics } from "../server/metrics.js";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { runTokensGateway } from "./tokens-gateway.js";
 import { runTokensIssuer } from "./tokens-issuer.js";
 import { median, numberArg } from "./args.js";

@@ -56,7 +56,7 @@ async function startFront(status: 404 | 415): Promise<string> {
         const v = req.headers[name];
         if (typeof v === "string") headers[name] = v;
       }
-      const answer = await fetch(issuerUrl + req.url, { method: req.method ?? "GET", headers, ...(body.length > 0 ? { body } : {}) });
+      const answer = await fetch(issuerUrl + req.url, { method: req.method ?? "GET", headers, ...(body.length > 0 ? { body: new Uint8Array(body) } : {}) });
       const out = Buffer.from(await answer.arrayBuffer());
       res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/octet-stream" }).end(out);
     })().catch(() => res.destroy());

@@ -164,6 +164,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
       keepAliveMs: timeouts.keepAliveMs,
       maxConnections: limits.upstreamConnections,
       maxResponseBytes: limits.maxResponseBytes,
+      maxStreamedResponseBytes: config.chunked.maxResponseBytes,
       maxHeaderBytes: limits.maxHeaderBytes,
     });
     let keys: KeyCache | undefined;
@@ -203,11 +204,19 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
   // One drain state for both fronts and Fastify (server/lean-answers.ts): while stopping, answers
   // close their connections; once closing, new requests get 503.
   const drain = drainStateOf(app);
-  const forwarder = new Forwarder({ drain, limiter, maxConcurrent: limits.maxConcurrentRequests, ipv6PrefixBits: config.rateLimit.ipv6PrefixBits });
+  const forwarder = new Forwarder({
+    drain,
+    limiter,
+    maxConcurrent: limits.maxConcurrentRequests,
+    ipv6PrefixBits: config.rateLimit.ipv6PrefixBits,
+    chunked: config.chunked,
+  });
   const recorder = new RequestRecorder(log, metrics);
   // Only encapsulated requests are ever parsed: no JSON or text bodies from clients.
   app.removeAllContentTypeParsers();
   acceptBinaryBody(app, MEDIA_TYPES.request);
+  // Chunked OHTTP requests are never buffered: the route passes the raw stream on (relay/forward.ts).
+  app.addContentTypeParser(MEDIA_TYPES.chunkedRequest, (_request, payload, done) => done(null, payload));
   // Opt-in CORS for browser clients (server/cors.ts): the relay's own response headers only.
   const corsResources: CorsResource[] = [];
   for (const route of routes) {

@@ -37,6 +37,14 @@ export const DEFAULTS = Object.freeze({
   keepAliveMs: 4_000,
   /** Deadline of one key configuration fetch. */
   keysFetchMs: 5_000,
+  /** 1 GiB: a chunked request streams through (never held whole), so this cap is about abuse, not
+   *  memory; the same as the gateway's chunked.maxRequestBytes. */
+  chunkedMaxRequestBytes: 1024 * 1024 * 1024,
+  /** 1 GiB: a chunked answer streams through too. */
+  chunkedMaxResponseBytes: 1024 * 1024 * 1024,
+  /** Longest time a chunked exchange may make no progress in either direction (no request bytes
+   *  from the client or taken by the gateway, no answer bytes from the gateway or taken by the client). */
+  chunkedIdleTimeoutMs: 15_000,
   /** Freshness of fetched keys when the gateway sends no Cache-Control max-age. */
   keysDefaultMaxAgeSec: 300,
   /** Refetch keys at most this often, whatever max-age says. */
@@ -145,6 +153,30 @@ export const RELAY_SCHEMA = {
       keysFetchMs: { kind: "int", default: DEFAULTS.keysFetchMs, min: 1, doc: "Deadline of one key configuration fetch." },
     },
   },
+  chunked: {
+    kind: "object",
+    doc: "Chunked OHTTP (message/ohttp-chunked-req and -res, draft-ietf-ohai-chunked-ohttp-08): passed through as streams, never held whole.",
+    fields: {
+      maxRequestBytes: {
+        kind: "int",
+        default: DEFAULTS.chunkedMaxRequestBytes,
+        min: 1,
+        doc: "Most bytes of one chunked request, counted as they stream (413, or the connection cut once the answer has begun).",
+      },
+      maxResponseBytes: {
+        kind: "int",
+        default: DEFAULTS.chunkedMaxResponseBytes,
+        min: 1,
+        doc: "Most bytes of one chunked answer, counted as they stream (above it the client's connection is cut: never a truncated answer that looks complete).",
+      },
+      idleTimeoutMs: {
+        kind: "int",
+        default: DEFAULTS.chunkedIdleTimeoutMs,
+        min: 1,
+        doc: "Longest time a chunked exchange makes no progress in either direction (408 or 504 before the answer began, else the connection is cut).",
+      },
+    },
+  },
   keyCache: {
     kind: "object",
     doc: "The cached copy of each gateway's key configurations.",
@@ -200,6 +232,7 @@ export type RateLimitConfig = RelayConfig["rateLimit"];
 export type RelayLimits = RelayConfig["limits"];
 export type RelayTimeouts = RelayConfig["timeouts"];
 export type KeyCacheConfig = RelayConfig["keyCache"];
+export type RelayChunkedConfig = RelayConfig["chunked"];
 
 function invalid(message: string): never {
   throw new ProtocolError("CFG_ERR_INVALID", message);

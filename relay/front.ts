@@ -5,6 +5,8 @@
 // that request on, the connection, with the bytes already read, is handed to node:http and Fastify,
 // which serve everything else (keys, health, metrics, 404, 405, chunked bodies, Expect, HTTP/1.0,
 // malformed requests) and also relay non-canonical POSTs with the same checks (relay/routes/).
+// Chunked OHTTP (`message/ohttp-chunked-req`) is handed over too, also with a Content-Length: it
+// streams through node:http (relay/forward.ts's forwardStream) instead of being read whole here.
 //
 // Why (bench/relay.ts, against nginx proxy_pass on the same shared 2-core machine): relaying
 // through node:http + Fastify reached 0.41-0.48x nginx's throughput at about 4x its CPU per
@@ -329,6 +331,8 @@ export class Front<S extends FrontSocket = FrontSocket> {
       const route = head === undefined ? undefined : this.#o.routes.get(head.target);
       if (head === undefined || route === undefined) return this.#handoff(c);
       if (head.origin !== undefined && this.#o.handOffOrigin === true) return this.#handoff(c);
+      // Chunked OHTTP streams through node:http (relay/forward.ts's forwardStream), never read whole here.
+      if (isMediaType(head.contentType, MEDIA_TYPES.chunkedRequest)) return this.#handoff(c);
       c.route = route;
       c.label = route.path;
       c.bodyStart = end + 4;

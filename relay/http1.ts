@@ -92,6 +92,13 @@ export function parseCanonicalPost(head: string): CanonicalPost | undefined {
 export interface ResponseLimits {
   maxHeaderBytes: number;
   maxBodyBytes: number;
+  /**
+   * Streaming mode (chunked OHTTP answers): the final head is announced here as soon as it is
+   * parsed, and body bytes go to `onBody` as they arrive instead of being kept (`body()` is then
+   * empty). maxBodyBytes still caps their total.
+   */
+  onHead?: () => void;
+  onBody?: (piece: Buffer) => void;
 }
 
 const enum State {
@@ -272,7 +279,9 @@ export class ResponseParser {
     if (b.length === 0) return;
     this.#bodyBytes += b.length;
     if (this.#bodyBytes > this.#limits.maxBodyBytes) throw invalid("answer too large");
-    this.#chunks.push(b);
+    const onBody = this.#limits.onBody;
+    if (onBody === undefined) this.#chunks.push(b);
+    else onBody(b);
   }
 
   #parseHead(head: string): void {
@@ -351,5 +360,6 @@ export class ResponseParser {
       this.keepAlive = false;
       this.#state = State.UntilClose;
     }
+    this.#limits.onHead?.();
   }
 }

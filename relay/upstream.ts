@@ -8,8 +8,16 @@
 // (POST, three fixed headers, a buffered body) and reads one answer, so a small client does the job
 // with every limit explicit. undici is still used where speed does not matter (key fetches).
 //
+// Chunked OHTTP (draft-ietf-ohai-chunked-ohttp-08) goes through `openStream`: the request is sent
+// with chunked transfer coding as the caller writes it (no Content-Length: its length is unknown),
+// the answer's head and body pieces are handed on as they arrive, and both directions apply
+// backpressure (`write` returns false until `drain`; `pause`/`resume` stop reading the answer). A
+// stream the caller aborts destroys the connection without the terminating zero-length chunk, so
+// the gateway never sees that request complete.
+//
 // Rules this client keeps (RFC 9458 §5, §6.2, §6.5):
-// - It sends only Host, Content-Type, Content-Length and the operator's own auth header.
+// - It sends only Host, Content-Type, Content-Length (Transfer-Encoding: chunked and
+//   Incremental: ?1 for a stream) and the operator's own auth header.
 // - It never retries: a request that failed for any reason is answered 502/504, even when the
 //   connection was a reused keep-alive one (a broken connection is no proof that nothing was
 //   processed). Idle connections are closed before the gateway's keep-alive timeout to make that rare.
@@ -35,6 +43,8 @@ export interface UpstreamOptions {
   keepAliveMs: number;
   maxConnections: number;
   maxResponseBytes: number;
+  /** Cap on a streamed answer's body (counted as it passes; the stream fails above it). */
+  maxStreamedResponseBytes?: number;
   maxHeaderBytes: number;
   /** Clock in ms (injected in tests). */
   now?: () => number;
@@ -64,6 +74,45 @@ export interface UpstreamAnswer {
 
 export type UpstreamCallback = (err: ProtocolError | undefined, answer: UpstreamAnswer | undefined) => void;
 
+/**
+ * What a streamed exchange reports, in this order: `head` once, `body` for each piece of the answer,
+ * then exactly one of `end` (the answer is complete) or `error` (it is not, whatever was passed on;
+ * also before `head`). `drain` says the gateway takes request bytes again after `write` returned false.
+ */
+export interface StreamHandlers {
+  head(status: number, contentType: string | undefined): void;
+  body(piece: Buffer): void;
+  end(): void;
+  error(err: ProtocolError): void;
+  drain(): void;
+}
+
+/** The caller's side of a streamed exchange (`Upstream.openStream`). */
+export interface UpstreamStream {
+  /** Sends a piece of the request body; false: wait for `drain` before writing more. */
+  write(piece: Buffer): boolean;
+  /** The request body is complete: sends the terminating chunk. */
+  end(): void;
+  /** Gives up: the connection is destroyed, so the gateway never sees the request complete. No handler is called after it. */
+  abort(): void;
+  /** Stops reading the answer (the client is not taking it as fast). */
+  pause(): void;
+  resume(): void;
+}
+
+interface StreamState {
+  handlers: StreamHandlers;
+  /** Pieces written before a connection was ready. */
+  queued: Buffer[];
+  /** The caller called end(). */
+  ended: boolean;
+  /** The terminating chunk was written. */
+  endWritten: boolean;
+  /** The answer is complete (`end` reported). */
+  answered: boolean;
+  paused: boolean;
+}
+
 const enum Phase {
   Queued,
   Connecting,
@@ -74,6 +123,8 @@ const enum Phase {
 interface Pending {
   body: Buffer;
   cb: UpstreamCallback;
+  /** Set for a streamed exchange (then `body` is empty and `cb` reports only errors). */
+  stream: StreamState | undefined;
   phase: Phase;
   deadline: number;
   conn: Connection | undefined;
@@ -91,6 +142,9 @@ interface Connection {
 
 /** A gateway's keep-alive hint is shortened by this much (transport delays, clock granularity). */
 const KEEP_ALIVE_MARGIN_MS = 1000;
+const CRLF = Buffer.from("\r\n", "latin1");
+const LAST_CHUNK = Buffer.from("0\r\n\r\n", "latin1");
+const EMPTY = Buffer.alloc(0);
 
 function timeout(phase: Phase): ProtocolError {
   const what = phase === Phase.Body ? "the answer body stalled" : phase === Phase.Headers ? "no answer headers in time" : "no connection in time";
@@ -106,6 +160,8 @@ export class Upstream {
   readonly #servername: string | undefined;
   /** `POST <path> HTTP/1.1` and the fixed header lines, up to the Content-Length value. */
   readonly #prefix: Buffer;
+  /** The whole head of a streamed request. */
+  readonly #streamHead: Buffer;
   readonly #idle: Connection[] = [];
   readonly #all = new Set<Connection>();
   readonly #queue: Pending[] = [];
@@ -125,6 +181,13 @@ export class Upstream {
     const auth = opts.authHeader === undefined ? "" : `${opts.authHeader.name}: ${opts.authHeader.value.reveal()}\r\n`;
     const path = `${url.pathname}${url.search}`;
     this.#prefix = Buffer.from(`POST ${path} HTTP/1.1\r\nhost: ${url.host}\r\ncontent-type: message/ohttp-req\r\n${auth}content-length: `, "latin1");
+    // draft-ietf-ohai-chunked-ohttp-08 §3: Incremental: ?1 asks every intermediary to forward the
+    // message as it comes. It is sent on every stream (never copied from the client, so it carries
+    // nothing of the client's own).
+    this.#streamHead = Buffer.from(
+      `POST ${path} HTTP/1.1\r\nhost: ${url.host}\r\ncontent-type: message/ohttp-chunked-req\r\nincremental: ?1\r\n${auth}transfer-encoding: chunked\r\n\r\n`,
+      "latin1",
+    );
     const tick = Math.max(5, Math.min(250, Math.floor(Math.min(opts.connectMs, opts.headersMs, opts.bodyMs, opts.keepAliveMs) / 8)));
     this.#sweeper = setInterval(() => this.#sweep(), tick);
     this.#sweeper.unref();
@@ -141,7 +204,47 @@ export class Upstream {
       cb(new ProtocolError("HTTP_ERR_UNAVAILABLE"), undefined);
       return;
     }
-    const p: Pending = { body, cb, phase: Phase.Queued, deadline: this.#now() + this.#opts.connectMs, conn: undefined, parser: undefined };
+    this.#start({ body, cb, stream: undefined, phase: Phase.Queued, deadline: this.#now() + this.#opts.connectMs, conn: undefined, parser: undefined });
+  }
+
+  /**
+   * Starts a streamed exchange (a `message/ohttp-chunked-req`): the request body is what the
+   * caller writes, the answer goes to `handlers` as it arrives. Deadlines here: connectMs to get a
+   * connection, headersMs from the request's end to the answer's head; pauses while the request or
+   * the answer streams are the caller's to bound (the two sides' backpressure meets there).
+   */
+  openStream(handlers: StreamHandlers): UpstreamStream {
+    const s: StreamState = { handlers, queued: [], ended: false, endWritten: false, answered: false, paused: false };
+    const p: Pending = {
+      body: EMPTY,
+      cb: (err) => handlers.error(err ?? new ProtocolError("INTERNAL_ERR")),
+      stream: s,
+      phase: Phase.Queued,
+      deadline: this.#now() + this.#opts.connectMs,
+      conn: undefined,
+      parser: undefined,
+    };
+    if (this.#closed) {
+      queueMicrotask(() => handlers.error(new ProtocolError("HTTP_ERR_UNAVAILABLE")));
+    } else {
+      this.#start(p);
+    }
+    return {
+      write: (piece) => this.#streamWrite(p, piece),
+      end: () => this.#streamEnd(p),
+      abort: () => this.#streamAbort(p),
+      pause: () => {
+        s.paused = true;
+        p.conn?.socket.pause();
+      },
+      resume: () => {
+        s.paused = false;
+        p.conn?.socket.resume();
+      },
+    };
+  }
+
+  #start(p: Pending): void {
     this.#active.add(p);
     let conn = this.#idle.pop();
     while (conn !== undefined && conn.socket.destroyed) conn = this.#idle.pop();
@@ -179,6 +282,10 @@ export class Upstream {
     });
     socket.on("data", (chunk: Buffer) => this.#onData(conn, chunk));
     socket.on("end", () => this.#onEnd(conn));
+    socket.on("drain", () => {
+      const s = conn.current?.stream;
+      if (s !== undefined && !s.endWritten) s.handlers.drain();
+    });
     socket.on("error", (e: Error) => this.#onBroken(conn, e));
     socket.on("close", () => this.#onBroken(conn, undefined));
   }
@@ -206,6 +313,7 @@ export class Upstream {
   }
 
   #write(conn: Connection, p: Pending): void {
+    if (p.stream !== undefined) return this.#writeStreamHead(conn, p, p.stream);
     p.phase = Phase.Headers;
     p.deadline = this.#now() + this.#opts.headersMs;
     p.parser = new ResponseParser({ maxHeaderBytes: this.#opts.maxHeaderBytes, maxBodyBytes: this.#opts.maxResponseBytes });
@@ -227,6 +335,93 @@ export class Upstream {
     }
   }
 
+  #writeStreamHead(conn: Connection, p: Pending, s: StreamState): void {
+    p.phase = Phase.Headers;
+    p.deadline = Infinity;
+    p.parser = new ResponseParser({
+      maxHeaderBytes: this.#opts.maxHeaderBytes,
+      maxBodyBytes: this.#opts.maxStreamedResponseBytes ?? this.#opts.maxResponseBytes,
+      onHead: () => {
+        if (!this.#active.has(p)) return;
+        p.phase = Phase.Body;
+        p.deadline = Infinity;
+        s.handlers.head(p.parser!.status, p.parser!.contentType);
+      },
+      // (An abort from inside a handler stops the rest of the chunk from being reported.)
+      onBody: (piece) => {
+        if (this.#active.has(p)) s.handlers.body(piece);
+      },
+    });
+    if (s.paused) conn.socket.pause();
+    const socket = conn.socket;
+    socket.cork();
+    socket.write(this.#streamHead);
+    for (const piece of s.queued) this.#writeChunk(socket, piece);
+    s.queued.length = 0;
+    if (s.ended) this.#writeEnd(p, s);
+    socket.uncork();
+    // The caller waits for `drain` since its first write was queued.
+    if (!s.endWritten && !socket.writableNeedDrain) s.handlers.drain();
+  }
+
+  #writeChunk(socket: Socket, piece: Buffer): boolean {
+    socket.write(`${piece.length.toString(16)}\r\n`, "latin1");
+    socket.write(piece);
+    return socket.write(CRLF);
+  }
+
+  #writeEnd(p: Pending, s: StreamState): void {
+    s.endWritten = true;
+    p.conn!.socket.write(LAST_CHUNK);
+    if (!s.answered && p.phase === Phase.Headers) p.deadline = this.#now() + this.#opts.headersMs;
+  }
+
+  #streamWrite(p: Pending, piece: Buffer): boolean {
+    const s = p.stream!;
+    if (!this.#active.has(p) || s.ended || piece.length === 0) return true;
+    const conn = p.conn;
+    if (conn === undefined || !conn.connected || conn.current !== p) {
+      s.queued.push(piece);
+      return false;
+    }
+    return this.#writeChunk(conn.socket, piece);
+  }
+
+  #streamEnd(p: Pending): void {
+    const s = p.stream!;
+    if (s.ended || !this.#active.has(p)) return;
+    s.ended = true;
+    const conn = p.conn;
+    if (conn === undefined || !conn.connected || conn.current !== p) return; // written with the head
+    this.#writeEnd(p, s);
+    if (s.answered) this.#finishStream(conn, p);
+  }
+
+  #streamAbort(p: Pending): void {
+    if (!this.#active.delete(p)) return;
+    const i = this.#queue.indexOf(p);
+    if (i >= 0) this.#queue.splice(i, 1);
+    const conn = p.conn;
+    if (conn !== undefined && conn.current === p) {
+      conn.current = undefined;
+      // No terminating chunk: the gateway sees a request that broke off.
+      conn.socket.destroy();
+    }
+  }
+
+  /** Both directions are complete: the connection is reused if the answer allows it. */
+  #finishStream(conn: Connection, p: Pending): void {
+    this.#active.delete(p);
+    conn.current = undefined;
+    const parser = p.parser!;
+    if (parser.keepAlive && parser.extra === 0 && !this.#closed) {
+      if (conn.socket.isPaused()) conn.socket.resume();
+      this.#release(conn);
+    } else {
+      conn.socket.destroy();
+    }
+  }
+
   #onData(conn: Connection, chunk: Buffer): void {
     const p = conn.current;
     if (p === undefined || p.parser === undefined) {
@@ -244,7 +439,7 @@ export class Upstream {
     }
     if (complete) {
       this.#complete(conn, p);
-    } else if (!p.parser.inHead) {
+    } else if (!p.parser.inHead && p.stream === undefined) {
       p.phase = Phase.Body;
       p.deadline = this.#now() + this.#opts.bodyMs;
     }
@@ -274,6 +469,16 @@ export class Upstream {
   }
 
   #complete(conn: Connection, p: Pending): void {
+    const s = p.stream;
+    if (s !== undefined) {
+      if (s.answered || !this.#active.has(p)) return;
+      s.answered = true;
+      // The answer may be complete before the request (the gateway answered early): the
+      // connection stays with this exchange until the caller ends or aborts its request.
+      if (s.endWritten) this.#finishStream(conn, p);
+      s.handlers.end();
+      return;
+    }
     const parser = p.parser!;
     conn.current = undefined;
     this.#active.delete(p);
@@ -313,6 +518,11 @@ export class Upstream {
 
   #fail(p: Pending, err: ProtocolError): void {
     if (!this.#active.delete(p)) return;
+    if (p.stream?.answered === true) {
+      // The answer was complete: what fails now is only the rest of a request nobody waits for.
+      if (p.conn !== undefined && p.conn.current === p) p.conn.current = undefined;
+      return;
+    }
     const i = this.#queue.indexOf(p);
     if (i >= 0) this.#queue.splice(i, 1);
     if (p.conn !== undefined && p.conn.current === p) p.conn.current = undefined;

@@ -2,7 +2,8 @@
 // they are not canonical (chunked bodies, Expect: 100-continue, HTTP/1.0, a query string...), and
 // every request when `fastPath` is off or under inject(). The same checks and forwarding
 // (relay/forward.ts); Fastify itself enforces the body limit (413 by Content-Length and while
-// reading a chunked body) and the media type (415).
+// reading a chunked body) and the media type (415). Chunked OHTTP requests
+// (`message/ohttp-chunked-req`) always come here and stream through (Forwarder.forwardStream).
 
 import type { FastifyInstance } from "fastify";
 import { ProtocolError } from "../../core/errors.js";
@@ -16,8 +17,20 @@ import type { UpstreamAnswer } from "../upstream.js";
 
 export function registerForwardRoute(app: FastifyInstance, route: RelayRoute, deps: { forwarder: Forwarder; drain: DrainState; cors?: CorsPolicy }): void {
   app.post(route.path, async (request, reply) => {
-    if (!isMediaType(request.headers["content-type"], MEDIA_TYPES.request)) {
-      return sendProblem(reply, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request}`));
+    const contentType = request.headers["content-type"];
+    if (isMediaType(contentType, MEDIA_TYPES.chunkedRequest)) {
+      // The exchange writes the answer itself; the log line comes from the onResponse hook.
+      reply.hijack();
+      const origin = deps.cors?.allowed(request.headers.origin);
+      if (origin !== undefined) {
+        for (const [k, v] of Object.entries(deps.cors!.responseHeaders(origin, ["retry-after"]))) reply.raw.setHeader(k, v);
+      }
+      const address = request.socket.remoteAddress ?? "unknown";
+      deps.forwarder.forwardStream(route, address, request.raw, reply.raw, (outcome) => (request.veilOutcome = outcome));
+      return reply;
+    }
+    if (!isMediaType(contentType, MEDIA_TYPES.request)) {
+      return sendProblem(reply, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request} or ${MEDIA_TYPES.chunkedRequest}`));
     }
     const body = request.body;
     // RFC 9458 §5: a relay MAY reject obviously invalid requests, such as an empty one.

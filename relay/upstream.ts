@@ -58,12 +58,17 @@ export interface UpstreamSocket {
   setNoDelay(noDelay?: boolean): unknown;
   once(event: "connect" | "secureConnect", listener: () => void): unknown;
   on(event: "data", listener: (chunk: Buffer) => void): unknown;
-  on(event: "end" | "close", listener: () => void): unknown;
+  on(event: "end" | "close" | "drain", listener: () => void): unknown;
   on(event: "error", listener: (err: Error) => void): unknown;
   write(data: Buffer | string): unknown;
   cork(): void;
   uncork(): void;
   destroy(): unknown;
+  /** Streams only (openStream): backpressure on the request (`drain`) and on the answer (pause). */
+  readonly writableNeedDrain: boolean;
+  pause(): unknown;
+  resume(): unknown;
+  isPaused(): boolean;
 }
 
 export interface UpstreamAnswer {
@@ -364,10 +369,11 @@ export class Upstream {
     if (!s.endWritten && !socket.writableNeedDrain) s.handlers.drain();
   }
 
-  #writeChunk(socket: Socket, piece: Buffer): boolean {
-    socket.write(`${piece.length.toString(16)}\r\n`, "latin1");
+  #writeChunk(socket: UpstreamSocket, piece: Buffer): boolean {
+    socket.write(`${piece.length.toString(16)}\r\n`);
     socket.write(piece);
-    return socket.write(CRLF);
+    socket.write(CRLF);
+    return !socket.writableNeedDrain;
   }
 
   #writeEnd(p: Pending, s: StreamState): void {

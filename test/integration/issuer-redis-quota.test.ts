@@ -2,7 +2,7 @@
 // on a real redis-server. Two `veil issuer` processes (needs a built dist/) share one quota of
 // 150 under 400 concurrent token requests; Redis down fails closed (503); an issuer with another
 // storeKeyFile is refused rather than counting apart.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, request } from "undici";
@@ -12,7 +12,9 @@ import { createTokenRequest, encodeTokenChallenge } from "../../core/privacypass
 import { Attester } from "../../issuer/attester.js";
 import { parseIssuerConfig } from "../../issuer/config.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
-import { logLine, startVeil, stopAll } from "../helpers/veil-process.js";
+import { startIssuerProcess, writeIssuerConfig } from "../helpers/issuer-process.js";
+import { stopAll } from "../helpers/veil-process.js";
+import { until } from "../helpers/wait.js";
 
 const dir = mkdtempSync(join(tmpdir(), "veil-redis-quota-"));
 let redis: TestRedis;
@@ -29,24 +31,12 @@ afterAll(async () => {
 
 describe("attester.store redis://", () => {
   it("two veil issuer processes on one redis-server grant exactly 150 of 400 concurrent requests against a quota of 150", async () => {
-    const keys = join(dir, "issuer-keys.json");
     const storeKeyFile = join(dir, "attester-store.key");
-    const config = join(dir, "issuer.json");
-    writeFileSync(
-      config,
-      JSON.stringify({
-        listen: { host: "127.0.0.1", port: 0 },
-        name: "issuer.example",
-        keys,
-        attester: { credentials: ["cred-1"], tokensPerWindow: 150, windowSec: 3600, store: redis.url, storeKeyFile },
-      }),
-    );
+    const config = writeIssuerConfig(dir, { attester: { credentials: ["cred-1"], tokensPerWindow: 150, windowSec: 3600, store: redis.url, storeKeyFile } });
     // The first creates the key file and the store key file; the second reads both.
-    const first = startVeil(["issuer", "--config", config]);
-    await first.waitFor('"msg":"issuer listening"');
-    const second = startVeil(["issuer", "--config", config]);
-    await second.waitFor('"msg":"issuer listening"');
-    const urls = [first, second].map((p) => logLine(p.stdout(), "issuer listening")!.url as string);
+    const { issuer: first, url: firstUrl } = await startIssuerProcess(config);
+    const { issuer: second, url: secondUrl } = await startIssuerProcess(config);
+    const urls = [firstUrl, secondUrl];
 
     const d = (await (await request(`${urls[0]}/.well-known/private-token-issuer-directory`)).body.json()) as {
       "token-keys": { "token-type": number; "token-key": string; "not-before": number }[];
@@ -99,14 +89,15 @@ describe("attester.store redis://", () => {
       await redis.restart();
       // The client reconnects by itself (at most a second apart): wait for the first success.
       let granted = 0;
-      for (let i = 0; i < 100 && granted === 0; i++) {
+      await until(async () => {
         try {
           granted = (await a.reserve(c)).granted;
+          return true;
         } catch (e) {
           expect(e).toMatchObject({ code: "ISSUER_ERR_STORE_UNAVAILABLE" });
-          await new Promise((r) => setTimeout(r, 100));
+          return false;
         }
-      }
+      }, "the store to be reachable again");
       expect(granted).toBe(1);
     } finally {
       await a.close();

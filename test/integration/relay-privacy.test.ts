@@ -9,6 +9,7 @@ import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import { echoBehaviour, startStandIn, type StandIn } from "../helpers/relay-gateway-stand-in.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
+import { until } from "../helpers/wait.js";
 
 const CLIENT = "127.0.0.2";
 const OHTTP_REQ = "message/ohttp-req";
@@ -17,15 +18,23 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-function rawFromClient(port: number, bytes: string, waitMs: number): Promise<string> {
+/**
+ * Sends raw bytes from the client address; resolves with what came back once the connection is
+ * closed: by the relay, or by this client when `giveUp` resolves (at the latest after 5 s).
+ */
+function rawFromClient(port: number, bytes: string, giveUp: Promise<unknown> = new Promise(() => {})): Promise<string> {
   return new Promise((resolve) => {
     const s = connect({ port, host: "127.0.0.1", localAddress: CLIENT });
     let out = "";
+    const timer = setTimeout(() => s.destroy(), 5000);
     s.on("data", (c: Buffer) => (out += c.toString("latin1")));
     s.on("error", () => {});
-    s.on("close", () => resolve(out));
+    s.on("close", () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
     s.write(bytes);
-    setTimeout(() => s.destroy(), waitMs);
+    void giveUp.then(() => s.destroy());
   });
 }
 
@@ -68,13 +77,16 @@ describe("relay privacy", () => {
     statuses.push(await post("slow"));
     gw.behaviour = (_req, res) => res.socket?.destroy(); // 502
     statuses.push(await post("drop"));
-    gw.behaviour = (req, res) => setTimeout(() => echoBehaviour(req, res), 100);
-    // The client gives up while the gateway works.
-    await rawFromClient(relay.port, `POST /gw HTTP/1.1\r\nHost: r\r\nContent-Type: ${OHTTP_REQ}\r\nContent-Length: 4\r\n\r\ngone`, 20);
-    await new Promise((r) => setTimeout(r, 200));
-    // A head that never completes (408) and garbage (node:http's 400).
-    await rawFromClient(relay.port, "POST /gw HTTP/1.1\r\nHost: r\r\n", 1000);
-    await rawFromClient(relay.port, "BLAH\r\n\r\n", 300);
+    // The client gives up while the gateway works; the gateway answers after it has gone.
+    const logged = (): number => relay.lines.filter((l) => l.includes('"msg":"request"')).length;
+    const linesBefore = logged();
+    const held = new Promise<() => void>((resolve) => (gw.behaviour = (req, res) => resolve(() => echoBehaviour(req, res))));
+    await rawFromClient(relay.port, `POST /gw HTTP/1.1\r\nHost: r\r\nContent-Type: ${OHTTP_REQ}\r\nContent-Length: 4\r\n\r\ngone`, held);
+    (await held)();
+    await until(() => logged() > linesBefore, "the relay to log the abandoned request");
+    // A head that never completes (408) and garbage (node:http's 400): the relay closes both.
+    expect(await rawFromClient(relay.port, "POST /gw HTTP/1.1\r\nHost: r\r\n")).toMatch(/^HTTP\/1\.1 408/);
+    expect(await rawFromClient(relay.port, "BLAH\r\n\r\n")).toMatch(/^HTTP\/1\.1 400/);
     gw.behaviour = echoBehaviour;
     for (let i = 0; i < 15; i++) statuses.push(await post("burst")); // ends in 429s
     expect(statuses).toEqual(expect.arrayContaining([200, 415, 413, 400, 404, 405, 504, 502, 429]));

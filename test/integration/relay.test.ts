@@ -52,6 +52,17 @@ async function rawExchange(port: number, bytes: string | Buffer, until?: (text: 
   });
 }
 
+/**
+ * After a failed request "x": the relay never sent it again. A retry would start when the failure
+ * is seen, before the relay answers; the next request ("y", answered) is checked to come alone.
+ */
+async function expectNoRetry(gw: StandIn, relayUrl: string): Promise<void> {
+  gw.behaviour = echoBehaviour;
+  const next = await request(`${relayUrl}/leader-gateway`, { method: "POST", body: "y", headers: { "content-type": OHTTP_REQ } });
+  expect(await next.body.text()).toBe("res:y");
+  expect(gw.requests.map((r) => r.body.toString())).toEqual(["x", "y"]);
+}
+
 function headerNames(raw: string[]): string[] {
   return raw.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
 }
@@ -173,12 +184,18 @@ describe("relay forwarding", () => {
     const socket = connect(relay.port, "127.0.0.1");
     socket.setNoDelay(true);
     let text = "";
-    socket.on("data", (c: Buffer) => (text += c.toString("latin1")));
+    const answered = new Promise<void>((resolve) =>
+      socket.on("data", (c: Buffer) => {
+        text += c.toString("latin1");
+        if (text.includes("res:")) resolve();
+      }),
+    );
     for (let i = 0; i < bytes.length; i += 97) {
       socket.write(bytes.subarray(i, i + 97));
+      // The client's pauses (the behaviour under test): the pieces reach the relay apart.
       if (i % 970 === 0) await new Promise((r) => setTimeout(r, 2));
     }
-    while (!text.includes("res:")) await new Promise((r) => setTimeout(r, 10));
+    await answered;
     socket.destroy();
     expect(gw.requests[0]!.body.toString("latin1")).toBe(body);
   });
@@ -221,12 +238,11 @@ describe("relay forwarding", () => {
 
   it("finishes in-flight requests on shutdown and closes their connections", async () => {
     const { gw, relay } = await setup();
-    let release: () => void = () => {};
-    gw.behaviour = (req, res) => (release = () => echoBehaviour(req, res));
+    const held = new Promise<() => void>((resolve) => (gw.behaviour = (req, res) => resolve(() => echoBehaviour(req, res))));
     const pending = rawExchange(relay.port, `POST /leader-gateway HTTP/1.1\r\nHost: r\r\nContent-Type: ${OHTTP_REQ}\r\nContent-Length: 4\r\n\r\nlast`);
-    while (gw.requests.length === 0) await new Promise((r) => setTimeout(r, 10));
+    const release = await held;
+    // stop() marks the relay as draining at once: the answer released now must close its connection.
     const stopped = relay.stop();
-    await new Promise((r) => setTimeout(r, 50));
     release();
     const text = await pending;
     expect(text).toMatch(/^HTTP\/1\.1 200 OK/);
@@ -335,11 +351,16 @@ describe("relay limits", () => {
   it("caps concurrent requests with 503 and Retry-After", async () => {
     const { gw, relay } = await setup({ limits: { maxConcurrentRequests: 2 } });
     const held: (() => void)[] = [];
-    gw.behaviour = (req, res) => held.push(() => echoBehaviour(req, res));
+    const bothHeld = new Promise<void>((resolve) => {
+      gw.behaviour = (req, res) => {
+        held.push(() => echoBehaviour(req, res));
+        if (held.length === 2) resolve();
+      };
+    });
     const send = () => request(`${relay.url}/leader-gateway`, { method: "POST", body: "x", headers: { "content-type": OHTTP_REQ } });
     const a = send();
     const b = send();
-    while (held.length < 2) await new Promise((r) => setTimeout(r, 10));
+    await bothHeld;
     const c = await send();
     expect(c.statusCode).toBe(503);
     expect(c.headers["retry-after"]).toBe("1");
@@ -356,8 +377,7 @@ describe("relay limits", () => {
     expect(res.statusCode).toBe(504);
     expect(res.headers["content-type"]).toBe("application/problem+json");
     expect(await res.body.json()).toMatchObject({ code: "RELAY_ERR_UPSTREAM_TIMEOUT" });
-    await new Promise((r) => setTimeout(r, 100));
-    expect(gw.requests).toHaveLength(1);
+    await expectNoRetry(gw, relay.url);
   });
 
   it("answers 504 when the gateway's answer body stalls", async () => {
@@ -393,8 +413,7 @@ describe("relay limits", () => {
     const res = await request(`${relay.url}/leader-gateway`, { method: "POST", body: "x", headers: { "content-type": OHTTP_REQ } });
     expect(res.statusCode).toBe(502);
     expect(await res.body.json()).toMatchObject({ code: "RELAY_ERR_UPSTREAM_FAILED" });
-    await new Promise((r) => setTimeout(r, 100));
-    expect(gw.requests).toHaveLength(1);
+    await expectNoRetry(gw, relay.url);
   });
 
   it("answers 502 when the gateway's answer exceeds the size limit", async () => {

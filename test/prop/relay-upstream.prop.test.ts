@@ -94,8 +94,14 @@ class GatewaySocket extends EventEmitter implements UpstreamSocket {
   /** The request being answered (sent, no complete answer yet). */
   current: Req | undefined;
   delivery: Delivery | undefined;
-  /** Out of step or closing: nothing may be written to it again. */
+  /** Out of step or closing: nothing may be written to it again, and it is closed. */
   tainted = false;
+  /**
+   * Got bytes after a complete answer while a new request was already on it: nothing may be
+   * written to it again; the request fails (INVALID once the bytes prove not to be an answer
+   * head, else its timeout: HTTP/1.1 cannot tell them from an early answer) and it is closed.
+   */
+  outOfStep = false;
   /** Got bytes that make an answer invalid (garbage, oversized). */
   garbled = false;
   /** The gateway closed or reset it. */
@@ -119,7 +125,7 @@ class GatewaySocket extends EventEmitter implements UpstreamSocket {
   uncork(): void {}
   write(data: Buffer | string): boolean {
     if (this.destroyed) this.world.violations.push(`write to destroyed connection ${this.n}`);
-    if (this.tainted) this.world.violations.push(`write to connection ${this.n} after an unfinished, garbled or closing answer`);
+    if (this.tainted || this.outOfStep) this.world.violations.push(`write to connection ${this.n} after an unfinished, garbled or closing answer`);
     this.#written = Buffer.concat([this.#written, typeof data === "string" ? Buffer.from(data, "latin1") : data]);
     this.#parseRequests();
     // A large request fills the kernel's buffer: backpressure, which the client may ignore since
@@ -340,7 +346,8 @@ function deliver(w: World, s: GatewaySocket, cuts: number[], count: number): voi
     s.emit("data", Buffer.from(chunk));
     if (completes) expectAnswer(w, s, req, d, d.body);
     // Bytes after the end of an answer: the connection is out of step.
-    if (extra) s.tainted = true;
+    if (extra && s.current === undefined) s.tainted = true;
+    else if (extra) s.outOfStep = true;
     if (!completes && req.results[0]?.answer !== undefined && !req.answered) {
       w.violations.push(`request ${req.id} answered before its answer was complete`);
     }

@@ -1,6 +1,7 @@
 // The lean path (canonical POST /gateway served before Fastify) must answer, log and count exactly
 // like the Fastify route it short-cuts. inject() never reaches it, so these tests use real HTTP.
 
+import { EventEmitter, once } from "node:events";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
@@ -18,13 +19,19 @@ let leader: DapAggregator;
 let task: DapTask;
 let hang: Server;
 let hangUrl: string;
+/** Requests the hanging target has received (each holds a concurrency slot of the gateway). */
+let hangArrivals = 0;
+const hangEvents = new EventEmitter();
 let fx: Fixture;
 let url: string;
 
 beforeAll(async () => {
   task = await createDapTask();
   leader = await startDapAggregator({ role: "leader", tasks: [task] });
-  hang = createServer(() => {});
+  hang = createServer(() => {
+    hangArrivals++;
+    hangEvents.emit("request");
+  });
   await new Promise<void>((r) => hang.listen(0, "127.0.0.1", () => r()));
   hangUrl = `http://127.0.0.1:${(hang.address() as AddressInfo).port}`;
   fx = await makeGateway({
@@ -44,6 +51,11 @@ afterAll(async () => {
 });
 
 const path = (): string => `/hpke_config?task_id=${task.idBase64Url}`;
+
+/** Resolves once the hanging target has received `n` requests in all. */
+async function hangReceived(n: number): Promise<void> {
+  while (hangArrivals < n) await once(hangEvents, "request");
+}
 
 async function send(body: Uint8Array, chunked: boolean) {
   const payload = chunked ? Readable.from([Buffer.from(body)]) : Buffer.from(body);
@@ -89,8 +101,9 @@ describe("gateway lean path", () => {
 
   it("applies the concurrency cap", async () => {
     const slow = await Promise.all([1, 2].map(() => sealRequest(fx.keyConfig, { authority: "hang.example", path: path() })));
+    const held = hangArrivals + 2;
     const pending = slow.map((s) => send(s.body, false));
-    await new Promise((r) => setTimeout(r, 200));
+    await hangReceived(held);
     const third = await sealRequest(fx.keyConfig, { path: path() });
     const refused = await send(third.body, false);
     expect(refused.status).toBe(503);
@@ -103,8 +116,9 @@ describe("gateway lean path", () => {
     // One slow lean request and one slow chunked request (served by Fastify's route) fill the cap
     // of 2 together: a third request is refused whichever way it is served.
     const slow = await Promise.all([1, 2].map(() => sealRequest(fx.keyConfig, { authority: "hang.example", path: path() })));
+    const held = hangArrivals + 2;
     const pending = [send(slow[0]!.body, false), send(slow[1]!.body, true)];
-    await new Promise((r) => setTimeout(r, 200));
+    await hangReceived(held);
     const third = await sealRequest(fx.keyConfig, { path: path() });
     const lean = await send(third.body, false);
     expect(lean.status).toBe(503);

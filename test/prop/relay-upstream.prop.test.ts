@@ -118,8 +118,23 @@ class GatewaySocket extends EventEmitter implements UpstreamSocket {
     super();
   }
 
+  /** Backpressure as streamed requests see it (openStream; not driven here: forward() buffers). */
+  readonly writableNeedDrain = false;
+  paused = false;
+
   setNoDelay(): this {
     return this;
+  }
+  pause(): this {
+    this.paused = true;
+    return this;
+  }
+  resume(): this {
+    this.paused = false;
+    return this;
+  }
+  isPaused(): boolean {
+    return this.paused;
   }
   cork(): void {}
   uncork(): void {}

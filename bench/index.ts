@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   gateway: () => import("./gateway.js"),
   ohttp: () => import("./ohttp.js"),
   relay: () => import("./relay.js"),
+  "relay-h2": () => import("./relay-h2.js"),
   soak: () => import("./soak.js"),
   tokens: () => import("./tokens.js"),
   "tokens-gateway": () => import("./tokens-gateway.js"),

@@ -9,13 +9,13 @@
 // Everything on loopback, bounded in time.
 // Targets: throughput >= 0.8x nginx, p99 <= 2x nginx, RSS <= 150 MB with 1,000 connections.
 
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer, type Socket } from "node:net";
+import { spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { median } from "./args.js";
+import { cpuUs, fmt, freePort, nginxWorker, rssMb, startBenchRelay, startNginxPeer } from "./nginx.js";
 
 interface Options {
   durationSec: number;
@@ -50,46 +50,6 @@ function parseArgs(args: string[]): Options {
     }
   }
   return o;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** A one-worker nginx config with its own pid and temp paths; `http` is extra http-level config. */
-function nginxConf(dir: string, name: string, port: number, location: string, opts: { http?: string; accessLog?: boolean } = {}): string {
-  const file = join(dir, `${name}.conf`);
-  const t = (s: string) => join(dir, `${name}-${s}`);
-  writeFileSync(
-    file,
-    `worker_processes 1;
-pid ${t("nginx.pid")};
-error_log ${t("error.log")} warn;
-events { worker_connections 8192; }
-http {
-  ${opts.accessLog === true ? `access_log ${t("access.log")};` : "access_log off;"}
-  client_body_temp_path ${t("body")};
-  proxy_temp_path ${t("proxy")};
-  fastcgi_temp_path ${t("fastcgi")};
-  uwsgi_temp_path ${t("uwsgi")};
-  scgi_temp_path ${t("scgi")};
-  keepalive_requests 1000000;
-  ${opts.http ?? ""}
-  server {
-    listen 127.0.0.1:${port};
-    ${location}
-  }
-}
-`,
-  );
-  return file;
 }
 
 async function waitFor(url: string, timeoutMs: number): Promise<void> {
@@ -135,24 +95,6 @@ function wrk(url: string, script: string, connections: number, durationSec: numb
   return { requests, rps, p99Ms, p50Ms, errors: errs };
 }
 
-/** CPU time (user + system) a process has used, in µs (/proc/PID/stat, clock ticks of 10 ms). */
-function cpuUs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
-}
-
-/** nginx's single worker process (the child of the master we started). */
-function nginxWorker(masterPid: number): number {
-  const children = readFileSync(`/proc/${masterPid}/task/${masterPid}/children`, "utf8").trim().split(/\s+/);
-  return Number(children[0]);
-}
-
-function rssMb(pid: number, field: "VmRSS" | "VmHWM" = "VmRSS"): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
-  return kb / 1024;
-}
-
 /** Opens `n` client connections, sends one POST on each, keeps them open (idle). */
 async function openIdle(port: number, n: number, request: Buffer): Promise<Socket[]> {
   const sockets: Socket[] = [];
@@ -174,10 +116,6 @@ async function openIdle(port: number, n: number, request: Buffer): Promise<Socke
 }
 
 
-function fmt(n: number, digits = 0): string {
-  return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
-}
-
 export async function run(args: string[]): Promise<void> {
   const o = parseArgs(args);
   for (const tool of ["nginx", "wrk"]) {
@@ -193,45 +131,10 @@ export async function run(args: string[]): Promise<void> {
     for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
   };
   try {
-    const [upPort, nginxPort, relayPort, slowPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
-    const answer = "x".repeat(96);
-    const upConf = nginxConf(dir, "upstream", upPort, `location /gateway { default_type message/ohttp-res; return 200 "${answer}"; }`);
-    // The peer forwards like the relay: only the body and its type and length, nothing from the client.
-    const pxConf = nginxConf(
-      dir,
-      "proxy",
-      nginxPort,
-      `location = /leader-gateway {
-      proxy_pass http://gateway/gateway;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass_request_headers off;
-      proxy_set_header Content-Type $content_type;
-      client_max_body_size 64k;
-    }`,
-      // One access log line per request, like the relay's request log.
-      { http: `upstream gateway { server 127.0.0.1:${upPort}; keepalive 64; }`, accessLog: true },
-    );
-    const nginxProcs = [upConf, pxConf].map((conf) => spawn("nginx", ["-p", dir, "-c", conf, "-g", "daemon off;"], { stdio: "ignore" }));
-    children.push(...nginxProcs);
-    const veil = fileURLToPath(new URL("../../bin/veil.js", import.meta.url));
-    const startRelay = (port: number, fastPath: boolean, name: string): ChildProcess => {
-      const config = {
-        listen: { host: "127.0.0.1", port },
-        routes: [{ path: "/leader-gateway", gateway: `http://127.0.0.1:${upPort}/gateway` }],
-        // The limiter runs on every request, with a limit wrk never reaches.
-        rateLimit: { perClientPerWindow: 1_000_000_000 },
-        limits: { maxConcurrentRequests: 4096 },
-        fastPath,
-      };
-      const file = join(dir, `${name}.json`);
-      writeFileSync(file, JSON.stringify(config));
-      // One log line per request, like nginx's access log.
-      const log = join(dir, `${name}.log`);
-      const child = spawn("sh", ["-c", `exec node "${veil}" relay --config "${file}" >> "${log}" 2>&1`], { stdio: "ignore" });
-      children.push(child);
-      return child;
-    };
+    const [nginxPort, relayPort, slowPort] = [await freePort(), await freePort(), await freePort()];
+    const peer = await startNginxPeer(dir, nginxPort, children);
+    const upPort = peer.upPort;
+    const startRelay = (port: number, fastPath: boolean, name: string): ChildProcess => startBenchRelay(dir, name, port, upPort, children, { fastPath });
     const relay = startRelay(relayPort, true, "relay");
     const slow = o.compareSlow ? startRelay(slowPort, false, "relay-slow") : undefined;
     await waitFor(`http://127.0.0.1:${upPort}/gateway`, 10_000);
@@ -250,7 +153,7 @@ export async function run(args: string[]): Promise<void> {
     for (const url of Object.values(targets)) wrk(url, script, o.connections, 3); // warm-up (JIT, pools)
     // Per-request CPU time of the process under test: less sensitive than throughput to other load
     // on a shared machine (it still includes kernel time spent on the process's own sockets).
-    const pids: Record<string, number> = { relay: relay.pid!, nginx: nginxWorker(nginxProcs[1]!.pid!) };
+    const pids: Record<string, number> = { relay: relay.pid!, nginx: nginxWorker(peer.proxy.pid!) };
     if (slow !== undefined) pids["relay (node:http + Fastify only)"] = slow.pid!;
     const cpu: Record<string, number[]> = {};
     const results: Record<string, WrkResult[]> = {};

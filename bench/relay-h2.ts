@@ -1,0 +1,125 @@
+// `npm run bench -- relay-h2 [--duration S] [--runs N] [--clients C] [--streams M] [--body BYTES]`
+//
+// The relay over HTTP/2 (`veil relay` with listen.tls, ALPN h2) against Debian's nginx 1.22 as an h2
+// reverse proxy (`listen ... ssl http2;`, proxy_pass with keep-alive to the same upstream), loaded
+// by h2load (Debian's nghttp2-client) with the same POST: C connections with M concurrent streams
+// each, in the same run. Runs alternate (relay, nginx, nginx, relay, ...) so that drift from other
+// load on the shared machine hits both alike. The upstream, the peer and /proc readings are
+// bench/nginx.ts's, shared with bench/relay.ts. p99 comes from h2load's per-request log.
+// Prints the throughput ratio (median of the per-run ratios), the p99 ratio and CPU time per
+// request (less sensitive to other load than wall-clock throughput).
+// Targets: throughput >= 0.7x nginx's, p99 <= 2x nginx's.
+
+import { execFileSync, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { intArg, median } from "./args.js";
+import { cpuUs, fmt, freePort, nginxWorker, startBenchRelay, startNginxPeer, waitForPort } from "./nginx.js";
+
+interface Result {
+  rps: number;
+  requests: number;
+  succeeded: number;
+  p99Ms: number;
+  p50Ms: number;
+}
+
+/** One h2load run; latencies from its per-request log (start µs, status, µs to the end of the answer). */
+function h2load(url: string, dir: string, body: string, o: { clients: number; streams: number; durationSec: number }): Result {
+  const log = join(dir, "h2load.log");
+  rmSync(log, { force: true });
+  const r = spawnSync(
+    "h2load",
+    [`-c${o.clients}`, `-m${o.streams}`, "-t1", `-D${o.durationSec}`, "--warm-up-time=1", "-d", body, "-H", "content-type: message/ohttp-req", `--log-file=${log}`, url],
+    { encoding: "utf8", timeout: (o.durationSec + 30) * 1000 },
+  );
+  const out = r.stdout ?? "";
+  const rps = Number(/finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
+  const m = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded/.exec(out);
+  const latencies = readFileSync(log, "utf8")
+    .trim()
+    .split("\n")
+    .map((line) => Number(line.split("\t")[2]) / 1000)
+    .filter((x) => Number.isFinite(x))
+    .sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+  return { rps, requests: Number(m?.[1] ?? NaN), succeeded: Number(m?.[2] ?? NaN), p99Ms: at(0.99), p50Ms: at(0.5) };
+}
+
+export async function run(args: string[]): Promise<void> {
+  const o = {
+    durationSec: intArg(args, "duration", 10),
+    runs: intArg(args, "runs", 4),
+    clients: intArg(args, "clients", 16),
+    streams: intArg(args, "streams", 10),
+    bodyBytes: intArg(args, "body", 1024),
+  };
+  for (const tool of ["nginx", "h2load", "openssl"]) {
+    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) {
+      console.error(`bench relay-h2: needs ${tool} (Debian: apt-get install ${tool === "h2load" ? "nghttp2-client" : tool})`);
+      process.exitCode = 2;
+      return;
+    }
+  }
+  const dir = mkdtempSync(join(tmpdir(), "veil-bench-relay-h2-"));
+  const children: ChildProcess[] = [];
+  try {
+    const cert = join(dir, "cert.pem");
+    const key = join(dir, "key.pem");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1"], { stdio: "ignore" });
+    const [nginxPort, relayPort] = [await freePort(), await freePort()];
+    const peer = await startNginxPeer(dir, nginxPort, children, {
+      listen: "ssl http2",
+      // The relay's stream cap; TLS as the relay's (node's defaults: TLS 1.3, P-256 certificate).
+      server: `ssl_certificate ${cert}; ssl_certificate_key ${key}; http2_max_concurrent_streams 100;`,
+    });
+    const relay = startBenchRelay(dir, "relay", relayPort, peer.upPort, children, { listen: { host: "127.0.0.1", port: relayPort, tls: { cert, key } } });
+    await waitForPort(relayPort, 20_000);
+    const body = join(dir, "body");
+    writeFileSync(body, "e".repeat(o.bodyBytes));
+    const targets: Record<string, string> = {
+      relay: `https://127.0.0.1:${relayPort}/leader-gateway`,
+      nginx: `https://127.0.0.1:${nginxPort}/leader-gateway`,
+    };
+    const pids: Record<string, number> = { relay: relay.pid!, nginx: nginxWorker(peer.proxy.pid!) };
+    console.log(`relay vs nginx over h2: ${o.runs} x ${o.durationSec} s per target, h2load -c${o.clients} -m${o.streams}, ${o.bodyBytes}-byte POST`);
+    for (const url of Object.values(targets)) h2load(url, dir, body, { ...o, durationSec: 3 }); // warm-up (JIT, pools)
+    const results: Record<string, Result[]> = {};
+    const cpu: Record<string, number[]> = {};
+    for (let r = 0; r < o.runs; r++) {
+      const names = Object.keys(targets);
+      if (r % 2 === 1) names.reverse();
+      for (const name of names) {
+        const before = cpuUs(pids[name]!);
+        const res = h2load(targets[name]!, dir, body, o);
+        const perRequest = (cpuUs(pids[name]!) - before) / res.requests;
+        (results[name] ??= []).push(res);
+        (cpu[name] ??= []).push(perRequest);
+        const failed = res.requests - res.succeeded;
+        console.log(
+          `  run ${r + 1} ${name.padEnd(6)} ${fmt(res.rps).padStart(8)} req/s  p50 ${fmt(res.p50Ms, 2)} ms  p99 ${fmt(res.p99Ms, 2)} ms  CPU ${fmt(perRequest, 1)} µs/req${failed === 0 ? "" : `  (${failed} not 2xx)`}`,
+        );
+      }
+    }
+    const summary = (name: string) => ({
+      rps: median(results[name]!.map((x) => x.rps)),
+      p99: median(results[name]!.map((x) => x.p99Ms)),
+      cpu: median(cpu[name]!),
+    });
+    const rl = summary("relay");
+    const ng = summary("nginx");
+    const ratios = results.relay!.map((x, i) => x.rps / results.nginx![i]!.rps);
+    const p99Ratios = results.relay!.map((x, i) => x.p99Ms / results.nginx![i]!.p99Ms);
+    console.log("");
+    console.log(`  relay: median ${fmt(rl.rps)} req/s, p99 ${fmt(rl.p99, 2)} ms, ${fmt(rl.cpu, 1)} µs CPU/req`);
+    console.log(`  nginx: median ${fmt(ng.rps)} req/s, p99 ${fmt(ng.p99, 2)} ms, ${fmt(ng.cpu, 1)} µs CPU/req`);
+    console.log(`  throughput ratio relay/nginx: median of ${ratios.length} per-run ratios ${fmt(median(ratios), 2)}x (per run ${ratios.map((x) => fmt(x, 2)).join(", ")})   (target >= 0.70x)`);
+    console.log(`  p99 ratio relay/nginx:        median ${fmt(median(p99Ratios), 2)}x (per run ${p99Ratios.map((x) => fmt(x, 2)).join(", ")})   (target <= 2.00x)`);
+    console.log(`  CPU per request relay/nginx:  ${fmt(rl.cpu / ng.cpu, 2)}x`);
+  } finally {
+    for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 300));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

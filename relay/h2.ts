@@ -179,6 +179,8 @@ export class H2Front {
   readonly #sessions = new Map<ServerHttp2Session, Session>();
   readonly #streams = new Set<Stream>();
   readonly #sweeper: NodeJS.Timeout;
+  /** The counter's children by outcome (label hashing per stream is measurable). */
+  readonly #outcomes = new Map<StreamOutcome, { inc(): void }>();
   #compat: ((stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void) | undefined;
 
   constructor(opts: H2FrontOptions) {
@@ -205,6 +207,15 @@ export class H2Front {
     server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) =>
       this.#onStream(stream, headers, flags, rawHeaders),
     );
+  }
+
+  #count(outcome: StreamOutcome): void {
+    let c = this.#outcomes.get(outcome);
+    if (c === undefined) {
+      c = this.#o.streams.labels({ outcome });
+      this.#outcomes.set(outcome, c);
+    }
+    c.inc();
   }
 
   /** Open h2 connections. */
@@ -271,7 +282,7 @@ export class H2Front {
     const cfg = this.#o.http2;
     if (s.closing || s.working >= cfg.maxConcurrentStreams || s.held >= cfg.maxBufferedBytes) {
       stream.close(h2c.NGHTTP2_REFUSED_STREAM);
-      this.#o.streams.inc({ outcome: "refused_stream" });
+      this.#count("refused_stream");
       return;
     }
     const st: Stream = {
@@ -386,7 +397,7 @@ export class H2Front {
     // Answered before the body was complete (413, 415, 408): the rest of it is not wanted.
     writeAnswer(stream, headers, body, wasReading);
     this.#o.recorder.record(st.route.path, "POST", status, outcome, durationMs);
-    this.#o.streams.inc({ outcome: outcome === "forwarded" ? "forwarded" : "answered" });
+    this.#count(outcome === "forwarded" ? "forwarded" : "answered");
   }
 
   #onClose(st: Stream): void {
@@ -412,7 +423,7 @@ export class H2Front {
     st.s.held -= st.held;
     st.held = 0;
     this.#streams.delete(st);
-    if (outcome !== undefined) this.#o.streams.inc({ outcome });
+    if (outcome !== undefined) this.#count(outcome);
   }
 
   #countReset(s: Session): void {
@@ -460,7 +471,7 @@ export class H2Front {
       if (st.phase === Phase.Reading) {
         this.#release(st);
         this.#reject(st, new ProtocolError("HTTP_ERR_TIMEOUT"));
-        this.#o.streams.inc({ outcome: "timeout" });
+        this.#count("timeout");
       } else if (st.phase === Phase.Answered) {
         this.#finish(st, "timeout");
         st.stream.close(h2c.NGHTTP2_CANCEL);

@@ -7,6 +7,7 @@
 // is served from its own port, and the servers allow that origin with `cors.origins` (server/cors.ts).
 // A page on an origin they do not allow cannot upload.
 
+import { createHash, createPublicKey } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,6 +17,8 @@ import { fileURLToPath } from "node:url";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildBrowserBundle, type BrowserBundle } from "../../client/build-browser.js";
+import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
+import { SERVER_EXT, createTestCa, type TestCa } from "../helpers/test-ca.js";
 import { HELPER, LEADER, STACK_CREDENTIAL, startVeilStack, type VeilStack } from "../helpers/veil-stack.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -62,6 +65,15 @@ let pageUrl: string;
 /** The same page on an origin the servers do not allow. */
 let otherPageUrl: string;
 let context: BrowserContext;
+/** A relay serving HTTPS (ALPN h2 and http/1.1) in front of the stack's gateway. */
+let tlsRelay: TestRelay;
+let ca: TestCa;
+
+/** base64 SHA-256 of a certificate's SubjectPublicKeyInfo (Chromium's --ignore-certificate-errors-spki-list). */
+function spkiHash(certFile: string): string {
+  const der = createPublicKey(readFileSync(certFile)).export({ type: "spki", format: "der" });
+  return createHash("sha256").update(der).digest("base64");
+}
 
 describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP report through relay and gateway", () => {
   beforeAll(async () => {
@@ -91,6 +103,14 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
     otherPageUrl = `http://127.0.0.1:${(otherServer.address() as AddressInfo).port}/`;
     // Only the page's origin (another port than every server: a different origin).
     stack = await startVeilStack({ corsOrigins: [new URL(pageUrl).origin] });
+    ca = createTestCa("veil-browser-ca-");
+    ca.makeCa("ca");
+    ca.makeCert("relay", "ca", SERVER_EXT);
+    tlsRelay = await startTestRelay({
+      listen: { host: "127.0.0.1", port: 0, tls: { cert: ca.file("relay.pem"), key: ca.file("relay.key") } },
+      routes: [{ path: "/leader-gateway", gateway: `${stack.gateway.url}/gateway`, keys: stack.keysUrl }],
+      cors: { origins: [new URL(pageUrl).origin] },
+    });
     context = await chromium.launchPersistentContext(join(dir, "profile"), {
       executablePath: CHROMIUM,
       headless: true,
@@ -103,6 +123,8 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
         "--disable-sync",
         "--no-first-run",
         "--disable-quic",
+        // Trusts exactly the TLS relay's key (a throwaway certificate), nothing else.
+        `--ignore-certificate-errors-spki-list=${spkiHash(ca.file("relay.pem"))}`,
       ],
     });
   }, 120_000);
@@ -111,7 +133,9 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
     await context?.close();
     await new Promise<void>((r) => (server === undefined ? r() : server.close(() => r())));
     await new Promise<void>((r) => (otherServer === undefined ? r() : otherServer.close(() => r())));
+    await tlsRelay?.stop();
     await stack?.stop();
+    ca?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -144,6 +168,31 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
     for (const r of stored.slice(before)) expect(r.helperShare).toBeDefined();
     // For the record (not asserted: no test asserts wall-clock time).
     console.log(`browser upload latency (ms): ${result.times?.map((t) => t.toFixed(1)).join(", ")}; bundle ${bundle.bytes} bytes`);
+    await page.close();
+  });
+
+  it("uploads over HTTP/2 to a relay serving HTTPS", async () => {
+    const page = await context.newPage();
+    await page.goto(pageUrl);
+    await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
+    const task = stack.tasks.count.idBase64Url;
+    const before = stack.leader.reports.get(task)?.length ?? 0;
+    const result = (await page.evaluate(
+      (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
+      { ...servers(), relay: `${tlsRelay.url}/leader-gateway`, credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 1 },
+    )) as { ok: boolean; message?: string };
+    expect(result.message).toBeUndefined();
+    expect(result.ok).toBe(true);
+    expect((stack.leader.reports.get(task)?.length ?? 0) - before).toBe(1);
+    // The relay served the upload (and its copy of the keys) on an h2 connection.
+    const metrics = (await tlsRelay.app.inject({ url: "/metrics" })).body;
+    expect(metrics).toMatch(/veil_relay_http2_sessions_total\{component="relay"\} [1-9]/);
+    // Every request the relay forwarded (key config, challenge, upload) came over h2.
+    const overH2 = Number(/veil_relay_http2_streams_total\{outcome="forwarded",component="relay"\} (\d+)/.exec(metrics)?.[1]);
+    const forwarded = Number(/veil_http_requests_total\{route="\/leader-gateway",outcome="forwarded",status="200",component="relay"\} (\d+)/.exec(metrics)?.[1]);
+    expect(overH2).toBeGreaterThan(0);
+    expect(overH2).toBe(forwarded);
+    expect(metrics).toMatch(/veil_http_requests_total\{route="\/leader-gateway\/ohttp-keys",outcome="ok",status="200",component="relay"\} 1\n/);
     await page.close();
   });
 

@@ -131,8 +131,8 @@ describe("the whole chain over HTTPS", () => {
     }
   });
 
-  it("uploads DAP reports through relay and gateway (mTLS between them) with tokens from the issuer", async () => {
-    const clientAgent = agent();
+  /** Two DAP-09 uploads through relay and gateway with `clientAgent` (the client's HTTPS connections). */
+  async function uploadTwo(clientAgent: Agent): Promise<void> {
     // The operator's copy of the gateway's keys (the gateway wants a client certificate: clients pin
     // them, and the library still compares them with the relay's copy).
     const withCert = new Agent({
@@ -149,12 +149,13 @@ describe("the whole chain over HTTPS", () => {
       tokens = createTokenSource({ issuer: urls.issuer, credential: CREDENTIAL, batch: 2, budget: 2, refillJitterMs: 0, fetch: fetchTls });
       const f = createObliviousFetch({ relay: `${urls.relay}/gw`, keys, relayKeys: true, tokens, fetch: fetchTls });
       const dap = createClientTask({ vdaf: "count", taskId: task.idBase64Url, leader: "https://leader.example", helper: "https://helper.example", timePrecisionSec: 3600, fetch: f });
+      const before = leader.reports.get(task.idBase64Url)?.length ?? 0;
       await f.prepare(uploadUrl("https://leader.example", task.idBase64Url));
       await dap.sendMeasurement(true);
       await dap.sendMeasurement(false);
 
       const stored = leader.reports.get(task.idBase64Url) ?? [];
-      expect(stored).toHaveLength(2);
+      expect(stored.length - before).toBe(2);
       for (const r of stored) expect(r.helperShare).toBeDefined();
       expect(tokens.stats().issued).toBe(2);
       // What reached the aggregator carried no token.
@@ -163,5 +164,29 @@ describe("the whole chain over HTTPS", () => {
       tokens?.close();
       await Promise.all([clientAgent.close(), withCert.close()]);
     }
+  }
+
+  /** The relay's count of forwarding streams that came over h2 and were forwarded. */
+  async function forwardedOverH2(): Promise<number> {
+    const a = agent();
+    try {
+      const text = await (await request(`${urls.relay}/metrics`, { dispatcher: a })).body.text();
+      return Number(/veil_relay_http2_streams_total\{outcome="forwarded",component="relay"\} (\d+)/.exec(text)?.[1] ?? 0);
+    } finally {
+      await a.close();
+    }
+  }
+
+  it("uploads DAP reports through relay and gateway (mTLS between them) with tokens from the issuer", async () => {
+    const before = await forwardedOverH2();
+    await uploadTwo(agent());
+    expect(await forwardedOverH2()).toBe(before);
+  }, 60_000);
+
+  it("uploads the same way with the client's connections over HTTP/2 (undici allowH2)", async () => {
+    const before = await forwardedOverH2();
+    await uploadTwo(new Agent({ connect: { ca: readFileSync(file("ca.pem")) }, allowH2: true }));
+    // Key configuration, challenge and two uploads through the relay, each an h2 stream.
+    expect((await forwardedOverH2()) - before).toBeGreaterThanOrEqual(3);
   }, 60_000);
 });

@@ -11,6 +11,7 @@ import { createDapTask, uploadUrl } from "../../client/dap.js";
 import { readKeyFile } from "../../gateway/key-file.js";
 import { HELPER, LEADER, STACK_CREDENTIAL, startVeilStack, type VeilStack } from "../helpers/veil-stack.js";
 import { runVeil } from "../helpers/veil-process.js";
+import { until } from "../helpers/wait.js";
 
 let stack: VeilStack;
 let tokens: TokenSource;
@@ -72,7 +73,7 @@ describe("key rotation under continuous uploads with relayKeys: true", () => {
     ];
     const waitForUploads = async (n: number): Promise<void> => {
       const target = counts.ok + counts.failed + n;
-      while (counts.ok + counts.failed < target) await new Promise((r) => setTimeout(r, 20));
+      await until(() => counts.ok + counts.failed >= target, `${n} more uploads`, 60_000);
     };
     await waitForUploads(6);
     const first = await rotate();

@@ -32,6 +32,7 @@ import { startTestRelay } from "../helpers/relay-harness.js";
 import { makeDapReports, problem, sealedUpload, startDirectoryServer, uploadPath, type DirectoryServer } from "../helpers/token-gateway.js";
 import { makeBlindRsaIssuerKey, makeToken } from "../helpers/tokens.js";
 import { killAllVeilChildren, spawnVeil } from "../helpers/veil-child.js";
+import { until } from "../helpers/wait.js";
 
 const ISSUER = "issuer.example";
 const key = makeBlindRsaIssuerKey({ reuse: 0 });
@@ -80,14 +81,6 @@ function keyFileWith(data: KeyFileData): string {
 function atLeader(report: Uint8Array): number {
   const id = toHex(report.subarray(0, 16));
   return (leader.reports.get(task.idBase64Url) ?? []).filter((r) => r.reportId === id).length + leader.duplicates.filter((d) => d.reportId === id).length;
-}
-
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 // --- SIGKILL between reserve and commit ----------------------------------------------------------
@@ -335,19 +328,23 @@ describe("key rotation under load", () => {
         sentWith.set(id, kc.keyId);
         return work(`${gateway.url}/gateway`, kc, id);
       });
-      await new Promise((r) => setTimeout(r, 300));
+      // Uploads with key 1 complete before the rotation.
+      await until(() => load.results.size >= 12, "12 uploads before the rotation");
       // Rotate: key 2 becomes active, key 1 is retired (it still decrypts during its grace period).
       const now = new Date();
       writeKeyFile(keys, setKeyState(setKeyState(keyData, 2, "active", now), 1, "retired", now));
       gateway.child.kill("SIGHUP");
       await until(async () => decodeKeyConfigs(new Uint8Array(await (await fetch(`${gateway.url}/ohttp-keys`)).arrayBuffer()))[0]?.keyId === 2, "key 2 to be served");
       await until(() => [...load.results.keys()].some((id) => sentWith.get(id) === 2), "requests with key 2");
-      await new Promise((r) => setTimeout(r, 200));
+      // Uploads with both keys go on after the rotation.
+      const afterRotation = load.results.size;
+      await until(() => load.results.size >= afterRotation + 12, "12 more uploads after the rotation");
       // A broken file: the reload fails and the current keys stay.
       writeFileSync(keys, "{ not json", { mode: 0o600 });
       gateway.child.kill("SIGHUP");
       await until(() => gateway.output.join("").includes("key file reload failed"), "the failed reload to be logged");
-      await new Promise((r) => setTimeout(r, 200));
+      const afterFailedReload = load.results.size;
+      await until(() => load.results.size >= afterFailedReload + 12, "12 more uploads after the failed reload");
       await load.stop();
       const failures = [...load.results].filter(([, r]) => r !== "ok");
       expect(failures).toEqual([]);

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { decodeKeyConfigs } from "../../core/ohttp/index.js";
+import { until } from "../helpers/wait.js";
 
 const VEIL = new URL("../../bin/veil.js", import.meta.url).pathname;
 const children: ChildProcess[] = [];
@@ -67,7 +68,7 @@ describe("veil keys and veil gateway on the command line", () => {
     expect(await keyIds(gw.url)).toEqual([1]);
     expect(veil(["keys", "generate", "--out", keys]).status).toBe(0);
     gw.child.kill("SIGHUP");
-    for (let i = 0; i < 50 && !gw.output().includes("key file reloaded"); i++) await new Promise((r) => setTimeout(r, 100));
+    await until(() => gw.output().includes("key file reloaded"), "the key file to be reloaded");
     expect(await keyIds(gw.url)).toEqual([2]);
     const list = veil(["keys", "list", keys]);
     expect(list.stdout).toMatch(/^1\tx25519\tretired/m);

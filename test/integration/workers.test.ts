@@ -15,6 +15,7 @@ import { startStandIn } from "../helpers/relay-gateway-stand-in.js";
 import { fetchKeyConfig, sealRequest } from "../helpers/oblivious-fetch.js";
 import { makeDapReports, uploadPath } from "../helpers/token-gateway.js";
 import { logLine, startVeil, stopAll, type VeilProcess } from "../helpers/veil-process.js";
+import { until } from "../helpers/wait.js";
 
 const dir = mkdtempSync(join(tmpdir(), "veil-workers-"));
 let task: DapTask;
@@ -122,7 +123,7 @@ describe("veil gateway --workers 2", () => {
       const loops = Array.from({ length: 8 }, (_, i) => loop(i));
       const waitOk = async (n: number): Promise<void> => {
         const target = ok + n;
-        while (ok < target && failures.length === 0) await new Promise((r) => setTimeout(r, 20));
+        await until(() => ok >= target || failures.length > 0, `${n} more uploads`, 60_000);
       };
       await waitOk(100);
       process.kill(pids[0]!, "SIGTERM");
@@ -176,7 +177,7 @@ describe("veil gateway --workers 2", () => {
       const loops = Array.from({ length: 8 }, () => loop());
       const waitOk = async (n: number): Promise<void> => {
         const target = ok + n;
-        while (ok < target && failures.length === 0) await new Promise((r) => setTimeout(r, 20));
+        await until(() => ok >= target || failures.length > 0, `${n} more uploads`, 60_000);
       };
       await waitOk(200);
       process.kill(pids[0]!, "SIGTERM");

@@ -372,7 +372,11 @@ describe("oblivious fetch: tokens", () => {
     await expect.poll(() => s.tokenRequests.length, { timeout: 5000 }).toBe(4);
     await f(UPLOAD, { method: "PUT", body: "3" });
     await f(UPLOAD, { method: "PUT", body: "4" });
-    await new Promise((r) => setTimeout(r, 50));
+    // The stock is empty: a background refill is due (refillJitterMs 0). Let its timer fire (timers
+    // of the same delay fire in order), then wait for that refill and ask for one more: neither
+    // may go beyond the budget.
+    await new Promise((r) => setTimeout(r, 0));
+    await t.fill(new URL(UPLOAD));
     expect(s.tokenRequests.length).toBe(4);
     expect(t.stats().stock).toBe(0);
     expect((await f(UPLOAD, { method: "PUT", body: "5" })).status).toBe(201);

@@ -61,17 +61,21 @@ export function rawExchange(
   let text = "";
   return new Promise((resolve) => {
     let finished = false;
+    /** Called on every answer byte and at the end (while waiting for endAfterMs). */
+    let onProgress: (() => void) | undefined;
     const finish = (closedByServer: boolean): void => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
       socket.destroy();
       resolve({ statuses: statusesOf(text), text, closedByServer, elapsedMs: Date.now() - started });
+      onProgress?.();
     };
     const timer = setTimeout(() => finish(false), o.timeoutMs ?? 3000);
     socket.on("data", (c: Buffer) => {
       text += c.toString("latin1");
       if (o.until?.(text) === true) finish(false);
+      onProgress?.();
     });
     socket.on("end", () => finish(true));
     socket.on("close", () => finish(true));
@@ -84,8 +88,18 @@ export function rawExchange(
           socket.write(p.bytes);
         }
         if (o.endAfterMs !== undefined) {
-          const deadline = Date.now() + o.endAfterMs;
-          while (Date.now() < deadline && !finished && !responsesComplete(text)) await new Promise((r) => setTimeout(r, 5));
+          const waitMs = o.endAfterMs;
+          // Until the answers are complete, the exchange ends, or the client's patience runs out.
+          await new Promise<void>((resolve) => {
+            const patience = setTimeout(resolve, waitMs);
+            onProgress = () => {
+              if (!finished && !responsesComplete(text)) return;
+              clearTimeout(patience);
+              resolve();
+            };
+            onProgress();
+          });
+          onProgress = undefined;
           if (finished) return;
           if (responsesComplete(text)) return finish(false);
         }

@@ -392,6 +392,30 @@ describe("limits per connection", () => {
   });
 });
 
+describe("timeouts", () => {
+  it("answers 408 to a body not complete within requestTimeoutMs, and forwards nothing", async () => {
+    const gw = await standIn();
+    const r = await relay(gw, { limits: { requestTimeoutMs: 300, headersTimeoutMs: 300 } });
+    const s = session(r);
+    const stream = s.request({ ":method": "POST", ":path": "/gw", "content-type": OHTTP_REQ, "content-length": "10" });
+    stream.write("12345");
+    const a = await answerOf(stream);
+    expect(a.status).toBe(408);
+    expect(JSON.parse(a.body.toString())).toMatchObject({ code: "HTTP_ERR_TIMEOUT" });
+    expect(gw.requests).toHaveLength(0);
+  });
+
+  it("sends GOAWAY(NO_ERROR) to a connection without streams for keepAliveTimeoutMs", async () => {
+    const gw = await standIn();
+    const r = await relay(gw, { limits: { keepAliveTimeoutMs: 200 } });
+    const s = session(r);
+    const goaway = new Promise<number>((resolve) => s.once("goaway", (code: number) => resolve(code)));
+    expect((await post(s, "one")).status).toBe(200);
+    expect(await goaway).toBe(h2c.NGHTTP2_NO_ERROR);
+    await new Promise<void>((resolve) => (s.closed ? resolve() : s.once("close", () => resolve())));
+  });
+});
+
 describe("graceful stop", () => {
   it("sends GOAWAY(NO_ERROR), lets the streams in flight finish, then closes", async () => {
     const gw = await standIn();

@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HELPER, LEADER, STACK_CREDENTIAL, startVeilStack, type VeilStack } from "../helpers/veil-stack.js";
+import { issuerCounts } from "../helpers/issuer.js";
 
 const VEIL = fileURLToPath(new URL("../../bin/veil.js", import.meta.url));
 const BUILT = existsSync(fileURLToPath(new URL("../../dist/client/main.js", import.meta.url)));
@@ -50,11 +51,15 @@ describe.skipIf(!BUILT)("veil client (command line)", () => {
   it("uploads N Prio3Count reports through the relay and exits 0 with a summary", async () => {
     const task = stack.tasks.count.idBase64Url;
     const before = stack.leader.reports.get(task)?.length ?? 0;
+    const issuerBefore = await issuerCounts(stack.issuerUrl);
     const r = await veil(uploadArgs(["--task", task, "--vdaf", "count", "--measurement", "1", "--reports", "5"]));
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^5\/5 reports landed, 0 refused, 0 failed in [\d.]+ s \([\d.]+ ms per report\), 5 tokens issued\n$/);
     expect((stack.leader.reports.get(task)?.length ?? 0) - before).toBe(5);
+    // The 5 tokens came in one batched request to the issuer.
+    const counts = await issuerCounts(stack.issuerUrl);
+    expect({ tokenRequests: counts.tokenRequests - issuerBefore.tokenRequests, tokensIssued: counts.tokensIssued - issuerBefore.tokensIssued }).toEqual({ tokenRequests: 1, tokensIssued: 5 });
   });
 
   it("uploads Prio3Sum and Prio3Histogram reports (--json summary)", async () => {

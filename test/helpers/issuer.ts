@@ -81,3 +81,17 @@ export async function makeIssuer(dir: string, raw: Record<string, unknown> = {},
   await app.ready();
   return { app, config, keys, clock, lines };
 }
+
+/**
+ * What a running issuer's /metrics says it served: POSTs to /token-request (any outcome) and tokens
+ * issued. Lets a test see whether a client fetched its tokens in batches (one request, many tokens).
+ */
+export async function issuerCounts(issuerUrl: string): Promise<{ tokenRequests: number; tokensIssued: number }> {
+  const text = await (await fetch(`${issuerUrl}/metrics`)).text();
+  const sum = (name: string, labelFilter: string): number =>
+    text
+      .split("\n")
+      .filter((l) => l.startsWith(`${name}{`) && l.includes(labelFilter))
+      .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+  return { tokenRequests: sum("veil_http_requests_total", 'route="/token-request"'), tokensIssued: sum("veil_issuer_tokens_issued_total", "") };
+}

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { runVeil, startVeil, stopAll, type VeilProcess } from "../helpers/veil-process.js";
+import { issuerCounts } from "../helpers/issuer.js";
 
 const dir = mkdtempSync(join(tmpdir(), "veil-start-"));
 const data = join(dir, "data");
@@ -55,6 +56,9 @@ describe("veil start and veil demo", () => {
     const summary = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(summary).toMatchObject({ reports: 4, landed: 4, refused: 0, failed: 0, tokensIssued: 4 });
     await first.waitFor("leader: 4 reports decrypted, 4 verified: count = 4", 10_000);
+    // The 4 tokens came in one batched request to the issuer.
+    const issuer = (JSON.parse(readFileSync(join(data, "demo.json"), "utf8")) as { issuer: string }).issuer;
+    expect(await issuerCounts(issuer)).toEqual({ tokenRequests: 1, tokensIssued: 4 });
   }, 90_000);
 
   it("with --token-type arc, uploads reports with one ARC credential for all of them", async () => {

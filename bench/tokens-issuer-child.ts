@@ -1,6 +1,6 @@
 // Child process of bench/tokens.ts: `veil issuer` as deployed (startIssuer with its own logger
 // writing one line per request to stdout, which the parent points at /dev/null; the credentials
-// attester with its quota in SQLite), issuing token types 2 and 5, so that its CPU time can be
+// attester with its quota in SQLite), issuing token type 2 or 5, so that its CPU time can be
 // measured alone. The floors are measured in this process too, on the issuer's own keys.
 //
 // IPC: sends {ready, port} once listening. Answers "cpu" with {cpu: process.cpuUsage()};
@@ -16,16 +16,16 @@ import type { IssuerKey } from "../issuer/key-store.js";
 import { RISTRETTO255_SHA512 } from "../core/privacypass/oprf-suite.js";
 import { randomScalar } from "../core/privacypass/voprf-batch.js";
 
-const [dir] = process.argv.slice(2);
-if (dir === undefined) {
-  console.error("usage: tokens-issuer-child.js DIR");
+const [dir, tokenType] = process.argv.slice(2);
+if (dir === undefined || (tokenType !== "2" && tokenType !== "5")) {
+  console.error("usage: tokens-issuer-child.js DIR 2|5");
   process.exit(2);
 }
 const config = parseIssuerConfig({
   listen: { host: "127.0.0.1", port: 0 },
   name: "issuer.example",
   keys: `${dir}/keys.json`,
-  tokenTypes: [2, 5],
+  tokenTypes: [Number(tokenType)],
   maxBatchTokens: 100,
   attester: { kind: "credentials", credentials: ["bench-credential"], tokensPerWindow: 1e9, windowSec: 86_400, store: `sqlite:${dir}/quota.db` },
   logLevel: "info",

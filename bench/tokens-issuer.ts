@@ -1,5 +1,5 @@
 // `npm run bench -- tokens-issuer [--rounds R] [--tokens N] [--concurrency C] [--types 2,5]
-//  [--batches 1,8,32] [--warmup REQUESTS] [--cpu-prof DIR]` (--cpu-prof: a V8 CPU profile of the issuer process)
+//  [--batches 1,8,32] [--warmup-ms MS] [--cpu-prof DIR]` (--cpu-prof: a V8 CPU profile of the issuer process)
 // (also section 2 of `npm run bench -- tokens`).
 //
 // Issuer CPU per token over HTTP, with the attester, against the floor of the token's crypto,
@@ -49,9 +49,9 @@ interface Variant {
   floor: number[];
 }
 
-function startChild(dir: string, execArgv: string[]): Promise<{ child: ChildProcess; port: number }> {
+function startChild(dir: string, tokenType: number, execArgv: string[]): Promise<{ child: ChildProcess; port: number }> {
   // stdout to /dev/null: the issuer writes its request lines there, as to any log file.
-  const child = fork(fileURLToPath(new URL("./tokens-issuer-child.js", import.meta.url)), [dir], { stdio: ["ignore", "ignore", "inherit", "ipc"], execArgv });
+  const child = fork(fileURLToPath(new URL("./tokens-issuer-child.js", import.meta.url)), [dir, String(tokenType)], { stdio: ["ignore", "ignore", "inherit", "ipc"], execArgv });
   return new Promise((resolve, reject) => {
     child.once("message", (m) => resolve({ child, port: (m as { port: number }).port }));
     child.once("exit", (code) => reject(new Error(`tokens-issuer-child exited with ${code}`)));
@@ -158,49 +158,67 @@ async function directoryKeys(pool: Pool): Promise<Map<number, Uint8Array>> {
   return keys;
 }
 
+interface Options {
+  rounds: number;
+  tokens: number;
+  concurrency: number;
+  warmupMs: number;
+  batches: number[];
+  execArgv: string[];
+}
+
 export async function runTokensIssuer(args: string[]): Promise<void> {
-  const rounds = intArg(args, "--rounds", 7);
-  const tokens = intArg(args, "--tokens", 96);
-  const concurrency = intArg(args, "--concurrency", 1);
-  const warmup = intArg(args, "--warmup", 300);
   const profIdx = args.indexOf("--cpu-prof");
-  const execArgv = profIdx >= 0 ? ["--cpu-prof", `--cpu-prof-dir=${args[profIdx + 1] ?? "."}`, "--cpu-prof-interval=200"] : [];
+  const o: Options = {
+    rounds: intArg(args, "--rounds", 7),
+    tokens: intArg(args, "--tokens", 192),
+    concurrency: intArg(args, "--concurrency", 1),
+    warmupMs: intArg(args, "--warmup-ms", 3000),
+    batches: listArg(args, "--batches", [1, 8, 32]),
+    execArgv: profIdx >= 0 ? ["--cpu-prof", `--cpu-prof-dir=${args[profIdx + 1] ?? "."}`, "--cpu-prof-interval=200"] : [],
+  };
+  console.log(
+    `issuer CPU per token (process.cpuUsage of the issuer process only), ${o.tokens} tokens per variant per round, ${o.rounds} rounds, ` +
+      `concurrency ${o.concurrency}, after ${o.warmupMs} ms of warm-up per variant`,
+  );
+  console.log(`  ${"variant".padEnd(50)} ${"issuer CPU/token".padStart(16)} ${"(kernel)".padStart(9)} ${"floor/token".padStart(12)}  ratio`);
+  // One issuer per token type, as deployed (an issuer usually issues one type).
+  for (const tokenType of listArg(args, "--types", [TOKEN_TYPE.BLIND_RSA_2048, TOKEN_TYPE.VOPRF_RISTRETTO255])) await measureIssuer(tokenType, o);
+}
+
+async function measureIssuer(tokenType: number, o: Options): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "veil-bench-issuer-"));
-  const { child, port } = await startChild(dir, execArgv);
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency, keepAliveTimeout: 30_000, headersTimeout: 30_000, bodyTimeout: 30_000 });
+  const { child, port } = await startChild(dir, tokenType, o.execArgv);
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: o.concurrency, keepAliveTimeout: 30_000, headersTimeout: 30_000, bodyTimeout: 30_000 });
   try {
-    console.log(
-      `issuer CPU per token (pid ${child.pid}; process.cpuUsage of the issuer process only), ${tokens} tokens per variant per round, ` +
-        `${rounds} rounds, concurrency ${concurrency}`,
-    );
-    const variants = await makeVariants(pool, await directoryKeys(pool), listArg(args, "--types", [2, 5]), listArg(args, "--batches", [1, 8, 32]));
+    const variants = await makeVariants(pool, await directoryKeys(pool), [tokenType], o.batches);
     // Warm-up, not measured: a long-running issuer has compiled its hot paths (V8's optimizing
-    // compiler runs on other threads of the same process, and its CPU time would count), and
-    // SQLite has its pages cached.
-    for (const v of variants) await drive(pool, v, Math.max(1, Math.min(warmup, Math.floor((warmup * 2) / v.batch))), concurrency);
-    for (let r = 0; r < rounds; r++) {
+    // compiler runs on other threads of the same process, and its CPU time would count: without
+    // warm-up, batch 1 measures 5-7x instead of about 3x), and SQLite has its pages cached.
+    for (const v of variants) {
+      const until = performance.now() + o.warmupMs;
+      while (performance.now() < until) await drive(pool, v, 10, o.concurrency);
+    }
+    for (let r = 0; r < o.rounds; r++) {
       for (const v of variants) {
-        const n = Math.ceil(tokens / v.batch) * v.batch;
+        const n = Math.ceil(o.tokens / v.batch) * v.batch;
         const before = await cpuOf(child);
-        await drive(pool, v, n / v.batch, concurrency);
+        await drive(pool, v, n / v.batch, o.concurrency);
         const after = await cpuOf(child);
-        const us = (after.user + after.system - before.user - before.system) / n;
         const floorUs =
           v.tokenType === TOKEN_TYPE.BLIND_RSA_2048
-            ? (await ask<number>(child, { floor: "rsa", n: tokens }, "floorUs")) / tokens
+            ? (await ask<number>(child, { floor: "rsa", n: o.tokens }, "floorUs")) / o.tokens
             : (await ask<number>(child, { floor: "ristretto255", n: n / v.batch, batch: v.batch }, "floorUs")) / n;
-        v.perToken.push(us);
+        v.perToken.push((after.user + after.system - before.user - before.system) / n);
         v.systemPerToken.push((after.system - before.system) / n);
         v.floor.push(floorUs);
       }
     }
-    console.log(`  ${"variant".padEnd(50)} ${"issuer CPU/token".padStart(16)} ${"(kernel)".padStart(9)} ${"floor/token".padStart(12)}  ratio`);
     for (const v of variants) {
       const ratio = median(v.perToken.map((x, i) => x / v.floor[i]!));
       const floorName = v.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? "raw RSA" : "scalar mults";
-      console.log(
-        `  ${v.name.padEnd(50)} ${(median(v.perToken).toFixed(0) + " µs").padStart(16)} ${(median(v.systemPerToken).toFixed(0) + " µs").padStart(9)} ${(median(v.floor).toFixed(0) + " µs").padStart(12)}  ${ratio.toFixed(2)}x ${floorName}`,
-      );
+      const us = (x: number, width: number): string => `${x.toFixed(0)} µs`.padStart(width);
+      console.log(`  ${v.name.padEnd(50)} ${us(median(v.perToken), 16)} ${us(median(v.systemPerToken), 9)} ${us(median(v.floor), 12)}  ${ratio.toFixed(2)}x ${floorName}`);
     }
   } finally {
     await pool.close();

@@ -15,6 +15,9 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 
+/** node flags for `perf` to name JavaScript frames (and interpreted ones) in its stacks. */
+export const PERF_NODE_FLAGS = ["--perf-basic-prof", "--interpreted-frames-native-stack"];
+
 /** The parts of a request, in the order they are printed. */
 export const PARTS = [
   "node:http (parse, answer)",
@@ -28,6 +31,7 @@ export const PARTS = [
   "logging",
   "metrics",
   "GC",
+  "malloc/free (native)",
   "JIT compiler",
   "event loop, syscalls (unattributed)",
   "other",
@@ -52,6 +56,11 @@ const JS_RULES: [RegExp, Part][] = [
 const NATIVE_RULES: [RegExp, Part][] = [
   [/llhttp|node::\(anonymous namespace\)::Parser|node::http_parser/, "node:http (parse, answer)"],
   [/sqlite3/, "token gate"],
+  // OpenSSL's assembly keeps no frame pointer, so its stacks end there: name them by the code.
+  [/x25519|X25519|curve25519|aesni|gcm_|ghash|GCM|ossl_hmac|HMAC/, "OHTTP crypto"],
+  [/rsaz|bn_mul|bn_sqr|BN_|RSA_|rsa_/, "token gate"],
+  // glibc's allocator keeps none either (its callers: OpenSSL contexts, ArrayBuffer stores, GC frees).
+  [/^(malloc|_int_malloc|_int_free|free|cfree|__libc_calloc|__libc_malloc|__libc_free|malloc_consolidate|unlink_chunk.*|realloc|_int_realloc)(@.*)?$/, "malloc/free (native)"],
 ];
 
 const GC = /v8::internal::(Heap::|Scavenger|ScavengerCollector|MarkCompact|MinorMarkCompact|Sweeper|ConcurrentMarking|IncrementalMarking|MarkingVisitor|GCTracer|MemoryAllocator::|ArrayBufferSweeper)|v8::internal::.*GarbageCollect/;

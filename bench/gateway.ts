@@ -1,4 +1,4 @@
-// `npm run bench -- gateway [--requests N] [--concurrency C] [--rounds R]`
+// `npm run bench -- gateway [--requests N] [--concurrency C] [--rounds R] [--warmup N] [--strace] [--perf] [--profile DIR]`
 //
 // CPU time per oblivious request of the Veil gateway (decapsulate, decode, policy, forward with
 // undici, encode, encapsulate, log, metrics) against its peer: a bare fastify + undici pass-through
@@ -28,6 +28,8 @@ import { decodeResponse, encodeRequest } from "../core/bhttp/index.js";
 import { fromHex, toBase64Url } from "../core/bytes.js";
 import { decodeKeyConfig, encapsulateRequest, type KeyConfig } from "../core/ohttp/index.js";
 import { intArg } from "./args.js";
+import { PERF_NODE_FLAGS, breakdownTable, recordPerf, type Breakdown } from "./cpu-breakdown.js";
+import { logFileFor } from "./stack.js";
 
 interface Ready {
   ready: true;
@@ -36,10 +38,9 @@ interface Ready {
 }
 
 
-function startChild(mode: "gateway" | "proxy" | "plumbing", upstream: string, profileDir?: string): Promise<{ child: ChildProcess; ready: Ready }> {
+function startChild(mode: "gateway" | "proxy" | "plumbing", upstream: string, logDir: string, execArgv: string[]): Promise<{ child: ChildProcess; ready: Ready }> {
   const script = fileURLToPath(new URL("./gateway-child.js", import.meta.url));
-  const execArgv = profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`];
-  const child = fork(script, [mode, upstream], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv });
+  const child = fork(script, [mode, upstream], { stdio: ["ignore", logFileFor(logDir, mode), "inherit", "ipc"], execArgv });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill();
@@ -143,6 +144,11 @@ export async function run(args: string[]): Promise<void> {
   // --profile DIR: V8 CPU profiles of both servers (node --cpu-prof) for finding hot spots.
   const p = args.indexOf("--profile");
   const profileDir = p >= 0 ? args[p + 1] : undefined;
+  // --perf: after the measured rounds, one more round under Linux perf: CPU per request by part.
+  const perf = args.includes("--perf");
+  const execArgv = [...(profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]), ...(perf ? PERF_NODE_FLAGS : [])];
+  // The servers' logs (their stdout): files, as a deployment would write them.
+  const logDir = mkdtempSync(join(tmpdir(), "veil-bench-gateway-"));
   // --strace: after the measured rounds, syscalls per request of each server (strace -c -f).
   const traceSyscalls = args.includes("--strace");
 
@@ -167,9 +173,9 @@ export async function run(args: string[]): Promise<void> {
   await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
   const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
 
-  const gw = await startChild("gateway", upstreamUrl, profileDir);
-  const px = await startChild("proxy", upstreamUrl, profileDir);
-  const pl = await startChild("plumbing", upstreamUrl, profileDir);
+  const gw = await startChild("gateway", upstreamUrl, logDir, execArgv);
+  const px = await startChild("proxy", upstreamUrl, logDir, execArgv);
+  const pl = await startChild("plumbing", upstreamUrl, logDir, execArgv);
   const keyConfig: KeyConfig = decodeKeyConfig(fromHex(gw.ready.keyConfig!));
   // Explicit timeouts (undici's default is 300 s): a stalled server fails the run instead of hanging it.
   const poolOptions = { connections: concurrency, connectTimeout: 10_000, headersTimeout: 30_000, bodyTimeout: 30_000 };
@@ -183,7 +189,7 @@ export async function run(args: string[]): Promise<void> {
   const path = `/tasks/${taskId}/reports`;
 
   // Client side, not measured: one sealed request per upload (HPKE contexts are single use).
-  const total = requests * (rounds + (traceSyscalls ? 1 : 0)) + warm;
+  const total = requests * (rounds + (traceSyscalls ? 1 : 0) + (perf ? 1 : 0)) + warm;
   stage = "sealing";
   process.stdout.write(`sealing ${total} requests...\n`);
   const sealed: { body: Uint8Array; open(b: Uint8Array): Promise<Uint8Array> }[] = [];
@@ -277,6 +283,22 @@ export async function run(args: string[]): Promise<void> {
     process.stdout.write(`${syscallTable([["gateway", gwCalls], ["peer", pxCalls], ["plumbing", plCalls]])}\n`);
   }
 
+  if (perf) {
+    stage = "perf";
+    const under = async (pid: number, work: () => Promise<void>): Promise<Breakdown> => {
+      const rec = await recordPerf(pid, join(logDir, `perf-${pid}.data`));
+      await work();
+      return rec.stop();
+    };
+    const gwParts = await under(gw.child.pid!, async () => {
+      gwBase = cursor;
+      await drive(gwPool, concurrency, gwRequest, requests, gwCheck);
+    });
+    const pxParts = await under(px.child.pid!, () => drive(pxPool, concurrency, pxRequest, requests));
+    const plParts = await under(pl.child.pid!, () => drive(plPool, concurrency, pxRequest, requests));
+    process.stdout.write(`${breakdownTable([["gateway", gwParts, gwPer], ["peer", pxParts, pxPer], ["plumbing", plParts, plPer]])}\n`);
+  }
+
   stage = "stopping";
   clearTimeout(watchdog);
   await gwPool.close();
@@ -289,4 +311,5 @@ export async function run(args: string[]): Promise<void> {
   await Promise.all([exited(gw.child), exited(px.child), exited(pl.child)]);
   upstream.closeAllConnections();
   await new Promise((r) => upstream.close(r));
+  rmSync(logDir, { recursive: true, force: true });
 }

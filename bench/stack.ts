@@ -5,7 +5,8 @@
 
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import { constants, createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { openSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -26,7 +27,6 @@ import type { DapHpkeConfig } from "../demo/dap-aggregator.js";
 import { KEY_FILE_VERSION, writeKeyFile, type KeyFileData } from "../gateway/key-file.js";
 import { KeyStore } from "../gateway/key-store.js";
 import type { KeyConfig } from "../core/ohttp/index.js";
-import { destination } from "pino";
 import { createLogger, type Logger } from "../server/logging.js";
 import type { FaultMode } from "./fault-proxy.js";
 
@@ -39,11 +39,16 @@ export async function oneKeyStore(retiredGraceSec: number): Promise<{ keys: KeyS
 }
 
 /**
- * The gateway's own logger (one redacted JSON line per request) into a 4 KiB write buffer on
- * /dev/null: what a production deployment should use (one write per line costs a syscall each).
+ * The gateway's own logger exactly as `veil gateway` makes it (one redacted JSON line per request,
+ * buffered, on stdout): the benchmarks give their server children a log file as stdout.
  */
 export function benchLogger(): Logger {
-  return createLogger("gateway", { destination: destination({ dest: "/dev/null", minLength: 4096, sync: false }) });
+  return createLogger("gateway");
+}
+
+/** A file for a benchmark child's stdout (its log), in `dir`; returns the open descriptor. */
+export function logFileFor(dir: string, name: string): number {
+  return openSync(join(dir, `${name}.log`), "w");
 }
 
 export function sleep(ms: number): Promise<void> {

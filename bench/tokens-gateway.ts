@@ -1,4 +1,4 @@
-// `npm run bench -- tokens-gateway [--requests N] [--concurrency C] [--rounds R] [--store sqlite|memory|redis|all] [--per-round]`
+// `npm run bench -- tokens-gateway [--requests N] [--concurrency C] [--rounds R] [--store sqlite|memory|redis|all] [--per-round] [--perf]`
 //
 // CPU time per TOKENED upload of the Veil gateway (decapsulate, decode, policy, token gate: parse,
 // key lookup, challenge digest, RSA-PSS verify, nonce reservation and commit in the store; forward,
@@ -38,6 +38,8 @@ import {
   tokenKeyId,
 } from "../core/privacypass/index.js";
 import { intArg } from "./args.js";
+import { PERF_NODE_FLAGS, breakdownTable, recordPerf, type Breakdown } from "./cpu-breakdown.js";
+import { logFileFor } from "./stack.js";
 
 interface Ready {
   ready: true;
@@ -46,8 +48,9 @@ interface Ready {
 }
 
 
-function startChild(script: string, argv: string[]): Promise<{ child: ChildProcess; ready: Ready }> {
-  const child = fork(fileURLToPath(new URL(script, import.meta.url)), argv, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+/** A server child; its log (stdout) goes to `logFd`, as a deployment writes it to a file. */
+function startChild(script: string, argv: string[], logFd: number, execArgv: string[]): Promise<{ child: ChildProcess; ready: Ready }> {
+  const child = fork(fileURLToPath(new URL(script, import.meta.url)), argv, { stdio: ["ignore", logFd, "inherit", "ipc"], execArgv });
   return new Promise((resolve, reject) => {
     child.once("message", (m) => resolve({ child, ready: m as Ready }));
     child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)));
@@ -168,11 +171,12 @@ async function measureGateAlone(
 /** One store's measurement: µs CPU per upload of the tokened gateway, the plain gateway and the peer. */
 async function measure(
   store: string,
-  o: { requests: number; concurrency: number; rounds: number; upstreamUrl: string; directoryUrl: string; mint: () => string; perRound: boolean },
-): Promise<{ tokened: number; plain: number; peer: number; wallTokened: number; medianRatio: number }> {
-  const tk = await startChild("./tokens-gateway-child.js", [o.upstreamUrl, o.directoryUrl, store]);
-  const gw = await startChild("./gateway-child.js", ["gateway", o.upstreamUrl]);
-  const px = await startChild("./gateway-child.js", ["proxy", o.upstreamUrl]);
+  o: { requests: number; concurrency: number; rounds: number; upstreamUrl: string; directoryUrl: string; mint: () => string; perRound: boolean; dir: string; perf: boolean },
+): Promise<{ tokened: number; plain: number; peer: number; wallTokened: number; medianRatio: number; parts?: string }> {
+  const execArgv = o.perf ? PERF_NODE_FLAGS : [];
+  const tk = await startChild("./tokens-gateway-child.js", [o.upstreamUrl, o.directoryUrl, store], logFileFor(o.dir, "tokened"), execArgv);
+  const gw = await startChild("./gateway-child.js", ["gateway", o.upstreamUrl], logFileFor(o.dir, "gateway"), execArgv);
+  const px = await startChild("./gateway-child.js", ["proxy", o.upstreamUrl], logFileFor(o.dir, "proxy"), execArgv);
   const pools = [tk, gw, px].map((c) => new Pool(`http://127.0.0.1:${c.ready.port}`, { connections: o.concurrency }));
   const [tkPool, gwPool, pxPool] = pools as [Pool, Pool, Pool];
   const tkConfig: KeyConfig = decodeKeyConfig(fromHex(tk.ready.keyConfig!));
@@ -184,7 +188,7 @@ async function measure(
   const path = `/tasks/${taskId}/reports`;
   // Warm-up: enough for the JIT of all three servers to settle (fewer shows a falling trend).
   const warm = 1500;
-  const total = o.requests * o.rounds + warm;
+  const total = o.requests * (o.rounds + (o.perf ? 1 : 0)) + warm;
 
   // Client side, not measured: one fresh token and one sealed request per upload.
   process.stdout.write(`  [${store}] minting and sealing ${total} tokened and ${total} plain requests...\n`);
@@ -256,12 +260,24 @@ async function measure(
   if (o.perRound) for (const x of perRound) process.stdout.write(`    round: tokened ${(x.tk / o.requests).toFixed(0)} plain ${(x.gw / o.requests).toFixed(0)} peer ${(x.px / o.requests).toFixed(0)} µs\n`);
   const ratios = perRound.map((x) => x.tk / x.px).sort((a, b) => a - b);
   const medianRatio = ratios[Math.floor(ratios.length / 2)]!;
+  const n = o.requests * o.rounds;
+  let parts: string | undefined;
+  if (o.perf) {
+    // One more round of the tokened gateway and the peer under Linux perf (bench/cpu-breakdown.ts).
+    const under = async (pid: number, work: () => Promise<unknown>): Promise<Breakdown> => {
+      const rec = await recordPerf(pid, join(o.dir, `perf-${pid}.data`));
+      await work();
+      return rec.stop();
+    };
+    const tkParts = await under(tk.child.pid!, phases.tk);
+    const pxParts = await under(px.child.pid!, phases.px);
+    parts = breakdownTable([[`tokened`, tkParts, tkCpu / n], ["peer", pxParts, pxCpu / n]]);
+  }
   for (const p of pools) await p.close();
   const exited = (c: ChildProcess) => new Promise((r) => c.once("exit", r));
   for (const c of [tk, gw, px]) c.child.send("stop");
   await Promise.all([exited(tk.child), exited(gw.child), exited(px.child)]);
-  const n = o.requests * o.rounds;
-  return { tokened: tkCpu / n, plain: gwCpu / n, peer: pxCpu / n, wallTokened: (n / tkWall) * 1000, medianRatio };
+  return { tokened: tkCpu / n, plain: gwCpu / n, peer: pxCpu / n, wallTokened: (n / tkWall) * 1000, medianRatio, ...(parts === undefined ? {} : { parts }) };
 }
 
 export async function runTokensGateway(args: string[]): Promise<void> {
@@ -324,13 +340,14 @@ export async function runTokensGateway(args: string[]): Promise<void> {
       } else store = kind === "memory" ? "memory" : `sqlite:${join(dir, "nonces.db")}`;
       try {
         const alone = await measureGateAlone(openNonceStore(store), { directoryUrl, mint, publicKey, signed, n: 2500 });
-        const m = await measure(store, { requests, concurrency, rounds, upstreamUrl, directoryUrl, mint, perRound: args.includes("--per-round") });
+        const m = await measure(store, { requests, concurrency, rounds, upstreamUrl, directoryUrl, mint, perRound: args.includes("--per-round"), dir, perf: args.includes("--perf") });
         lines.push(
           `  store ${kind.padEnd(6)}: tokened gateway ${m.tokened.toFixed(1)} µs CPU/upload (${m.wallTokened.toFixed(0)} req/s); ` +
             `gateway without tokens ${m.plain.toFixed(1)}; gate share ${(m.tokened - m.plain).toFixed(1)} µs; ` +
             `peer (bare fastify + undici proxy) ${m.peer.toFixed(1)}`,
           `    ratio tokened gateway / peer: ${(m.tokened / m.peer).toFixed(2)}x over all rounds, median of per-round ratios ${m.medianRatio.toFixed(2)}x (target <= 3x; a straightforward build measured 20.5x)`,
           `    the gate alone, in process (fastest of 5 segments): ${alone.gate.toFixed(1)} µs CPU per admit + commit; floor (RSA-PSS verify + SHA-256 of the request) ${alone.floor.toFixed(1)} µs: ${(alone.gate / alone.floor).toFixed(2)}x`,
+          ...(m.parts === undefined ? [] : [m.parts]),
         );
       } finally {
         await redis?.stop();

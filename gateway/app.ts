@@ -7,7 +7,7 @@ import { Counter, Gauge, type Registry } from "prom-client";
 import { ProtocolError } from "../core/errors.js";
 import { createServerApp, type ReadinessChecks } from "../server/lifecycle.js";
 import type { Logger } from "../server/logging.js";
-import { createMetrics, type HttpMetrics } from "../server/metrics.js";
+import { ChildCache, createMetrics, type HttpMetrics } from "../server/metrics.js";
 import { installCors } from "../server/cors.js";
 import type { GatewayConfig } from "./config.js";
 import { OPEN_GATE, type Gate } from "./gate-contract.js";
@@ -104,8 +104,11 @@ export function registerGatewayResource(app: FastifyInstance, config: GatewayCon
       ? undefined
       : new ReplayGuard({ windowSec: config.replay.windowSec, store: deps.replayStore ?? openNonceStore(config.tokens.store) });
   const randomBytes = deps.randomBytes ?? pooledRandomBytes();
+  // Metric children by label value, made once (server/metrics.ts's ChildCache).
+  const byKeyId = new ChildCache((keyId: number) => decapsulations.labels({ key_id: String(keyId) }));
+  const byTarget = new ChildCache((target: string) => new ChildCache((result: string) => upstream.labels({ target, result })));
   const onDecapsulated = (keyId: number): void => {
-    decapsulations.inc({ key_id: String(keyId) });
+    byKeyId.get(keyId).inc();
   };
   const path: RequestPathDeps = {
       policy: config.policy,
@@ -119,7 +122,7 @@ export function registerGatewayResource(app: FastifyInstance, config: GatewayCon
       },
       maxReportsPerToken: config.tokens.maxReportsPerToken,
       log: deps.log,
-      onUpstream: (target, result) => upstream.inc({ target, result }),
+      onUpstream: (target, result) => byTarget.get(target).get(result).inc(),
       padToBytes: config.inner.padToBytes,
       ...(replay === undefined ? {} : { replay }),
   };

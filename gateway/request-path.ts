@@ -64,6 +64,12 @@ export function failed(e: unknown, taskId: string | undefined, log: RequestPathD
   return { response: problemResponse(err, taskId), outcome: err.code };
 }
 
+/** "2xx" for 204: the same string each time (a metric label, looked up per request). */
+const STATUS_CLASSES = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx"];
+function statusClass(status: number): string {
+  return STATUS_CLASSES[Math.floor(status / 100)] ?? `${Math.floor(status / 100)}xx`;
+}
+
 function hasExpectation(r: BhttpRequest): boolean {
   return r.headers.some(([n]) => n === "expect");
 }
@@ -116,7 +122,7 @@ export async function handleInnerRequest(inner: Uint8Array | BhttpRequest, enc: 
     deps.onUpstream?.(target.entry.name, outcome.error.code);
     return failed(outcome.error, taskId, deps.log);
   }
-  deps.onUpstream?.(target.entry.name, `${Math.floor(outcome.response.status / 100)}xx`);
+  deps.onUpstream?.(target.entry.name, statusClass(outcome.response.status));
   return { response: outcome.response, outcome: "forwarded" };
 }
 

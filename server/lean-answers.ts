@@ -13,7 +13,7 @@
 import type { ServerResponse } from "node:http";
 import type { FastifyInstance } from "fastify";
 import { logRequest, lineSinkOf, type Logger } from "./logging.js";
-import type { HttpMetrics } from "./metrics.js";
+import { ChildCache, type HttpMetrics } from "./metrics.js";
 import type { RenderedProblem } from "./problem-handler.js";
 
 /**
@@ -117,7 +117,11 @@ interface Children {
 export class RequestRecorder {
   readonly #log: Logger;
   readonly #metrics: HttpMetrics;
-  readonly #children = new Map<string, Children>();
+  readonly #children = new ChildCache((route: string) =>
+    new ChildCache((method: string) =>
+      new ChildCache((outcome: string) => new ChildCache((status: number) => this.#makeChildren(route, method, outcome, status))),
+    ),
+  );
   readonly #sink: { write(line: string): unknown } | undefined;
   readonly #head: string;
 
@@ -128,19 +132,20 @@ export class RequestRecorder {
     this.#head = `{"level":${log.levels.values.info},"time":`;
   }
 
+  #makeChildren(route: string, method: string, outcome: string, status: number): Children {
+    const counter = this.#metrics.requests.labels({ route, outcome, status: String(status) });
+    const histogram = this.#metrics.duration.labels({ route });
+    const bindings = JSON.stringify(this.#log.bindings()).slice(1, -1);
+    const fields =
+      `${bindings === "" ? "" : `,${bindings}`},"route":${JSON.stringify(route)},"method":${JSON.stringify(method)},` +
+      `"status":${status},"outcome":${JSON.stringify(outcome)},"durationMs":`;
+    return { inc: () => counter.inc(), observe: (s) => histogram.observe(s), fields };
+  }
+
   record(route: string, method: string, status: number, outcome: string, durationMs: number): void {
-    const key = `${route}\n${outcome}\n${status}\n${method}`;
-    let c = this.#children.get(key);
-    if (c === undefined) {
-      const counter = this.#metrics.requests.labels({ route, outcome, status: String(status) });
-      const histogram = this.#metrics.duration.labels({ route });
-      const bindings = JSON.stringify(this.#log.bindings()).slice(1, -1);
-      const fields =
-        `${bindings === "" ? "" : `,${bindings}`},"route":${JSON.stringify(route)},"method":${JSON.stringify(method)},` +
-        `"status":${status},"outcome":${JSON.stringify(outcome)},"durationMs":`;
-      c = { inc: () => counter.inc(), observe: (s) => histogram.observe(s), fields };
-      this.#children.set(key, c);
-    }
+    // Nested by value (route, method, outcome: constant strings; status: a number): no key string
+    // is built or hashed per request.
+    const c = this.#children.get(route).get(method).get(outcome).get(status);
     c.inc();
     c.observe(durationMs / 1000);
     const sink = this.#sink;

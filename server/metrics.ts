@@ -38,3 +38,26 @@ export function createMetrics(component: string, options: { defaultMetrics?: boo
     }),
   };
 }
+
+/**
+ * Values made once per key and kept: for metric children (`counter.labels(...)`), since
+ * prom-client hashes the label object on every `inc(labels)`, which costs a hot path more than the
+ * increment. Keys come from low-cardinality labels only, so the map stays small.
+ */
+export class ChildCache<K, V> {
+  readonly #made = new Map<K, V>();
+  readonly #make: (key: K) => V;
+
+  constructor(make: (key: K) => V) {
+    this.#make = make;
+  }
+
+  get(key: K): V {
+    let v = this.#made.get(key);
+    if (v === undefined) {
+      v = this.#make(key);
+      this.#made.set(key, v);
+    }
+    return v;
+  }
+}

@@ -8,8 +8,9 @@
 // Each sample goes to one part: GC and JIT compilation by any frame on the stack; otherwise the
 // innermost JavaScript (or native parser) frame that belongs to a part, reading from the leaf
 // outwards and skipping the plumbing every part uses (streams, events, timers, microtasks, V8
-// builtins, libc, the kernel). So a `writev` that undici issues counts as forwarding, and one that
-// node:http issues for the answer counts as node:http. Used by bench/gateway.ts and
+// builtins, node:crypto, libc, the kernel). So a `writev` that undici issues counts as forwarding,
+// one that node:http issues for the answer counts as node:http, and an RSA verification called by
+// the token gate counts as the gate. Used by bench/gateway.ts and
 // bench/tokens-gateway.ts (`--perf`); needs `perf` and a node started with --perf-basic-prof.
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -42,7 +43,7 @@ export type Part = (typeof PARTS)[number];
 const JS_RULES: [RegExp, Part][] = [
   [/prom-client/, "metrics"],
   [/server\/logging\.js|\/pino|\/sonic-boom\/|fast-redact|quick-format|(record|flush) \S*lean-answers\.js/, "logging"],
-  [/core\/ohttp\/|@hpke\/|hpke-js|random-pool\.js|node:internal\/crypto/, "OHTTP crypto"],
+  [/core\/ohttp\/|@hpke\/|hpke-js|random-pool\.js/, "OHTTP crypto"],
   [/core\/bhttp\//, "Binary HTTP"],
   [/gateway\/(gate|tokens|issuer-directory|arc-verifier|store-loss)\.js|core\/privacypass\/|nonce-stores\/|better-sqlite3|ioredis|redis-parser|server\/(sqlite|redis)\.js/, "token gate"],
   [/gateway\/(policy|request-path|replay)\.js|core\/(http-fields|problem|errors|bytes)\.js|server\/problem-handler\.js/, "policy, request path"],
@@ -57,7 +58,7 @@ const NATIVE_RULES: [RegExp, Part][] = [
   [/llhttp|node::\(anonymous namespace\)::Parser|node::http_parser/, "node:http (parse, answer)"],
   [/sqlite3/, "token gate"],
   // OpenSSL's assembly keeps no frame pointer, so its stacks end there: name them by the code.
-  [/x25519|X25519|curve25519|aesni|gcm_|ghash|GCM|ossl_hmac|HMAC/, "OHTTP crypto"],
+  [/x25519|X25519|curve25519|aesni|gcm_(?!.*v8)|ghash|ossl_hmac|HMAC_|EVP_(Digest|Cipher|MAC)/, "OHTTP crypto"],
   [/rsaz|bn_mul|bn_sqr|BN_|RSA_|rsa_/, "token gate"],
   // glibc's allocator keeps none either (its callers: OpenSSL contexts, ArrayBuffer stores, GC frees).
   [/^(malloc|_int_malloc|_int_free|free|cfree|__libc_calloc|__libc_malloc|__libc_free|malloc_consolidate|unlink_chunk.*|realloc|_int_realloc)(@.*)?$/, "malloc/free (native)"],

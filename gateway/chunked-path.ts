@@ -7,7 +7,10 @@
 //   §5.2); everything after goes back sealed.
 // - A targets-only target gets the inner body streamed as it arrives (chunked transfer coding): a
 //   request cut before its final chunk (draft §7.1) makes the upstream body fail, so the target
-//   never sees it complete. The target's answer streams back as it comes.
+//   never sees it complete. The target's answer streams back as it comes, within the upstream
+//   limits (maxResponseBytes, totalTimeoutMs, bodyTimeoutMs): past one of them the outer answer is
+//   cut before its final chunk. The answer's trailers are passed on in the inner answer's trailer
+//   section; the inner request's trailers are not forwarded (as for `message/ohttp-req`).
 // - Everything else (the `dap` policy, DAP routes, GET/HEAD, a forwarder that cannot stream) is
 //   read whole first, within limits.maxRequestBytes, and then takes the same path as a
 //   `message/ohttp-req` (request-path.ts): the policy and the token gate see every byte first.
@@ -256,8 +259,12 @@ async function streamedAnswer(
     yield nonce;
     const e = new BhttpStreamEncoder();
     yield await writer.seal(e.responseHead({ status: answer.status, headers: answer.headers }));
+    // A failure here (the answer broke off, passed upstream.maxResponseBytes or the total
+    // deadline) ends the generator with an error: the outer answer is cut without its final
+    // chunk, so the client never takes it for complete (draft §7.1).
     for await (const piece of answer.body) yield await writer.seal(e.content(piece));
-    yield await writer.sealFinal(e.end([], p.padToBytes));
+    // The target's trailers go into the inner answer's trailer section (hop-by-hop ones dropped).
+    yield await writer.sealFinal(e.end(answer.trailers(), p.padToBytes));
   }
   return { ok: true, body: body(), outcome: Promise.resolve("forwarded") };
 }

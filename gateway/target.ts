@@ -84,9 +84,13 @@ export function prepareUpstreamRequest(t: ResolvedTarget, inner: BhttpRequest): 
   };
 }
 
-/** A streamed answer: the head now, the body as the target sends it. */
+/**
+ * A streamed answer: the head now, the body as the target sends it (it throws if the answer breaks
+ * off, passes upstream.maxResponseBytes or the total deadline), and its trailers once the body has
+ * ended.
+ */
 export type StreamOutcome =
-  | { ok: true; reached: true; status: number; headers: Field[]; body: AsyncIterable<Uint8Array> }
+  | { ok: true; reached: true; status: number; headers: Field[]; body: AsyncIterable<Uint8Array>; trailers: () => Field[] }
   | { ok: false; reached: boolean; error: ProtocolError };
 
 export type ForwardOutcome =
@@ -239,19 +243,57 @@ export class Targets {
    * Streams `body` to the target as it comes (chunked transfer coding, no Content-Length, so a
    * body that fails midway never reaches the target as a complete request) and resolves with the
    * answer's head as soon as the target sends it, possibly before the request body is finished.
-   * The total deadline does not apply (a stream is as long as it is); the gaps do: bodyTimeoutMs
-   * between the answer's chunks, and whatever `body` enforces between the request's.
+   * The same limits as `forward`, applied as the bytes pass: totalTimeoutMs over the whole exchange
+   * (request and answer), bodyTimeoutMs between the answer's chunks, maxResponseBytes on the
+   * answer's body (a declared larger length is refused before anything is passed on; a longer
+   * stream fails when it passes the cap), plus whatever `body` enforces between the request's.
    */
   async forwardStream(req: UpstreamRequest, body: AsyncIterable<Uint8Array>): Promise<StreamOutcome> {
     const pool = this.#streamPools.get(req.origin);
     if (pool === undefined) {
       return { ok: false, reached: false, error: new ProtocolError("INTERNAL_ERR", "no pool for target") };
     }
+    const abort = new EventEmitter();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      abort.emit("abort");
+    }, this.#config.totalTimeoutMs);
+    const max = this.#config.maxResponseBytes;
     try {
-      const res = await pool.request({ method: req.method, path: req.path, headers: req.headers, body: Readable.from(body, { objectMode: false }) });
-      return { ok: true, reached: true, status: res.statusCode, headers: responseFields(res.headers), body: res.body };
+      const res = await pool.request({ method: req.method, path: req.path, headers: req.headers, body: Readable.from(body, { objectMode: false }), signal: abort });
+      const declared = Number(res.headers["content-length"]);
+      if (Number.isFinite(declared) && declared > max) {
+        res.body.destroy();
+        throw new ProtocolError("GATEWAY_ERR_UPSTREAM_TOO_LARGE", `target answer exceeds ${max} bytes`);
+      }
+      async function* capped(): AsyncGenerator<Uint8Array> {
+        let n = 0;
+        try {
+          for await (const piece of res.body as AsyncIterable<Buffer>) {
+            n += piece.length;
+            if (n > max) throw new ProtocolError("GATEWAY_ERR_UPSTREAM_TOO_LARGE", `target answer exceeds ${max} bytes`);
+            yield piece;
+          }
+        } catch (e) {
+          const { code } = classifyFailure(e, timedOut);
+          throw e instanceof ProtocolError ? e : new ProtocolError(code, undefined, { cause: e });
+        } finally {
+          clearTimeout(timer);
+          res.body.destroy();
+        }
+      }
+      return {
+        ok: true,
+        reached: true,
+        status: res.statusCode,
+        headers: responseFields(res.headers),
+        body: capped(),
+        trailers: () => responseFields(res.trailers),
+      };
     } catch (e) {
-      const { code, reached } = classifyFailure(e, false);
+      clearTimeout(timer);
+      const { code, reached } = classifyFailure(e, timedOut);
       return { ok: false, reached, error: e instanceof ProtocolError ? e : new ProtocolError(code, undefined, { cause: e }) };
     }
   }

@@ -58,6 +58,35 @@ beforeAll(async () => {
       req.pipe(res);
       return;
     }
+    if (req.url === "/big") {
+      // An answer longer than upstream.maxResponseBytes, in pieces with no declared length.
+      req.resume();
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      let left = 8;
+      const more = (): void => {
+        if (left-- === 0) return void res.end();
+        res.write(Buffer.alloc(16 * 1024, 1), () => setImmediate(more));
+      };
+      more();
+      return;
+    }
+    if (req.url === "/stall") {
+      // The head and a first piece, then nothing (until the test closes the server).
+      req.resume();
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      res.write("partial");
+      return;
+    }
+    if (req.url === "/trailers") {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/plain", trailer: "x-digest" });
+        res.write("body");
+        res.addTrailers({ "x-digest": "abc" });
+        res.end();
+      });
+      return;
+    }
     req.resume();
     req.on("end", () => res.end("ok"));
   });
@@ -115,7 +144,8 @@ async function readAll(s: ReadableStream<Uint8Array> | null): Promise<Uint8Array
 
 describe("chunked OHTTP through the gateway", () => {
   it("streams a request body to the target and its answer back, byte for byte", async () => {
-    const { keyConfig } = await startGateway();
+    // Streamed answers are capped by upstream.maxResponseBytes too (256 KiB by default).
+    const { keyConfig } = await startGateway({ upstream: { maxResponseBytes: 2 * 1024 * 1024 } });
     const res = await client(keyConfig)("https://t.example/echo", { method: "POST", body: bytesStream(1024 * 1024), duplex: "half" } as RequestInit);
     expect(res.status).toBe(200);
     const body = await readAll(res.body);
@@ -191,6 +221,40 @@ describe("chunked OHTTP through the gateway", () => {
     const res = await client(keyConfig)("https://t.example/echo", { method: "POST", body: bytesStream(10), duplex: "half" } as RequestInit);
     expect(res.status).toBe(403);
     expect(seen.complete).toEqual([]);
+  });
+});
+
+describe("limits on streamed answers", () => {
+  it("cuts an answer over upstream.maxResponseBytes before its final chunk, so the client sees it break off", async () => {
+    const { keyConfig } = await startGateway({ upstream: { maxResponseBytes: 64 * 1024 } });
+    const res = await client(keyConfig)("https://t.example/big", { method: "POST", body: bytesStream(10), duplex: "half" } as RequestInit);
+    expect(res.status).toBe(200);
+    await expect(readAll(res.body)).rejects.toThrow();
+  });
+
+  it("applies upstream.totalTimeoutMs to a stream: a stalled answer is cut, never ended as complete", async () => {
+    const { keyConfig } = await startGateway({ upstream: { totalTimeoutMs: 300, bodyTimeoutMs: 60_000 } });
+    const res = await client(keyConfig)("https://t.example/stall", { method: "POST", body: bytesStream(10), duplex: "half" } as RequestInit);
+    expect(res.status).toBe(200);
+    await expect(readAll(res.body)).rejects.toThrow();
+  });
+
+  it("passes the target's trailers on in the inner answer's trailer section", async () => {
+    const { keyConfig } = await startGateway();
+    const e = new BhttpStreamEncoder();
+    const req = await encapsulateChunkedRequest(keyConfig);
+    const whole = concatBytes(
+      req.header,
+      await req.writer.seal(e.requestHead({ method: "POST", scheme: "https", authority: "t.example", path: "/trailers", headers: [] })),
+      await req.writer.seal(e.content(new Uint8Array(3))),
+      await req.writer.sealFinal(e.end()),
+    );
+    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.chunkedRequest }, body: Buffer.from(whole) });
+    expect(res.status).toBe(200);
+    const out = [...(await req.response.push(new Uint8Array(await res.arrayBuffer()))), await req.response.end()];
+    const inner = decodeResponse(concatBytes(...out));
+    expect(new TextDecoder().decode(inner.body)).toBe("body");
+    expect(inner.trailers).toEqual([["x-digest", "abc"]]);
   });
 });
 

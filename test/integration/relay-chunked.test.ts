@@ -147,7 +147,7 @@ async function chunkedMessage(config: KeyConfig, pieces = 3): Promise<{ whole: U
 
 describe("chunked OHTTP through the relay", () => {
   it("streams a request to the target and its answer back, byte for byte, with Incremental: ?1", async () => {
-    const config = await startStack();
+    const config = await startStack({}, { upstream: { maxResponseBytes: 4 * 1024 * 1024 } });
     const res = await client(config)("https://t.example/echo", { method: "POST", body: bytesStream(2 * 1024 * 1024), duplex: "half" } as RequestInit);
     expect(res.status).toBe(200);
     const body = await readAll(res.body);

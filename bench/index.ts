@@ -5,6 +5,7 @@ type Bench = { run(args: string[]): Promise<void> };
 const BENCHES: Record<string, () => Promise<Bench>> = {
   // name: () => import("./name.js"),
   arc: () => import("./arc.js"),
+  chunked: () => import("./chunked.js"),
   client: () => import("./client.js"),
   faults: () => import("./faults.js"),
   gateway: () => import("./gateway.js"),

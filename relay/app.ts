@@ -241,7 +241,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
       ...(cors === undefined ? {} : { cors }),
       streams: new Counter({
         name: "veil_relay_http2_streams_total",
-        help: "HTTP/2 forwarding streams by how they ended (forwarded, answered, refused_stream, client_reset, malformed, timeout)",
+        help: "HTTP/2 forwarding streams by how they ended (forwarded, answered with a problem, refused_stream, client_reset, malformed, timeout: answer not taken)",
         labelNames: ["outcome"],
         registers: [metrics.registry],
       }),

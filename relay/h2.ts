@@ -51,6 +51,7 @@ export const RESET_WINDOW_MS = 10_000;
 /** After GOAWAY, how long a connection gets to finish before it is destroyed. */
 const GOAWAY_LINGER_MS = 2_000;
 
+/** How a forwarding stream ended: "timeout" is an answer the client did not take in time. */
 export type StreamOutcome = "forwarded" | "answered" | "refused_stream" | "client_reset" | "malformed" | "timeout";
 
 export interface H2FrontOptions {
@@ -469,9 +470,9 @@ export class H2Front {
     for (const st of this.#streams) {
       if (now < st.deadline) continue;
       if (st.phase === Phase.Reading) {
+        // (Counted as answered: the 408 is its answer.)
         this.#release(st);
         this.#reject(st, new ProtocolError("HTTP_ERR_TIMEOUT"));
-        this.#count("timeout");
       } else if (st.phase === Phase.Answered) {
         this.#finish(st, "timeout");
         st.stream.close(h2c.NGHTTP2_CANCEL);

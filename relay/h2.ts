@@ -74,9 +74,9 @@ export interface H2FrontOptions {
 type BodyHandling = { kind: "whole" } | { kind: "refuse"; err: ProtocolError };
 
 /**
- * The one place that decides by media type what happens to a forwarding stream's body (a streaming
- * forward for the chunked OHTTP media types would be one more case here). Today the same as
- * HTTP/1.1: `message/ohttp-req` read whole, anything else 415.
+ * The one place that decides by media type what happens to a forwarding stream's body:
+ * `message/ohttp-req` is read whole, anything else gets 415. (The chunked OHTTP media type, which
+ * HTTP/1.1 streams through relay/forward.ts's forwardStream, would be one more case here.)
  */
 function bodyHandling(contentType: string | undefined): BodyHandling {
   if (isMediaType(contentType, MEDIA_TYPES.request)) return { kind: "whole" };

@@ -94,11 +94,13 @@ async function listen(server: Server): Promise<string> {
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
-async function startRedisServer(): Promise<{ url: string; stop(): Promise<void> }> {
+/** A Redis as the gateway's store requires it (append-only file, no eviction), its files in `dir`. */
+async function startRedisServer(dir: string): Promise<{ url: string; stop(): Promise<void> }> {
   const probe = createServer();
   const port = Number(new URL(await listen(probe)).port);
   await new Promise((r) => probe.close(r));
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction", "--dir", dir];
+  const child = spawn("redis-server", args, { stdio: "ignore" });
   await new Promise((r) => setTimeout(r, 300));
   return {
     url: `redis://127.0.0.1:${port}`,
@@ -335,7 +337,7 @@ export async function runTokensGateway(args: string[]): Promise<void> {
       let store: string;
       let redis: Awaited<ReturnType<typeof startRedisServer>> | undefined;
       if (kind === "redis") {
-        redis = await startRedisServer();
+        redis = await startRedisServer(dir);
         store = redis.url;
       } else store = kind === "memory" ? "memory" : `sqlite:${join(dir, "nonces.db")}`;
       try {

@@ -1,29 +1,30 @@
 // ARC key generation and credential issuance (draft-ietf-privacypass-arc-crypto-01 §4.1, §4.2 and
 // the proofs of §5.1, §5.2), suite ARCV1-P256.
 
-import { ByteReader, concatBytes } from "../../bytes.js";
+import { concatBytes } from "../../bytes.js";
 import { ProtocolError } from "../../errors.js";
 import {
-  CONTEXT_STRING,
   Ne,
   Ns,
   Point,
+  arcReader,
   defaultScalarRng,
-  deserializeElement,
-  deserializeScalar,
   generatorG,
   generatorH,
   hashToScalar,
   mod,
+  readElements,
+  readScalars,
   serializeElement,
+  sessionId,
   serializeScalar,
   type ScalarRng,
 } from "./group.js";
 import { LinearRelation, prove, verify } from "./sigma.js";
 
 const te = new TextEncoder();
-const REQUEST_SESSION = concatBytes(CONTEXT_STRING, te.encode("CredentialRequest"));
-const RESPONSE_SESSION = concatBytes(CONTEXT_STRING, te.encode("CredentialResponse"));
+const REQUEST_SESSION = sessionId("CredentialRequest");
+const RESPONSE_SESSION = sessionId("CredentialResponse");
 const REQUEST_CONTEXT_INFO = te.encode("requestContext");
 
 export interface ServerPrivateKey {
@@ -73,12 +74,10 @@ export function encodeServerPublicKey(k: ServerPublicKey): Uint8Array {
 }
 
 export function decodeServerPublicKey(b: Uint8Array): ServerPublicKey {
-  const r = new ByteReader(b, "PP_ERR_TRUNCATED", "PP_ERR_FORMAT");
-  const X0 = deserializeElement(r.bytes(Ne, "X0"), "X0");
-  const X1 = deserializeElement(r.bytes(Ne, "X1"), "X1");
-  const X2 = deserializeElement(r.bytes(Ne, "X2"), "X2");
+  const r = arcReader(b);
+  const key = readElements(r, ["X0", "X1", "X2"]);
   r.end("ServerPublicKey");
-  return { X0, X1, X2 };
+  return key;
 }
 
 export function encodeServerPrivateKey(k: ServerPrivateKey): Uint8Array {
@@ -86,13 +85,10 @@ export function encodeServerPrivateKey(k: ServerPrivateKey): Uint8Array {
 }
 
 export function decodeServerPrivateKey(b: Uint8Array): ServerPrivateKey {
-  const r = new ByteReader(b, "PP_ERR_TRUNCATED", "PP_ERR_FORMAT");
-  const x0 = deserializeScalar(r.bytes(Ns, "x0"), "x0");
-  const x1 = deserializeScalar(r.bytes(Ns, "x1"), "x1");
-  const x2 = deserializeScalar(r.bytes(Ns, "x2"), "x2");
-  const x0Blinding = deserializeScalar(r.bytes(Ns, "x0Blinding"), "x0Blinding");
+  const r = arcReader(b);
+  const key = readScalars(r, ["x0", "x1", "x2", "x0Blinding"]);
   r.end("ServerPrivateKey");
-  return { x0, x1, x2, x0Blinding };
+  return key;
 }
 
 export interface ClientSecrets {
@@ -135,11 +131,7 @@ export function requestContextScalar(requestContext: Uint8Array): bigint {
 function requestRelation(m1Enc: Point, m2Enc: Point): LinearRelation {
   const st = new LinearRelation();
   const [m1, m2, r1, r2] = st.allocateScalars(4) as [number, number, number, number];
-  const [genG, genH, m1EncVar, m2EncVar] = st.allocateElements(4) as [number, number, number, number];
-  st.setElement(genG, generatorG);
-  st.setElement(genH, generatorH);
-  st.setElement(m1EncVar, m1Enc);
-  st.setElement(m2EncVar, m2Enc);
+  const [genG, genH, m1EncVar, m2EncVar] = st.addElements([generatorG, generatorH, m1Enc, m2Enc]) as [number, number, number, number];
   // 1. m1Enc = m1 * generatorG + r1 * generatorH
   st.appendEquation(m1EncVar, [
     [m1, genG],
@@ -180,37 +172,25 @@ export function encodeCredentialRequest(r: CredentialRequest): Uint8Array {
 }
 
 export function decodeCredentialRequest(b: Uint8Array): CredentialRequest {
-  const r = new ByteReader(b, "PP_ERR_TRUNCATED", "PP_ERR_FORMAT");
-  const m1Enc = deserializeElement(r.bytes(Ne, "m1Enc"), "m1Enc");
-  const m2Enc = deserializeElement(r.bytes(Ne, "m2Enc"), "m2Enc");
+  const r = arcReader(b);
+  const { m1Enc, m2Enc } = readElements(r, ["m1Enc", "m2Enc"]);
   const requestProof = r.bytes(5 * Ns, "requestProof").slice();
   r.end("CredentialRequest");
   return { m1Enc, m2Enc, requestProof };
 }
 
-interface ResponseElements {
+interface ResponseElements extends Omit<CredentialResponse, "responseProof"> {
   readonly request: CredentialRequest;
   readonly publicKey: ServerPublicKey;
-  readonly U: Point;
-  readonly encUPrime: Point;
-  readonly X0Aux: Point;
-  readonly X1Aux: Point;
-  readonly X2Aux: Point;
-  readonly HAux: Point;
 }
 
 function responseRelation(v: ResponseElements): LinearRelation {
   const st = new LinearRelation();
   const [x0, x1, x2, x0Blinding, b, t1, t2] = st.allocateScalars(7) as [number, number, number, number, number, number, number];
-  const els = st.allocateElements(13);
-  const [genG, genH, m1Enc, m2Enc, U, encUPrime, X0, X1, X2, X0Aux, X1Aux, X2Aux, HAux] = els as [
-    number, number, number, number, number, number, number, number, number, number, number, number, number,
-  ];
-  const values: Point[] = [
+  const [genG, genH, m1Enc, m2Enc, U, encUPrime, X0, X1, X2, X0Aux, X1Aux, X2Aux, HAux] = st.addElements([
     generatorG, generatorH, v.request.m1Enc, v.request.m2Enc, v.U, v.encUPrime,
     v.publicKey.X0, v.publicKey.X1, v.publicKey.X2, v.X0Aux, v.X1Aux, v.X2Aux, v.HAux,
-  ];
-  values.forEach((P, i) => st.setElement(els[i]!, P));
+  ]) as [number, number, number, number, number, number, number, number, number, number, number, number, number];
   // 1. X0 = x0 * generatorG + x0Blinding * generatorH
   st.appendEquation(X0, [[x0, genG], [x0Blinding, genH]]);
   // 2. X1 = x1 * generatorH
@@ -281,16 +261,11 @@ export function encodeCredentialResponse(r: CredentialResponse): Uint8Array {
 }
 
 export function decodeCredentialResponse(b: Uint8Array): CredentialResponse {
-  const r = new ByteReader(b, "PP_ERR_TRUNCATED", "PP_ERR_FORMAT");
-  const U = deserializeElement(r.bytes(Ne, "U"), "U");
-  const encUPrime = deserializeElement(r.bytes(Ne, "encUPrime"), "encUPrime");
-  const X0Aux = deserializeElement(r.bytes(Ne, "X0Aux"), "X0Aux");
-  const X1Aux = deserializeElement(r.bytes(Ne, "X1Aux"), "X1Aux");
-  const X2Aux = deserializeElement(r.bytes(Ne, "X2Aux"), "X2Aux");
-  const HAux = deserializeElement(r.bytes(Ne, "HAux"), "HAux");
+  const r = arcReader(b);
+  const elements = readElements(r, ["U", "encUPrime", "X0Aux", "X1Aux", "X2Aux", "HAux"]);
   const responseProof = r.bytes(8 * Ns, "responseProof").slice();
   r.end("CredentialResponse");
-  return { U, encUPrime, X0Aux, X1Aux, X2Aux, HAux, responseProof };
+  return { ...elements, responseProof };
 }
 
 /**

@@ -13,7 +13,7 @@
 
 import { p256, p256_hasher } from "@noble/curves/nist.js";
 import { bytesToNumberBE, numberToBytesBE } from "@noble/curves/utils.js";
-import { concatBytes } from "../../bytes.js";
+import { ByteReader, concatBytes } from "../../bytes.js";
 import { ProtocolError } from "../../errors.js";
 
 export type Point = ReturnType<typeof p256.Point.fromHex>;
@@ -28,6 +28,11 @@ export const Ns = 32;
 const te = new TextEncoder();
 export const CONTEXT_STRING: Uint8Array = te.encode("ARCV1-P256");
 const HASH_TO_GROUP = te.encode("HashToGroup-");
+
+/** The session identifier of a proof: contextString || name ("CredentialRequest", ...). */
+export function sessionId(name: string): Uint8Array {
+  return concatBytes(CONTEXT_STRING, te.encode(name));
+}
 const HASH_TO_SCALAR = te.encode("HashToScalar-");
 
 export function hashToGroup(x: Uint8Array, info: Uint8Array): Point {
@@ -91,6 +96,25 @@ export function deserializeScalar(b: Uint8Array, what = "scalar"): bigint {
   const s = deserializeProofScalar(b, what);
   if (s === 0n) throw new ProtocolError("PP_ERR_FORMAT", `${what} is zero`);
   return s;
+}
+
+/** A reader of an ARC wire struct: truncation is PP_ERR_TRUNCATED, bad or leftover bytes PP_ERR_FORMAT. */
+export function arcReader(b: Uint8Array): ByteReader {
+  return new ByteReader(b, "PP_ERR_TRUNCATED", "PP_ERR_FORMAT");
+}
+
+/** Reads consecutive elements (Ne bytes each), one per name, each named in its errors. */
+export function readElements<const K extends string>(r: ByteReader, names: readonly K[]): Record<K, Point> {
+  const out: Partial<Record<K, Point>> = {};
+  for (const name of names) out[name] = deserializeElement(r.bytes(Ne, name), name);
+  return out as Record<K, Point>;
+}
+
+/** Reads consecutive key scalars (Ns bytes each, DeserializeScalar), one per name. */
+export function readScalars<const K extends string>(r: ByteReader, names: readonly K[]): Record<K, bigint> {
+  const out: Partial<Record<K, bigint>> = {};
+  for (const name of names) out[name] = deserializeScalar(r.bytes(Ns, name), name);
+  return out as Record<K, bigint>;
 }
 
 export function mod(a: bigint): bigint {

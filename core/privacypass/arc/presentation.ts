@@ -5,20 +5,22 @@
 // an object that hands out each nonce once and cannot be copied or rewound (no setter, no
 // serialization). Reusing a nonce links two presentations; the gate refuses the second.
 
-import { ByteReader, concatBytes } from "../../bytes.js";
+import { concatBytes } from "../../bytes.js";
 import { ProtocolError } from "../../errors.js";
 import {
-  CONTEXT_STRING,
   Ne,
   Ns,
   Point,
+  arcReader,
   defaultScalarRng,
   deserializeElement,
   generatorG,
   generatorH,
   hashToGroup,
   mod,
+  readElements,
   scalarInverse,
+  sessionId,
   serializeElement,
   type ScalarRng,
 } from "./group.js";
@@ -27,7 +29,7 @@ import { commit, makeRangeProof, rangeBits, verifyRangeProof } from "./range-pro
 import { LinearRelation, prove, verify } from "./sigma.js";
 
 const te = new TextEncoder();
-const PRESENTATION_SESSION = concatBytes(CONTEXT_STRING, te.encode("CredentialPresentation"));
+const PRESENTATION_SESSION = sessionId("CredentialPresentation");
 const TAG_INFO = te.encode("Tag");
 
 export interface Presentation {
@@ -68,12 +70,9 @@ interface PresentationElements {
 function presentationRelation(v: PresentationElements): { st: LinearRelation; genG: number; genH: number; nonceCommit: number } {
   const st = new LinearRelation();
   const [m1, z, rNeg, nonce, nonceBlinding] = st.allocateScalars(5) as [number, number, number, number, number];
-  const els = st.allocateElements(10);
-  const [genG, genH, U, , m1Commit, V, X1, tag, genT, nonceCommit] = els as [
-    number, number, number, number, number, number, number, number, number, number,
-  ];
-  const values = [generatorG, generatorH, v.U, v.UPrimeCommit, v.m1Commit, v.V, v.X1, v.tag, v.generatorT, v.nonceCommit];
-  values.forEach((P, i) => st.setElement(els[i]!, P));
+  const [genG, genH, U, , m1Commit, V, X1, tag, genT, nonceCommit] = st.addElements([
+    generatorG, generatorH, v.U, v.UPrimeCommit, v.m1Commit, v.V, v.X1, v.tag, v.generatorT, v.nonceCommit,
+  ]) as [number, number, number, number, number, number, number, number, number, number];
   // 1. m1Commit = m1 * U + z * generatorH
   st.appendEquation(m1Commit, [[m1, U], [z, genH]]);
   // 2. V = z * X1 - r * generatorG
@@ -217,15 +216,11 @@ export function encodePresentation(p: Presentation): Uint8Array {
 /** Decodes a presentation made for `presentationLimit` (which fixes k and so the length). */
 export function decodePresentation(b: Uint8Array, presentationLimit: number): Presentation {
   const k = rangeBits(presentationLimit);
-  const r = new ByteReader(b, "PP_ERR_TRUNCATED", "PP_ERR_FORMAT");
-  const U = deserializeElement(r.bytes(Ne, "U"), "U");
-  const UPrimeCommit = deserializeElement(r.bytes(Ne, "UPrimeCommit"), "UPrimeCommit");
-  const m1Commit = deserializeElement(r.bytes(Ne, "m1Commit"), "m1Commit");
-  const tag = deserializeElement(r.bytes(Ne, "tag"), "tag");
-  const nonceCommit = deserializeElement(r.bytes(Ne, "nonceCommit"), "nonceCommit");
+  const r = arcReader(b);
+  const elements = readElements(r, ["U", "UPrimeCommit", "m1Commit", "tag", "nonceCommit"]);
   const D: Point[] = [];
   for (let i = 0; i < k; i++) D.push(deserializeElement(r.bytes(Ne, `D[${i}]`), `D[${i}]`));
   const proof = r.bytes((6 + 3 * k) * Ns, "presentationProof").slice();
   r.end("Presentation");
-  return { U, UPrimeCommit, m1Commit, tag, nonceCommit, D, proof };
+  return { ...elements, D, proof };
 }

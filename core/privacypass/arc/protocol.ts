@@ -3,7 +3,7 @@
 // ARC(P-256) messages of ./credential.ts and ./presentation.ts.
 
 import { sha256 } from "@noble/hashes/sha2.js";
-import { ByteReader, ByteWriter, concatBytes } from "../../bytes.js";
+import { ByteWriter, concatBytes } from "../../bytes.js";
 import { ProtocolError } from "../../errors.js";
 import type { TokenChallenge } from "../challenge.js";
 import { ARC_TOKEN_TYPE } from "../token-type.js";
@@ -19,6 +19,7 @@ import {
   type CredentialResponse,
   type ServerPublicKey,
 } from "./credential.js";
+import { arcReader } from "./group.js";
 import { decodePresentation, encodePresentation, presentationLength, type Presentation } from "./presentation.js";
 
 export const ARC_MEDIA_TYPES = {
@@ -86,7 +87,7 @@ export function encodeArcCredentialRequest(r: ArcCredentialRequest): Uint8Array 
 
 /** Strict: token type 0xE5AC, exactly Nrequest bytes, valid points (otherwise the issuer answers 422). */
 export function decodeArcCredentialRequest(b: Uint8Array): ArcCredentialRequest {
-  const r = new ByteReader(b, "PP_ERR_TRUNCATED", "PP_ERR_FORMAT");
+  const r = arcReader(b);
   const tokenType = r.u16("token_type");
   if (tokenType !== ARC_TOKEN_TYPE) throw new ProtocolError("PP_ERR_FORMAT", "token_type is not ARC (0xE5AC)");
   const truncatedIssuerKeyId = r.u8("truncated_issuer_key_id");
@@ -142,7 +143,7 @@ export function encodeArcToken(t: ArcToken): Uint8Array {
 
 /** Strict: an ARC token whose presentation is exactly Npresentation for `presentationLimit`. */
 export function decodeArcToken(b: Uint8Array, presentationLimit: number): ArcToken {
-  const r = new ByteReader(b, "PP_ERR_TRUNCATED", "PP_ERR_FORMAT");
+  const r = arcReader(b);
   const tokenType = r.u16("token_type");
   if (tokenType !== ARC_TOKEN_TYPE) throw new ProtocolError("PP_ERR_FORMAT", "token_type is not ARC (0xE5AC)");
   const presentationNonce = r.u32("presentation_nonce");

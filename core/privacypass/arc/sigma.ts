@@ -86,6 +86,13 @@ export class LinearRelation {
     this.#encodings[index] = encoding ?? serializeElement(P);
   }
 
+  /** Allocates one element per point and sets it: the indices, in order. */
+  addElements(points: readonly Point[]): number[] {
+    const indices = this.allocateElements(points.length);
+    points.forEach((P, i) => this.setElement(indices[i]!, P));
+    return indices;
+  }
+
   appendEquation(lhs: number, terms: readonly (readonly [number, number])[]): void {
     this.#equations.push({ lhs, terms });
   }

@@ -27,6 +27,7 @@ import {
   PresentationState,
   requestContext,
   type Credential,
+  type Presentation,
 } from "../core/privacypass/arc/index.js";
 
 /** Sends an issuance request to the issuer and returns its 200 body (errors mapped by the caller). */
@@ -40,6 +41,34 @@ export interface ArcChallenge {
   tokenKey: Uint8Array;
   /** The challenge's rate-limit: the presentation limit. */
   rateLimit: number;
+}
+
+/**
+ * Obtains one credential for the challenge from the issuer (CreateCredentialRequest, the issuer's
+ * answer, FinalizeCredential): CLIENT_ERR_CHALLENGE for a token-key that is no ARC key,
+ * CLIENT_ERR_ISSUER_FAILED for an answer that does not verify.
+ */
+export async function issueArcCredential(c: ArcChallenge, post: IssuerPost): Promise<Credential> {
+  let publicKey;
+  try {
+    publicKey = decodeServerPublicKey(c.tokenKey);
+  } catch (e) {
+    throw new ProtocolError("CLIENT_ERR_CHALLENGE", "the gateway's ARC token-key is not an ARC(P-256) public key", { cause: e });
+  }
+  const keyId = issuerKeyId(c.tokenKey);
+  const { clientSecrets, request } = createCredentialRequest(requestContext(c.decoded, keyId));
+  const body = encodeArcCredentialRequest({ truncatedIssuerKeyId: keyId[keyId.length - 1]!, request });
+  const answer = await post(body, ARC_MEDIA_TYPES.credentialRequest, ARC_MEDIA_TYPES.credentialResponse);
+  try {
+    return finalizeCredential(clientSecrets, publicKey, request, decodeArcCredentialResponse(answer));
+  } catch (e) {
+    throw new ProtocolError("CLIENT_ERR_ISSUER_FAILED", "the issuer's credential response does not verify", { cause: e });
+  }
+}
+
+/** The ARC token (the Authorization's token) carrying `presentation`, made with `nonce`, for the challenge. */
+export function encodeArcTokenFor(c: ArcChallenge, nonce: number, presentation: Presentation): Uint8Array {
+  return encodeArcToken({ presentationNonce: nonce, challengeDigest: sha256(c.challenge), issuerKeyId: issuerKeyId(c.tokenKey), presentation });
 }
 
 interface CredentialSlot {
@@ -63,23 +92,10 @@ export class ArcCredentials {
     return this.#issued;
   }
 
-  async #issue(c: ArcChallenge, requestCtx: Uint8Array, keyId: Uint8Array): Promise<Credential> {
-    let publicKey;
-    try {
-      publicKey = decodeServerPublicKey(c.tokenKey);
-    } catch (e) {
-      throw new ProtocolError("CLIENT_ERR_CHALLENGE", "the gateway's ARC token-key is not an ARC(P-256) public key", { cause: e });
-    }
-    const { clientSecrets, request } = createCredentialRequest(requestCtx);
-    const body = encodeArcCredentialRequest({ truncatedIssuerKeyId: keyId[keyId.length - 1]!, request });
-    const answer = await this.#post(body, ARC_MEDIA_TYPES.credentialRequest, ARC_MEDIA_TYPES.credentialResponse);
-    try {
-      const credential = finalizeCredential(clientSecrets, publicKey, request, decodeArcCredentialResponse(answer));
-      this.#issued++;
-      return credential;
-    } catch (e) {
-      throw new ProtocolError("CLIENT_ERR_ISSUER_FAILED", "the issuer's credential response does not verify", { cause: e });
-    }
+  async #issue(c: ArcChallenge): Promise<Credential> {
+    const credential = await issueArcCredential(c, this.#post);
+    this.#issued++;
+    return credential;
   }
 
   #slot(c: ArcChallenge, replace: CredentialSlot | undefined): CredentialSlot {
@@ -87,7 +103,7 @@ export class ArcCredentials {
     const id = toHex(requestContext(c.decoded, keyId));
     const existing = this.#slots.get(id);
     if (existing !== undefined && existing !== replace) return existing;
-    const slot: CredentialSlot = { credential: this.#issue(c, requestContext(c.decoded, keyId), keyId), states: new Map() };
+    const slot: CredentialSlot = { credential: this.#issue(c), states: new Map() };
     this.#slots.set(id, slot);
     // A failed issuance must not stick: the next call tries again, and a credential it was to
     // replace stays in use for the presentation contexts where it has presentations left.
@@ -124,7 +140,7 @@ export class ArcCredentials {
       }
       if (state.remaining > 0) {
         const { nonce, presentation } = state.present();
-        return encodeArcToken({ presentationNonce: nonce, challengeDigest: sha256(c.challenge), issuerKeyId: keyId, presentation });
+        return encodeArcTokenFor(c, nonce, presentation);
       }
       // This credential's limit is reached here: a new credential, never a reused state.
       slot = this.#slot(c, slot);

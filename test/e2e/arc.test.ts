@@ -7,22 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createObliviousFetch, createTokenSource, type ObliviousFetch, type TokenSource } from "../../client/index.js";
 import { createDapTask, uploadUrl } from "../../client/dap.js";
 import { ProtocolError } from "../../core/errors.js";
-import { formatAuthorization, decodeTokenChallenge, parseWwwAuthenticate, type TokenChallenge } from "../../core/privacypass/index.js";
-import {
-  ARC_MEDIA_TYPES,
-  createCredentialRequest,
-  decodeArcCredentialResponse,
-  decodeServerPublicKey,
-  encodeArcCredentialRequest,
-  encodeArcToken,
-  finalizeCredential,
-  issuerKeyId,
-  makePresentation,
-  presentationContext,
-  requestContext,
-  type Credential,
-} from "../../core/privacypass/arc/index.js";
-import { sha256 } from "@noble/hashes/sha2.js";
+import { formatAuthorization, decodeTokenChallenge, parseWwwAuthenticate } from "../../core/privacypass/index.js";
+import { encodeArcTokenFor, issueArcCredential, type ArcChallenge } from "../../client/arc-credentials.js";
+import { issuerKeyId, makePresentation, presentationContext, type Credential } from "../../core/privacypass/arc/index.js";
 import { HELPER, LEADER, STACK_CREDENTIAL, startVeilStack, type VeilStack } from "../helpers/veil-stack.js";
 
 const N = 3;
@@ -54,32 +41,36 @@ function dapTask(s: VeilStack, f: ObliviousFetch): ReturnType<typeof createDapTa
 }
 
 /** The ARC challenge of the gateway for an upload to the count task (from a tokenless request's sealed 401). */
-async function learnChallenge(s: VeilStack): Promise<{ bytes: Uint8Array; decoded: TokenChallenge; tokenKey: Uint8Array }> {
+async function learnChallenge(s: VeilStack): Promise<ArcChallenge> {
   const f = createObliviousFetch({ relay: s.relayUrl, keys: s.keysUrl });
   const res = await f(uploadUrl(LEADER, s.tasks.count.idBase64Url), { method: "PUT", body: "" });
   expect(res.status).toBe(401);
   const [c] = parseWwwAuthenticate(res.headers.get("www-authenticate")!);
-  return { bytes: c!.challenge, decoded: decodeTokenChallenge(c!.challenge), tokenKey: c!.tokenKey };
+  // As the client library holds it.
+  return { challenge: c!.challenge, decoded: decodeTokenChallenge(c!.challenge), tokenKey: c!.tokenKey, rateLimit: N };
 }
 
-/** A credential fetched from the issuer with the core API (what the client library does inside). */
-async function fetchCredential(s: VeilStack, challenge: TokenChallenge, tokenKey: Uint8Array): Promise<Credential> {
-  const keyId = issuerKeyId(tokenKey);
-  const { clientSecrets, request } = createCredentialRequest(requestContext(challenge, keyId));
-  const res = await fetch(`${s.issuerUrl}/token-request`, {
-    method: "POST",
-    headers: { "content-type": ARC_MEDIA_TYPES.credentialRequest, authorization: `Bearer ${STACK_CREDENTIAL}` },
-    body: Buffer.from(encodeArcCredentialRequest({ truncatedIssuerKeyId: keyId[31]!, request })),
+/** A credential from the issuer, obtained as the client library obtains its own. */
+async function fetchCredential(s: VeilStack, c: ArcChallenge): Promise<Credential> {
+  return issueArcCredential(c, async (body, contentType, accept) => {
+    const res = await fetch(`${s.issuerUrl}/token-request`, {
+      method: "POST",
+      headers: { "content-type": contentType, accept, authorization: `Bearer ${STACK_CREDENTIAL}` },
+      body: Buffer.from(body),
+    });
+    expect(res.status).toBe(200);
+    return new Uint8Array(await res.arrayBuffer());
   });
-  expect(res.status).toBe(200);
-  return finalizeCredential(clientSecrets, decodeServerPublicKey(tokenKey), request, decodeArcCredentialResponse(new Uint8Array(await res.arrayBuffer())));
 }
 
-/** `Authorization` for the presentation with `nonce` of `credential` in the challenge's context. */
-function presentationHeader(c: { bytes: Uint8Array; decoded: TokenChallenge; tokenKey: Uint8Array }, credential: Credential, nonce: number): string {
-  const keyId = issuerKeyId(c.tokenKey);
-  const presentation = makePresentation(credential, presentationContext(c.decoded, keyId), N, nonce);
-  return formatAuthorization(encodeArcToken({ presentationNonce: nonce, challengeDigest: sha256(c.bytes), issuerKeyId: keyId, presentation }));
+/**
+ * `Authorization` for the presentation with `nonce` of `credential` in the challenge's context:
+ * any nonce, even a repeated or out-of-range one, which the library's presentation state never
+ * makes (so this test can show the gate refusing them).
+ */
+function presentationHeader(c: ArcChallenge, credential: Credential, nonce: number): string {
+  const presentation = makePresentation(credential, presentationContext(c.decoded, issuerKeyId(c.tokenKey)), N, nonce);
+  return formatAuthorization(encodeArcTokenFor(c, nonce, presentation));
 }
 
 /** A fetch that sends every request with this Authorization (the client library then adds no token). */
@@ -105,7 +96,7 @@ describe("end to end with ARC (rate-limited credentials)", () => {
 
   it("refuses the (N+1)-th presentation in the same context (a repeated or out-of-range nonce) with a sealed 401", async () => {
     const c = await learnChallenge(stack);
-    const credential = await fetchCredential(stack, c.decoded, c.tokenKey);
+    const credential = await fetchCredential(stack, c);
     const f = createObliviousFetch({ relay: stack.relayUrl, keys: stack.keysUrl });
     const before = stack.leader.acceptedCount();
     for (let nonce = 0; nonce < N; nonce++) await dapTask(stack, withAuthorization(f, presentationHeader(c, credential, nonce))).sendMeasurement(true);
@@ -135,7 +126,7 @@ describe("end to end with ARC (rate-limited credentials)", () => {
 
   it("accepts a presentation raced by 25 concurrent uploads exactly once", async () => {
     const c = await learnChallenge(stack);
-    const credential = await fetchCredential(stack, c.decoded, c.tokenKey);
+    const credential = await fetchCredential(stack, c);
     const f = createObliviousFetch({ relay: stack.relayUrl, keys: stack.keysUrl });
     const auth = presentationHeader(c, credential, 0);
     const before = stack.leader.acceptedCount();

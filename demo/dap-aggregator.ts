@@ -5,19 +5,25 @@
 // demo/dap18-aggregator.ts is its DAP-18 sibling; demo/dap-double.ts holds what both share.
 
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { ByteReader, fromBase64Url, toBase64Url, toHex } from "../core/bytes.js";
+import { ByteReader, toBase64Url, toHex } from "../core/bytes.js";
 import { DAP09_MEDIA_TYPES, type DapHpkeCiphertext } from "../core/dap/index.js";
 import {
   Reject,
+  TASK_ID,
   createDapHpkeKey,
   decodeHpkeCiphertext,
   encodeHpkeConfigList,
   inputShareInfoFor,
   listenDouble,
   openBase,
-  readBody,
   routeDapRequest,
   send,
+  firstSeen,
+  openHelperShare,
+  readUpload,
+  storeReport,
+  type DapDouble,
+  type DapDoubleOptions,
   type DapHpkeKey,
   type DapRole,
   type DapRoutes,
@@ -79,50 +85,26 @@ export interface AcceptedReport {
   helperShare: Uint8Array | undefined;
 }
 
-export interface DapAggregatorOptions {
-  role: DapRole;
-  host?: string;
-  /** 0 (the default) picks a free port. */
-  port?: number;
+/**
+ * dap-09: a report too far in the future gets `reportTooEarly` (dap-09 §4.4.2); a replay gets
+ * Janus's silent 2xx, or `reportRejected` (a MAY) with `duplicates: "reject"`.
+ */
+export interface DapAggregatorOptions extends DapDoubleOptions {
   tasks?: DapTask[];
-  /** Clock in ms (injected for tests). */
-  now?: () => number;
-  /** dap-09 §4.4.2: leeway for reports from the future before `reportTooEarly` (default 300 s). */
-  tolerableClockSkewSec?: number;
-  /** What a duplicate report id gets: Janus's silent 2xx ("accept") or `reportRejected` (a MAY). */
-  duplicates?: "accept" | "reject";
-  /** Largest request body accepted (default 1 MiB); larger gets 413. */
-  maxBodyBytes?: number;
-  /** Expected leader share length (e.g. 48 for Prio3Count); checked when given. */
-  leaderShareLength?: number;
   /** Status of a successful upload: 201 (dap-09) by default; Janus answers 200. */
   uploadStatus?: number;
-  /** Keeps at most this many `received` entries (default 10,000). */
-  maxRecorded?: number;
   /**
    * Keep every accepted report in `reports` (default true, for tests). The demo (`npm start`)
    * turns it off and aggregates through `onAccepted` instead, so memory does not grow per report.
    */
   keepReports?: boolean;
-  /** Serve HTTPS with this certificate chain and key (PEM). */
-  tls?: { cert: string | Buffer; key: string | Buffer };
   /** Called with each newly accepted report, after it was stored and before the answer is sent. */
   onAccepted?: (report: AcceptedReport) => void;
 }
 
-export interface DapAggregator {
-  readonly role: DapRole;
-  /** Base URL, e.g. `http://127.0.0.1:40123/`. */
-  readonly url: string;
-  readonly port: number;
-  /** Accepted reports by task id (base64url). */
-  readonly reports: Map<string, AcceptedReport[]>;
+export interface DapAggregator extends DapDouble<AcceptedReport> {
   /** Duplicate uploads seen (ignored, not counted again). */
   readonly duplicates: { taskId: string; reportId: string }[];
-  /** Rejections by DAP problem type (or "badRequest" for Janus's bare 400s). */
-  readonly rejections: Map<string, number>;
-  readonly received: ReceivedRequest[];
-  readonly counts: { hpkeConfig: number; uploads: number; accepted: number };
   /** The encoded HpkeConfigList this aggregator serves for `task`. */
   hpkeConfigList(task: DapTask | string): Uint8Array;
   addTask(task: DapTask): void;
@@ -130,8 +112,6 @@ export interface DapAggregator {
   rotateKey(taskId: string, key: DapHpkeKey): void;
   /** Forgets every key but the current one: old config ids then get `outdatedConfig`. */
   dropOldKeys(taskId: string): void;
-  acceptedCount(): number;
-  close(): Promise<void>;
 }
 
 const TITLES: Readonly<Record<string, string>> = {
@@ -198,7 +178,6 @@ function openShare(key: DapHpkeKey, role: DapRole, ct: DapHpkeCiphertext, aad: U
   return openBase(key, inputShareInfo(role), ct.enc, ct.payload, aad);
 }
 
-const TASK_ID = /^[A-Za-z0-9_-]{43}$/;
 
 /** Starts the double; `await close()` stops it. */
 export async function startDapAggregator(opts: DapAggregatorOptions): Promise<DapAggregator> {
@@ -242,18 +221,9 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
 
   async function handleUpload(taskIdText: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     counts.uploads++;
-    // 1. Exact media type (Janus: bare 400).
-    if (req.headers["content-type"] !== DAP_REPORT) {
-      req.resume();
-      throw new Reject(400, undefined, `Content-Type must be ${DAP_REPORT}`);
-    }
-    // 2. A task id that decodes to 32 bytes (Janus: bare 400).
-    const taskIdBytes = TASK_ID.test(taskIdText) ? fromBase64Url(taskIdText) : undefined;
-    if (taskIdBytes?.length !== 32) {
-      req.resume();
-      throw new Reject(400, undefined, "invalid TaskId");
-    }
-    const body = await readBody(req, maxBody);
+    // 1. Exact media type, 2. a task id of 32 bytes (Janus: bare 400s).
+    const mediaTypeOk = req.headers["content-type"] === DAP_REPORT;
+    const body = await readUpload(req, taskIdText, { mediaTypeOk, mediaType: DAP_REPORT, problemType: undefined, maxBodyBytes: maxBody });
     // 3. Task lookup; a helper leads no task, so it recognises none for uploads (Janus).
     const task = tasks.get(taskIdText);
     if (task === undefined || role !== "leader") {
@@ -303,24 +273,19 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
     }
     // 12 (stronger than a leader): open the helper's share with role 0x03 and the same AAD.
     let helperShare: Uint8Array | undefined;
-    const helperKey = task.helperKeys.find((k) => k.config.id === report.helper.configId);
-    if (helperKey !== undefined) {
-      try {
-        helperShare = decodePlaintextInputShare(await openShare(helperKey, "helper", report.helper, aad)).payload;
-      } catch {
-        throw new Reject(400, "reportRejected", "helper input share could not be decrypted", taskIdText);
-      }
+    try {
+      helperShare = await openHelperShare(task.helperKeys, report.helper, inputShareInfo("helper"), aad, (pt) => decodePlaintextInputShare(pt).payload);
+    } catch {
+      throw new Reject(400, "reportRejected", "helper input share could not be decrypted", taskIdText);
     }
     // 9. Replay: ignore (do not count again), answer like Janus unless told to reject.
     const reportId = toHex(report.reportId);
-    const replayKey = `${taskIdText}/${reportId}`;
-    if (seen.has(replayKey)) {
+    if (!firstSeen(seen, taskIdText, reportId)) {
       duplicates.push({ taskId: taskIdText, reportId });
       if (opts.duplicates === "reject") throw new Reject(400, "reportRejected", "duplicate report id", taskIdText);
       send(res, opts.uploadStatus ?? 201, {});
       return;
     }
-    seen.add(replayKey);
     // 10. Store and answer 201 Created.
     const accepted: AcceptedReport = {
       taskId: taskIdText,
@@ -330,11 +295,7 @@ export async function startDapAggregator(opts: DapAggregatorOptions): Promise<Da
       leaderShare: leaderShare.slice(),
       helperShare: helperShare?.slice(),
     };
-    if (opts.keepReports !== false) {
-      let list = reports.get(taskIdText);
-      if (list === undefined) reports.set(taskIdText, (list = []));
-      list.push(accepted);
-    }
+    if (opts.keepReports !== false) storeReport(reports, taskIdText, accepted);
     counts.accepted++;
     opts.onAccepted?.(accepted);
     send(res, opts.uploadStatus ?? 201, {});

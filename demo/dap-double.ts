@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { AeadId, CipherSuite, KdfId, KemId } from "hpke-js";
-import { ByteReader, ByteWriter } from "../core/bytes.js";
+import { ByteReader, ByteWriter, fromBase64Url } from "../core/bytes.js";
 import type { DapHpkeCiphertext } from "../core/dap/index.js";
 
 /** dap-09 §3.2 and dap-18 §3.6: problem types live in this URN namespace. */
@@ -283,4 +283,101 @@ export function decodeHpkeConfigList(b: Uint8Array): DapHpkeConfig[] {
     configs.push({ id: r.u8("id"), kemId: r.u16("kem_id"), kdfId: r.u16("kdf_id"), aeadId: r.u16("aead_id"), publicKey: r.bytes(r.u16("public_key length"), "public_key").slice() });
   }
   return configs;
+}
+
+/** Options both doubles take. */
+export interface DapDoubleOptions {
+  role: DapRole;
+  host?: string;
+  /** 0 (the default) picks a free port. */
+  port?: number;
+  /** Clock in ms (injected for tests). */
+  now?: () => number;
+  /** Leeway for reports from the future before they are refused as too early (default 300 s). */
+  tolerableClockSkewSec?: number;
+  /** What a replayed report id gets: silently accepted again ("accept", as Janus) or refused. */
+  duplicates?: "accept" | "reject";
+  /** Largest request body accepted (default 1 MiB); larger gets 413. */
+  maxBodyBytes?: number;
+  /** Expected leader share length (e.g. 48 for Prio3Count); a report whose share differs is refused. */
+  leaderShareLength?: number;
+  /** Keeps at most this many `received` entries (default 10,000). */
+  maxRecorded?: number;
+  /** Serve HTTPS with this certificate chain and key (PEM). */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+}
+
+/** What both doubles offer a test, once listening. */
+export interface DapDouble<R> {
+  readonly role: DapRole;
+  /** Base URL, e.g. `http://127.0.0.1:40123/`. */
+  readonly url: string;
+  readonly port: number;
+  /** Accepted reports by task id (base64url). */
+  readonly reports: Map<string, R[]>;
+  /** Refusals by kind (DAP problem type, ReportError name, or "badRequest" for bare 400s). */
+  readonly rejections: Map<string, number>;
+  readonly received: ReceivedRequest[];
+  readonly counts: { hpkeConfig: number; uploads: number; accepted: number };
+  acceptedCount(): number;
+  close(): Promise<void>;
+}
+
+/** A task id in a path: 43 base64url characters (32 bytes). */
+export const TASK_ID = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * The checks before an upload's body means anything (both drafts, in Janus's order): the media
+ * type, a task id that decodes to 32 bytes (both answered 400 with `problemType`: a bare status
+ * in dap-09, `about:blank` in dap-18), then the body, read up to `maxBodyBytes`.
+ */
+export async function readUpload(
+  req: IncomingMessage,
+  taskIdText: string,
+  o: { mediaTypeOk: boolean; mediaType: string; problemType: string | undefined; maxBodyBytes: number },
+): Promise<Uint8Array> {
+  if (!o.mediaTypeOk) {
+    req.resume();
+    throw new Reject(400, o.problemType, `Content-Type must be ${o.mediaType}`);
+  }
+  const taskIdBytes = TASK_ID.test(taskIdText) ? fromBase64Url(taskIdText) : undefined;
+  if (taskIdBytes?.length !== 32) {
+    req.resume();
+    throw new Reject(400, o.problemType, "invalid TaskId");
+  }
+  return readBody(req, o.maxBodyBytes);
+}
+
+/**
+ * True the first time a report id is seen for a task (then remembered): replays are ignored or
+ * refused by the caller, never counted again.
+ */
+export function firstSeen(seen: Set<string>, taskId: string, reportId: string): boolean {
+  const key = `${taskId}/${reportId}`;
+  if (seen.has(key)) return false;
+  seen.add(key);
+  return true;
+}
+
+/** Appends an accepted report to its task's list. */
+export function storeReport<R>(reports: Map<string, R[]>, taskId: string, report: R): void {
+  let list = reports.get(taskId);
+  if (list === undefined) reports.set(taskId, (list = []));
+  list.push(report);
+}
+
+/**
+ * Stronger than a leader: opens the helper's share too (role 0x03, same AAD) when the double holds
+ * the helper key of its config id; undefined without one. Throws when it does not open.
+ */
+export async function openHelperShare(
+  helperKeys: readonly DapHpkeKey[],
+  ct: DapHpkeCiphertext,
+  info: Uint8Array,
+  aad: Uint8Array,
+  payloadOf: (plaintext: Uint8Array) => Uint8Array,
+): Promise<Uint8Array | undefined> {
+  const key = helperKeys.find((k) => k.config.id === ct.configId);
+  if (key === undefined) return undefined;
+  return payloadOf(await openBase(key, info, ct.enc, ct.payload, aad));
 }

@@ -18,17 +18,22 @@
 // `hpke_unknown_config_id` (4).
 
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { ByteReader, ByteWriter, fromBase64Url, toBase64Url, toHex } from "../core/bytes.js";
+import { ByteReader, ByteWriter, toBase64Url, toHex } from "../core/bytes.js";
 import { DAP18_MEDIA_TYPES, encodeReportMetadata, isPpmDapMessage, type Dap18Report, type Dap18ReportMetadata, type DapExtension, type DapHpkeCiphertext } from "../core/dap/index.js";
 import {
   Reject,
   TEXT,
+  firstSeen,
+  openHelperShare,
+  readUpload,
+  storeReport,
+  type DapDouble,
+  type DapDoubleOptions,
   decodeHpkeCiphertext,
   encodeHpkeConfigList,
   inputShareInfoFor,
   listenDouble,
   openBase,
-  readBody,
   sealBase,
   routeDapRequest,
   send,
@@ -323,38 +328,21 @@ export interface AcceptedReport18 {
   helperShare: Uint8Array | undefined;
 }
 
-export interface Dap18AggregatorOptions {
-  role: DapRole;
+/**
+ * dap-18: a report too far in the future gets `report_too_early`, a replay is silently dropped
+ * (Janus) or gets `report_replayed` with `duplicates: "reject"`, a share of the wrong length
+ * `invalid_message`.
+ */
+export interface Dap18AggregatorOptions extends DapDoubleOptions {
   /** The aggregators' HPKE keys (dap-18 has no per-task keys): the first of each list is served. */
   keys: { leader: DapHpkeKey[]; helper: DapHpkeKey[] };
   tasks?: Dap18Task[];
-  host?: string;
-  port?: number;
-  now?: () => number;
-  /** Leeway for reports from the future before `report_too_early` (default 300 s). */
-  tolerableClockSkewSec?: number;
-  /** What a replayed report id gets: silently dropped ("accept", Janus) or `report_replayed`. */
-  duplicates?: "accept" | "reject";
-  maxBodyBytes?: number;
-  /** Expected leader share length; a report whose share differs gets `invalid_message`. */
-  leaderShareLength?: number;
-  maxRecorded?: number;
-  tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
-export interface Dap18Aggregator {
-  readonly role: DapRole;
-  readonly url: string;
-  readonly port: number;
-  readonly reports: Map<string, AcceptedReport18[]>;
-  /** Per-report refusals by ReportError name, and whole-request problems by DAP type. */
-  readonly rejections: Map<string, number>;
-  readonly received: ReceivedRequest[];
-  readonly counts: { hpkeConfig: number; uploads: number; accepted: number };
+/** `rejections` counts per-report refusals by ReportError name, and whole-request problems by DAP type. */
+export interface Dap18Aggregator extends DapDouble<AcceptedReport18> {
   hpkeConfigList(): Uint8Array;
   addTask(task: Dap18Task): void;
-  acceptedCount(): number;
-  close(): Promise<void>;
 }
 
 const TITLES: Readonly<Record<string, string>> = {
@@ -363,7 +351,6 @@ const TITLES: Readonly<Record<string, string>> = {
   "about:blank": "Bad Request.",
 };
 
-const TASK_ID = /^[A-Za-z0-9_-]{43}$/;
 
 /** Starts the double; `await close()` stops it. */
 export async function startDap18Aggregator(opts: Dap18AggregatorOptions): Promise<Dap18Aggregator> {
@@ -412,18 +399,13 @@ export async function startDap18Aggregator(opts: Dap18AggregatorOptions): Promis
     if (opts.leaderShareLength !== undefined && leaderShare.payload.length !== opts.leaderShareLength) return "invalid_message";
     // Stronger than a leader: open the helper's share too (role 0x03, same AAD).
     let helperShare: Uint8Array | undefined;
-    const helperKey = opts.keys.helper.find((k) => k.config.id === rep.helper.configId);
-    if (helperKey !== undefined) {
-      try {
-        helperShare = decodePlaintextInputShare(await openBase(helperKey, inputShareInfo18("helper"), rep.helper.enc, rep.helper.payload, aad)).payload;
-      } catch {
-        return "hpke_decrypt_error";
-      }
+    try {
+      helperShare = await openHelperShare(opts.keys.helper, rep.helper, inputShareInfo18("helper"), aad, (pt) => decodePlaintextInputShare(pt).payload);
+    } catch {
+      return "hpke_decrypt_error";
     }
     const reportId = toHex(rep.reportId);
-    const replayKey = `${task.idBase64Url}/${reportId}`;
-    if (seen.has(replayKey)) return opts.duplicates === "reject" ? "report_replayed" : undefined;
-    seen.add(replayKey);
+    if (!firstSeen(seen, task.idBase64Url, reportId)) return opts.duplicates === "reject" ? "report_replayed" : undefined;
     const accepted: AcceptedReport18 = {
       taskId: task.idBase64Url,
       reportId,
@@ -432,25 +414,19 @@ export async function startDap18Aggregator(opts: Dap18AggregatorOptions): Promis
       leaderShare: leaderShare.payload.slice(),
       helperShare: helperShare?.slice(),
     };
-    let list = reports.get(task.idBase64Url);
-    if (list === undefined) reports.set(task.idBase64Url, (list = []));
-    list.push(accepted);
+    storeReport(reports, task.idBase64Url, accepted);
     counts.accepted++;
     return undefined;
   }
 
   async function handleUpload(taskIdText: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     counts.uploads++;
-    if (!isPpmDapMessage(req.headers["content-type"], "upload-req")) {
-      req.resume();
-      throw new Reject(400, "about:blank", `Content-Type must be ${DAP18_MEDIA_TYPES.uploadRequest}`);
-    }
-    const taskIdBytes = TASK_ID.test(taskIdText) ? fromBase64Url(taskIdText) : undefined;
-    if (taskIdBytes?.length !== 32) {
-      req.resume();
-      throw new Reject(400, "about:blank", "invalid TaskId");
-    }
-    const body = await readBody(req, maxBody);
+    const body = await readUpload(req, taskIdText, {
+      mediaTypeOk: isPpmDapMessage(req.headers["content-type"], "upload-req"),
+      mediaType: DAP18_MEDIA_TYPES.uploadRequest,
+      problemType: "about:blank",
+      maxBodyBytes: maxBody,
+    });
     const task = tasks.get(taskIdText);
     if (task === undefined || role !== "leader") throw new Reject(400, "unrecognizedTask", "unknown task", taskIdText);
     let decoded: DecodedReport18[];

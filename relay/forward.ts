@@ -49,10 +49,14 @@ const CHUNKED_DEFAULTS: RelayChunkedConfig = Object.freeze({
  */
 export interface StreamClientRequest {
   readonly headers: Record<string, string | string[] | undefined>;
+  /** 1 or 2: HTTP/2 has no Connection field, and a refused stream is closed instead. */
+  readonly httpVersionMajor: number;
   /** The whole body was received. */
   readonly complete: boolean;
+  /** The client went away or reset its stream (an HTTP/2 stream also "ends" then). */
+  readonly aborted: boolean;
   on(event: "data", listener: (chunk: Buffer) => void): unknown;
-  on(event: "end" | "close", listener: () => void): unknown;
+  on(event: "end" | "close" | "aborted", listener: () => void): unknown;
   on(event: "error", listener: (err: Error) => void): unknown;
   pause(): unknown;
   resume(): unknown;
@@ -67,6 +71,8 @@ export interface StreamClientResponse {
   end(chunk?: Buffer): unknown;
   destroy(): unknown;
   once(event: "drain" | "close", listener: () => void): unknown;
+  /** HTTP/2 only: the stream, closed after a refusal (RST_STREAM NO_ERROR: the rest is not wanted, RFC 9113 §8.1). */
+  readonly stream?: { close(code?: number): unknown };
 }
 
 export class Forwarder {
@@ -127,7 +133,7 @@ export class Forwarder {
    */
   forwardStream(route: RelayRoute, address: string, req: StreamClientRequest, res: StreamClientResponse, done: (outcome: string) => void): void {
     const refuse = (err: ProtocolError): void => {
-      refuseStream(res, err);
+      refuseStream(req, res, err);
       done(err.code);
     };
     if (this.#o.drain.closing) return refuse(new ProtocolError("HTTP_ERR_UNAVAILABLE"));
@@ -210,6 +216,7 @@ class StreamExchange {
     req.on("data", (piece) => this.#onPiece(piece));
     req.on("end", () => this.#onRequestEnd());
     req.on("error", () => this.#clientGone());
+    req.on("aborted", () => this.#clientGone());
     req.on("close", () => {
       if (!req.complete) this.#clientGone();
     });
@@ -252,6 +259,8 @@ class StreamExchange {
 
   #onRequestEnd(): void {
     if (this.#finished) return;
+    // node:http2 ends the readable side of a stream the client reset: never a complete request.
+    if (this.#req.aborted) return this.#clientGone();
     this.#requestEnded = true;
     // RFC 9458 §5: a relay MAY reject obviously invalid requests, such as an empty one.
     if (this.#upstream === undefined) return this.#fail(new ProtocolError("HTTP_ERR_BAD_REQUEST", "the request is empty"));
@@ -265,7 +274,7 @@ class StreamExchange {
     const headers: Record<string, string> = {};
     if (contentType !== undefined) headers["content-type"] = contentType;
     if (isMediaType(contentType, MEDIA_TYPES.chunkedResponse)) headers.incremental = "?1";
-    if (this.#drain.closesConnections) headers.connection = "close";
+    if (this.#drain.closesConnections && this.#req.httpVersionMajor < 2) headers.connection = "close";
     this.#res.writeHead(status, headers);
     this.#timer.refresh();
   }
@@ -310,7 +319,7 @@ class StreamExchange {
       // The answer began: cut it, so that it cannot pass for complete.
       res.destroy();
     } else {
-      refuseStream(res, err);
+      refuseStream(this.#req, res, err);
     }
     this.#finish(err.code);
   }
@@ -325,13 +334,17 @@ class StreamExchange {
 }
 
 /** A problem answering a streamed request, written whole (the connection closes: the rest of the request is unread). */
-function refuseStream(res: StreamClientResponse, err: ProtocolError): void {
+function refuseStream(req: StreamClientRequest, res: StreamClientResponse, err: ProtocolError): void {
   const p = renderProblem(err);
   const headers: Record<string, string> = Object.fromEntries(p.headers);
-  headers.connection = "close";
+  const h2 = req.httpVersionMajor >= 2;
+  // Connection-specific fields do not exist in HTTP/2 (RFC 9113 §8.2.2).
+  if (h2) delete headers.connection;
+  else headers.connection = "close";
   headers["content-length"] = String(p.body.length);
   res.writeHead(p.status, headers);
   res.end(Buffer.from(p.body.buffer, p.body.byteOffset, p.body.byteLength));
+  if (h2) res.stream?.close(0);
 }
 
 function rateLimited(retryAfterSec: number): ProtocolError {

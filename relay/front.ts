@@ -361,7 +361,7 @@ export class Front<S extends FrontSocket = FrontSocket> {
 
   #dispatch(c: Conn<S>, body: Buffer): void {
     if (!isMediaType(c.contentType, MEDIA_TYPES.request)) {
-      return this.#reject(c, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request}`), false);
+      return this.#reject(c, new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request} or ${MEDIA_TYPES.chunkedRequest}`), false);
     }
     // RFC 9458 §5: a relay MAY reject obviously invalid requests, such as an empty one.
     if (body.length === 0) return this.#reject(c, new ProtocolError("HTTP_ERR_BAD_REQUEST", "the request is empty"), false);

@@ -70,17 +70,19 @@ export interface H2FrontOptions {
   now?: () => number;
 }
 
-/** How a request body is taken, by media type: read whole then forwarded, or refused. */
-type BodyHandling = { kind: "whole" } | { kind: "refuse"; err: ProtocolError };
+/** How a request body is taken, by media type: read whole then forwarded, streamed, or refused. */
+type BodyHandling = { kind: "whole" } | { kind: "stream" } | { kind: "refuse"; err: ProtocolError };
 
 /**
- * The one place that decides by media type what happens to a forwarding stream's body:
- * `message/ohttp-req` is read whole, anything else gets 415. (The chunked OHTTP media type, which
- * HTTP/1.1 streams through relay/forward.ts's forwardStream, would be one more case here.)
+ * The one place that decides by media type what happens to a forwarding stream's body, as for
+ * HTTP/1.1: `message/ohttp-req` read whole; `message/ohttp-chunked-req` streamed (the stream goes
+ * to node's compatibility layer and the relay's route, which pass it through with
+ * Forwarder.forwardStream, the same exchange as over HTTP/1.1); anything else 415.
  */
 function bodyHandling(contentType: string | undefined): BodyHandling {
   if (isMediaType(contentType, MEDIA_TYPES.request)) return { kind: "whole" };
-  return { kind: "refuse", err: new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request}`) };
+  if (isMediaType(contentType, MEDIA_TYPES.chunkedRequest)) return { kind: "stream" };
+  return { kind: "refuse", err: new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request} or ${MEDIA_TYPES.chunkedRequest}`) };
 }
 
 interface Session {
@@ -271,7 +273,7 @@ export class H2Front {
       this.#o.recorder.record(route?.path ?? "(unmatched)", method ?? "", p.status, err.code, 0);
       return;
     }
-    if (route === undefined) {
+    if (route === undefined || bodyHandling(headers["content-type"]).kind === "stream") {
       this.#compat!(stream, headers, flags, rawHeaders);
       return;
     }
@@ -305,6 +307,7 @@ export class H2Front {
     const declared = headers["content-length"];
     const declaredLength = declared === undefined ? undefined : Number(declared);
     if (handling.kind === "refuse") return this.#reject(st, handling.err);
+    if (handling.kind === "stream") throw new Error("streamed bodies go to the compatibility layer (#onStream)");
     if (declaredLength !== undefined && declaredLength > limits.maxRequestBytes) {
       return this.#reject(st, new ProtocolError("HTTP_ERR_TOO_LARGE", `the limit is ${limits.maxRequestBytes} bytes`));
     }

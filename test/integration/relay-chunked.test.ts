@@ -1,10 +1,11 @@
 // Chunked OHTTP (draft-ietf-ohai-chunked-ohttp-08) through a listening relay and gateway to a real
-// target: the relay passes requests and answers through as streams (chunked transfer coding
-// upstream, Incremental: ?1 both ways, nothing else added), counts bytes against its cap while
-// streaming, times out stalls, and a client that goes away mid-request never lets the request
-// reach the target complete.
+// target, over HTTP/1.1 and HTTP/2: the relay passes requests and answers through as streams
+// (chunked transfer coding upstream, Incremental: ?1 both ways, nothing else added), counts bytes
+// against its cap while streaming, times out stalls, and a client that goes away mid-request (a
+// cut connection, a reset stream) never lets the request reach the target complete.
 
 import { createServer, type IncomingMessage, type Server } from "node:http";
+import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { connect, type AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { BhttpStreamEncoder } from "../../core/bhttp/index.js";
@@ -13,6 +14,7 @@ import { MEDIA_TYPES, encapsulateChunkedRequest, encodeKeyConfigs, type KeyConfi
 import { createObliviousFetch } from "../../client/oblivious-fetch.js";
 import { makeGateway, type Fixture } from "../helpers/gateway-fixture.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
+import { SERVER_EXT, createTestCa, type TestCa } from "../helpers/test-ca.js";
 
 interface TargetLog {
   complete: number[];
@@ -368,6 +370,112 @@ describe("the relay's chunked pass-through rules", () => {
       await expect(send("/gw").then((r) => r.arrayBuffer())).rejects.toThrow();
     } finally {
       await up.close();
+    }
+  });
+});
+
+describe("chunked OHTTP through the relay over HTTP/2", () => {
+  let ca: TestCa;
+  beforeAll(() => {
+    ca = createTestCa("veil-relay-chunked-h2-");
+    ca.makeCa("ca");
+    ca.makeCert("relay", "ca", SERVER_EXT);
+  });
+  afterAll(() => ca.close());
+
+  async function startH2Stack(raw: Record<string, unknown> = {}): Promise<{ config: KeyConfig; session: ClientHttp2Session }> {
+    const config = await startStack({ listen: { host: "127.0.0.1", port: 0, tls: { cert: ca.file("relay.pem"), key: ca.file("relay.key") } }, ...raw });
+    const session = h2connect(relay!.url, { ca: ca.pem("ca.pem") });
+    session.on("error", () => {});
+    return { config, session };
+  }
+
+  /** Opens a chunked OHTTP POST stream on the relay's route. */
+  function open(session: ClientHttp2Session): ClientHttp2Stream {
+    const stream = session.request({ ":method": "POST", ":path": "/gw", "content-type": MEDIA_TYPES.chunkedRequest, incremental: "?1" });
+    stream.on("error", () => {});
+    return stream;
+  }
+
+  it("streams the request and the answer, the first answer bytes before the last request bytes", async () => {
+    const { config, session } = await startH2Stack();
+    try {
+      const e = new BhttpStreamEncoder();
+      const req = await encapsulateChunkedRequest(config);
+      const stream = open(session);
+      stream.write(req.header);
+      stream.write(await req.writer.seal(e.requestHead({ method: "POST", scheme: "https", authority: "t.example", path: "/early", headers: [] })));
+      stream.write(await req.writer.seal(e.content(new TextEncoder().encode("first"))));
+      const head = await new Promise<Record<string, unknown>>((r) => stream.once("response", r));
+      expect(head[":status"]).toBe(200);
+      expect(head["content-type"]).toBe(MEDIA_TYPES.chunkedResponse);
+      expect(head.incremental).toBe("?1");
+      // Open what has arrived until the target's "early:" shows: the request is still open.
+      const opened: Uint8Array[] = [];
+      await new Promise<void>((resolve) => {
+        const onData = (d: Buffer): void => {
+          void req.response.push(new Uint8Array(d)).then((pieces) => {
+            opened.push(...pieces);
+            if (new TextDecoder().decode(concatBytes(...opened)).includes("early:")) {
+              stream.off("data", onData);
+              resolve();
+            }
+          });
+        };
+        stream.on("data", onData);
+      });
+      expect(seen.complete).toEqual([]);
+      stream.end(await req.writer.sealFinal(e.end()));
+      const rest: Buffer[] = [];
+      stream.on("data", (d: Buffer) => rest.push(d));
+      await new Promise((r) => stream.once("end", r));
+      opened.push(...(await req.response.push(new Uint8Array(Buffer.concat(rest)))), await req.response.end());
+      const inner = new TextDecoder().decode(concatBytes(...opened));
+      expect(inner).toContain("early:first");
+      expect(seen.complete).toEqual([5]);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it("never lets a request whose stream the client resets reach the target complete", async () => {
+    const { config, session } = await startH2Stack();
+    try {
+      const { whole, boundaries } = await chunkedMessage(config);
+      const cuts = [...boundaries.slice(2, -1), whole.length - 1];
+      for (const cut of cuts) {
+        const arrived = targetArrived();
+        const settled = targetSettled();
+        const stream = open(session);
+        stream.write(whole.subarray(0, cut));
+        await arrived;
+        stream.close(h2c.NGHTTP2_CANCEL);
+        await settled;
+        expect(seen.complete, `cut at ${cut}`).toEqual([]);
+      }
+      expect(seen.aborted).toBe(cuts.length);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it("refuses a stream over chunked.maxRequestBytes with a 413 problem (no Connection field in HTTP/2)", async () => {
+    const { session } = await startH2Stack({ chunked: { maxRequestBytes: 100_000 } });
+    try {
+      // A declared length over the cap: refused before anything goes upstream.
+      const stream = session.request({ ":method": "POST", ":path": "/gw", "content-type": MEDIA_TYPES.chunkedRequest, "content-length": "120000" });
+      stream.on("error", () => {});
+      stream.write(Buffer.alloc(1000, 1));
+      const head = await new Promise<Record<string, unknown>>((r) => stream.once("response", r));
+      expect(head[":status"]).toBe(413);
+      expect(head.connection).toBeUndefined();
+      const body: Buffer[] = [];
+      stream.on("data", (d: Buffer) => body.push(d));
+      await new Promise((r) => stream.once("end", r));
+      expect(JSON.parse(Buffer.concat(body).toString()) as { code: string }).toMatchObject({ code: "HTTP_ERR_TOO_LARGE" });
+      expect(seen.complete).toEqual([]);
+    } finally {
+      session.destroy();
     }
   });
 });

@@ -195,14 +195,8 @@ export class Targets {
     if (pool === undefined) {
       return { ok: false, reached: false, error: new ProtocolError("INTERNAL_ERR", "no pool for target") };
     }
-    // The deadline of the whole exchange. An EventEmitter is a valid undici `signal` and costs far
-    // less per request than an AbortController (measured in bench/gateway.ts).
-    const abort = new EventEmitter();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      abort.emit("abort");
-    }, this.#config.totalTimeoutMs);
+    const deadline = this.#deadline();
+    const { abort, timer } = deadline;
     try {
       const res = await pool.request({
         method: req.method,
@@ -211,12 +205,7 @@ export class Targets {
         body: req.body === undefined ? null : Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength),
         signal: abort,
       });
-      const max = this.#config.maxResponseBytes;
-      const declared = Number(res.headers["content-length"]);
-      if (Number.isFinite(declared) && declared > max) {
-        res.body.destroy();
-        throw new ProtocolError("GATEWAY_ERR_UPSTREAM_TOO_LARGE", `target answer exceeds ${max} bytes`);
-      }
+      this.#refuseDeclaredTooLarge(res);
       // The Pool's maxResponseSize cuts off a longer (e.g. chunked) body with
       // UND_ERR_RES_EXCEEDED_MAX_SIZE, classified as GATEWAY_ERR_UPSTREAM_TOO_LARGE.
       const body = new Uint8Array(await res.body.arrayBuffer());
@@ -232,10 +221,33 @@ export class Targets {
         },
       };
     } catch (e) {
-      const { code, reached } = classifyFailure(e, timedOut);
+      const { code, reached } = classifyFailure(e, deadline.timedOut);
       return { ok: false, reached, error: e instanceof ProtocolError ? e : new ProtocolError(code, undefined, { cause: e }) };
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /**
+   * The deadline of a whole exchange (totalTimeoutMs). An EventEmitter is a valid undici `signal`
+   * and costs far less per request than an AbortController (measured in bench/gateway.ts).
+   */
+  #deadline(): { abort: EventEmitter; timer: NodeJS.Timeout; timedOut: boolean } {
+    const d = { abort: new EventEmitter(), timedOut: false };
+    const timer = setTimeout(() => {
+      d.timedOut = true;
+      d.abort.emit("abort");
+    }, this.#config.totalTimeoutMs);
+    return Object.assign(d, { timer });
+  }
+
+  /** An answer that declares a length over maxResponseBytes is refused before its body is read. */
+  #refuseDeclaredTooLarge(res: { headers: Record<string, string | string[] | undefined>; body: { destroy(): unknown } }): void {
+    const max = this.#config.maxResponseBytes;
+    const declared = Number(res.headers["content-length"]);
+    if (Number.isFinite(declared) && declared > max) {
+      res.body.destroy();
+      throw new ProtocolError("GATEWAY_ERR_UPSTREAM_TOO_LARGE", `target answer exceeds ${max} bytes`);
     }
   }
 
@@ -253,20 +265,12 @@ export class Targets {
     if (pool === undefined) {
       return { ok: false, reached: false, error: new ProtocolError("INTERNAL_ERR", "no pool for target") };
     }
-    const abort = new EventEmitter();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      abort.emit("abort");
-    }, this.#config.totalTimeoutMs);
+    const deadline = this.#deadline();
+    const timer = deadline.timer;
     const max = this.#config.maxResponseBytes;
     try {
-      const res = await pool.request({ method: req.method, path: req.path, headers: req.headers, body: Readable.from(body, { objectMode: false }), signal: abort });
-      const declared = Number(res.headers["content-length"]);
-      if (Number.isFinite(declared) && declared > max) {
-        res.body.destroy();
-        throw new ProtocolError("GATEWAY_ERR_UPSTREAM_TOO_LARGE", `target answer exceeds ${max} bytes`);
-      }
+      const res = await pool.request({ method: req.method, path: req.path, headers: req.headers, body: Readable.from(body, { objectMode: false }), signal: deadline.abort });
+      this.#refuseDeclaredTooLarge(res);
       async function* capped(): AsyncGenerator<Uint8Array> {
         let n = 0;
         try {
@@ -276,7 +280,7 @@ export class Targets {
             yield piece;
           }
         } catch (e) {
-          const { code } = classifyFailure(e, timedOut);
+          const { code } = classifyFailure(e, deadline.timedOut);
           throw e instanceof ProtocolError ? e : new ProtocolError(code, undefined, { cause: e });
         } finally {
           clearTimeout(timer);
@@ -293,7 +297,7 @@ export class Targets {
       };
     } catch (e) {
       clearTimeout(timer);
-      const { code, reached } = classifyFailure(e, timedOut);
+      const { code, reached } = classifyFailure(e, deadline.timedOut);
       return { ok: false, reached, error: e instanceof ProtocolError ? e : new ProtocolError(code, undefined, { cause: e }) };
     }
   }

@@ -13,6 +13,7 @@ import { MEDIA_TYPES, encapsulateChunkedRequest, encapsulateRequest, encodeKeyCo
 import { createObliviousFetch } from "../../client/oblivious-fetch.js";
 import type { Gate, GateInput } from "../../gateway/gate-contract.js";
 import { MemoryNonceStore } from "../../gateway/nonce-stores/index.js";
+import { bytesStream, readAll } from "../helpers/byte-streams.js";
 import { makeGateway, type Fixture } from "../helpers/gateway-fixture.js";
 
 interface TargetLog {
@@ -117,29 +118,6 @@ afterEach(async () => {
 
 function client(config: KeyConfig, extra: Partial<Parameters<typeof createObliviousFetch>[0]> = {}) {
   return createObliviousFetch({ relay: `${gatewayUrl}/gateway`, keys: encodeKeyConfigs([config]), retries: 0, ...extra });
-}
-
-/** A stream of `n` bytes in pieces of `piece`. */
-function bytesStream(n: number, piece = 64 * 1024): ReadableStream<Uint8Array> {
-  let sent = 0;
-  return new ReadableStream({
-    pull(c) {
-      if (sent >= n) return c.close();
-      const k = Math.min(piece, n - sent);
-      const b = new Uint8Array(k);
-      for (let i = 0; i < k; i++) b[i] = (sent + i) & 0xff;
-      sent += k;
-      c.enqueue(b);
-    },
-  });
-}
-
-async function readAll(s: ReadableStream<Uint8Array> | null): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  if (s === null) return new Uint8Array(0);
-  const reader = s.getReader();
-  for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
-  return concatBytes(...parts);
 }
 
 describe("chunked OHTTP through the gateway", () => {

@@ -12,6 +12,7 @@ import { BhttpStreamEncoder } from "../../core/bhttp/index.js";
 import { concatBytes } from "../../core/bytes.js";
 import { MEDIA_TYPES, encapsulateChunkedRequest, encodeKeyConfigs, type KeyConfig } from "../../core/ohttp/index.js";
 import { createObliviousFetch } from "../../client/oblivious-fetch.js";
+import { bytesStream, readAll } from "../helpers/byte-streams.js";
 import { makeGateway, type Fixture } from "../helpers/gateway-fixture.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
 import { SERVER_EXT, createTestCa, type TestCa } from "../helpers/test-ca.js";
@@ -111,28 +112,6 @@ afterEach(async () => {
 
 function client(config: KeyConfig) {
   return createObliviousFetch({ relay: relayUrl, keys: encodeKeyConfigs([config]), retries: 0 });
-}
-
-function bytesStream(n: number, piece = 64 * 1024): ReadableStream<Uint8Array> {
-  let sent = 0;
-  return new ReadableStream({
-    pull(c) {
-      if (sent >= n) return c.close();
-      const k = Math.min(piece, n - sent);
-      const b = new Uint8Array(k);
-      for (let i = 0; i < k; i++) b[i] = (sent + i) & 0xff;
-      sent += k;
-      c.enqueue(b);
-    },
-  });
-}
-
-async function readAll(s: ReadableStream<Uint8Array> | null): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  if (s === null) return new Uint8Array(0);
-  const reader = s.getReader();
-  for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
-  return concatBytes(...parts);
 }
 
 /** A whole chunked request for /ok, and the byte offsets of its chunk boundaries. */

@@ -147,7 +147,9 @@ describe("an h2 client that never takes its answers", () => {
     const growth = peak - baseline;
     measured.push(`  window 0, ${ATTEMPTS / 10} uploads tried: ${growth.toFixed(1)} MB (${answered} answered and never taken, ${refused} refused)`);
     expect(growth).toBeLessThan(BOUND_MB);
-    expect(refused).toBeGreaterThan(0);
+    // The relay took only what fits its limits: the rest was refused (REFUSED_STREAM) or never
+    // started because the relay closed the connection first; which of the two depends on timing.
+    expect(answered).toBeLessThan(ATTEMPTS / 10);
     expect(await healthy()).toBe(200);
   }, 180_000);
 

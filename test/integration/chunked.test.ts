@@ -3,7 +3,6 @@
 // at every chunk boundary never reaching the target complete; plus the RFC 9458 §6.5 Date checks,
 // §6.2.3 padding, and RFC 9540's /.well-known/ohttp-gateway.
 
-import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { BhttpStreamEncoder, decodeResponse, encodeRequest, type BhttpRequest } from "../../core/bhttp/index.js";
@@ -15,50 +14,13 @@ import type { Gate, GateInput } from "../../gateway/gate-contract.js";
 import { MemoryNonceStore } from "../../gateway/nonce-stores/index.js";
 import { bytesStream, readAll } from "../helpers/byte-streams.js";
 import { makeGateway, type Fixture } from "../helpers/gateway-fixture.js";
+import { startStreamingTarget, type StreamingTarget } from "../helpers/streaming-target.js";
 
-interface TargetLog {
-  /** Requests whose body ended normally, with their sizes. */
-  complete: number[];
-  /** Requests that broke off. */
-  aborted: number;
-}
-
-let target: Server;
+let seen: StreamingTarget;
 let targetUrl: string;
-const seen: TargetLog = { complete: [], aborted: 0 };
-
-function listen(s: Server): Promise<string> {
-  return new Promise((resolve) => s.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(s.address() as AddressInfo).port}`)));
-}
-
-function track(req: IncomingMessage): void {
-  let n = 0;
-  let ended = false;
-  req.on("data", (c: Buffer) => (n += c.length));
-  req.on("end", () => {
-    ended = true;
-    seen.complete.push(n);
-  });
-  req.on("close", () => {
-    if (!ended) seen.aborted++;
-  });
-}
 
 beforeAll(async () => {
-  target = createServer((req, res) => {
-    track(req);
-    if (req.url === "/early") {
-      // Answers at once, then echoes the rest as it comes.
-      res.writeHead(200, { "content-type": "application/octet-stream" });
-      res.write("early:");
-      req.pipe(res);
-      return;
-    }
-    if (req.url === "/echo") {
-      res.writeHead(200, { "content-type": "application/octet-stream" });
-      req.pipe(res);
-      return;
-    }
+  seen = await startStreamingTarget((req, res) => {
     if (req.url === "/big") {
       // An answer longer than upstream.maxResponseBytes, in pieces with no declared length.
       req.resume();
@@ -69,14 +31,14 @@ beforeAll(async () => {
         res.write(Buffer.alloc(16 * 1024, 1), () => setImmediate(more));
       };
       more();
-      return;
+      return true;
     }
     if (req.url === "/stall") {
       // The head and a first piece, then nothing (until the test closes the server).
       req.resume();
       res.writeHead(200, { "content-type": "application/octet-stream" });
       res.write("partial");
-      return;
+      return true;
     }
     if (req.url === "/trailers") {
       req.resume();
@@ -86,17 +48,15 @@ beforeAll(async () => {
         res.addTrailers({ "x-digest": "abc" });
         res.end();
       });
-      return;
+      return true;
     }
-    req.resume();
-    req.on("end", () => res.end("ok"));
+    return false;
   });
-  targetUrl = await listen(target);
+  targetUrl = seen.url;
 });
 
 afterAll(async () => {
-  target.closeAllConnections();
-  await new Promise((r) => target.close(r));
+  await seen.close();
 });
 
 let fx: Fixture | undefined;

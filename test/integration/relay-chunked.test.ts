@@ -4,7 +4,7 @@
 // against its cap while streaming, times out stalls, and a client that goes away mid-request (a
 // cut connection, a reset stream) never lets the request reach the target complete.
 
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer, type IncomingMessage } from "node:http";
 import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { connect, type AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -15,77 +15,19 @@ import { createObliviousFetch } from "../../client/oblivious-fetch.js";
 import { bytesStream, readAll } from "../helpers/byte-streams.js";
 import { makeGateway, type Fixture } from "../helpers/gateway-fixture.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
+import { listenLocal, startStreamingTarget, type StreamingTarget } from "../helpers/streaming-target.js";
 import { SERVER_EXT, createTestCa, type TestCa } from "../helpers/test-ca.js";
 
-interface TargetLog {
-  complete: number[];
-  aborted: number;
-  /** Resolves when the next request ends or aborts. */
-  settled: Array<() => void>;
-  /** Resolves when the next request's head arrives. */
-  arrived: Array<() => void>;
-}
-
-let target: Server;
+let seen: StreamingTarget;
 let targetUrl: string;
-const seen: TargetLog = { complete: [], aborted: 0, settled: [], arrived: [] };
-
-function listen(s: Server): Promise<string> {
-  return new Promise((resolve) => s.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(s.address() as AddressInfo).port}`)));
-}
-
-function track(req: IncomingMessage): void {
-  for (const f of seen.arrived.splice(0)) f();
-  let n = 0;
-  let ended = false;
-  const settle = (): void => {
-    for (const f of seen.settled.splice(0)) f();
-  };
-  req.on("data", (c: Buffer) => (n += c.length));
-  req.on("end", () => {
-    ended = true;
-    seen.complete.push(n);
-    settle();
-  });
-  req.on("close", () => {
-    if (ended) return;
-    seen.aborted++;
-    settle();
-  });
-}
-
-function targetArrived(): Promise<void> {
-  return new Promise((r) => seen.arrived.push(r));
-}
-
-/** Resolves once the target has seen the next request end or break off. */
-function targetSettled(): Promise<void> {
-  return new Promise((r) => seen.settled.push(r));
-}
 
 beforeAll(async () => {
-  target = createServer((req, res) => {
-    track(req);
-    if (req.url === "/early") {
-      res.writeHead(200, { "content-type": "application/octet-stream" });
-      res.write("early:");
-      req.pipe(res);
-      return;
-    }
-    if (req.url === "/echo") {
-      res.writeHead(200, { "content-type": "application/octet-stream" });
-      req.pipe(res);
-      return;
-    }
-    req.resume();
-    req.on("end", () => res.end("ok"));
-  });
-  targetUrl = await listen(target);
+  seen = await startStreamingTarget();
+  targetUrl = seen.url;
 });
 
 afterAll(async () => {
-  target.closeAllConnections();
-  await new Promise((r) => target.close(r));
+  await seen.close();
 });
 
 let gw: Fixture | undefined;
@@ -170,8 +112,8 @@ describe("chunked OHTTP through the relay", () => {
     // with its first content bytes: a cut before them never reaches it at all.)
     const cuts = [...boundaries.slice(2, -1), whole.length - 1];
     for (const cut of cuts) {
-      const arrived = targetArrived();
-      const settled = targetSettled();
+      const arrived = seen.nextArrival();
+      const settled = seen.nextSettled();
       const socket = connect(port, "127.0.0.1");
       await new Promise((r) => socket.once("connect", r));
       const head = `POST /gw HTTP/1.1\r\nhost: relay\r\ncontent-type: ${MEDIA_TYPES.chunkedRequest}\r\ntransfer-encoding: chunked\r\n\r\n`;
@@ -209,7 +151,7 @@ async function recordingGateway(answer: (req: IncomingMessage, res: import("node
     });
     answer(req, res);
   });
-  const url = await listen(server);
+  const url = await listenLocal(server);
   return { got, url, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
 }
 
@@ -423,8 +365,8 @@ describe("chunked OHTTP through the relay over HTTP/2", () => {
       const { whole, boundaries } = await chunkedMessage(config);
       const cuts = [...boundaries.slice(2, -1), whole.length - 1];
       for (const cut of cuts) {
-        const arrived = targetArrived();
-        const settled = targetSettled();
+        const arrived = seen.nextArrival();
+        const settled = seen.nextSettled();
         const stream = open(session);
         stream.write(whole.subarray(0, cut));
         await arrived;

@@ -139,6 +139,19 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** Opens `url` in a new page, waits for its client, runs veilUpload(cfg) there and closes the page; page errors go to `errors`. */
+  async function uploadFromPage(url: string, cfg: Record<string, unknown>, errors?: string[]): Promise<unknown> {
+    const page = await context.newPage();
+    try {
+      if (errors !== undefined) page.on("pageerror", (e) => errors.push(e.message));
+      await page.goto(url);
+      await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
+      return await page.evaluate((c) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(c), cfg);
+    } finally {
+      await page.close();
+    }
+  }
+
   it("keeps node-only code out of the bundle", () => {
     const code = readFileSync(bundle.outfile, "utf8");
     expect(bundle.inputs.some((i) => /fast-node|verify-node|node:/.test(i))).toBe(false);
@@ -147,17 +160,10 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
   });
 
   it("uploads Prio3Count reports from the page; the leader decrypts them", async () => {
-    const page = await context.newPage();
-    const errors: string[] = [];
-    page.on("pageerror", (e) => errors.push(e.message));
-    await page.goto(pageUrl);
-    await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
     const task = stack.tasks.count.idBase64Url;
     const before = stack.leader.reports.get(task)?.length ?? 0;
-    const result = (await page.evaluate(
-      (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
-      { ...servers(), credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 3 },
-    )) as { ok: boolean; times?: number[]; backend?: string; message?: string; stats?: { challengeRetries: number } };
+    const errors: string[] = [];
+    const result = (await uploadFromPage(pageUrl, { ...servers(), credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 3 }, errors)) as { ok: boolean; times?: number[]; backend?: string; message?: string; stats?: { challengeRetries: number } };
     expect(errors).toEqual([]);
     expect(result.message).toBeUndefined();
     expect(result.ok).toBe(true);
@@ -168,19 +174,12 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
     for (const r of stored.slice(before)) expect(r.helperShare).toBeDefined();
     // For the record (not asserted: no test asserts wall-clock time).
     console.log(`browser upload latency (ms): ${result.times?.map((t) => t.toFixed(1)).join(", ")}; bundle ${bundle.bytes} bytes`);
-    await page.close();
   });
 
   it("uploads over HTTP/2 to a relay serving HTTPS", async () => {
-    const page = await context.newPage();
-    await page.goto(pageUrl);
-    await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
     const task = stack.tasks.count.idBase64Url;
     const before = stack.leader.reports.get(task)?.length ?? 0;
-    const result = (await page.evaluate(
-      (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
-      { ...servers(), relay: `${tlsRelay.url}/leader-gateway`, credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 1 },
-    )) as { ok: boolean; message?: string };
+    const result = (await uploadFromPage(pageUrl, { ...servers(), relay: `${tlsRelay.url}/leader-gateway`, credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 1 })) as { ok: boolean; message?: string };
     expect(result.message).toBeUndefined();
     expect(result.ok).toBe(true);
     expect((stack.leader.reports.get(task)?.length ?? 0) - before).toBe(1);
@@ -193,34 +192,19 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
     expect(overH2).toBeGreaterThan(0);
     expect(overH2).toBe(forwarded);
     expect(metrics).toMatch(/veil_http_requests_total\{route="\/leader-gateway\/ohttp-keys",outcome="ok",status="200",component="relay"\} 1\n/);
-    await page.close();
   });
 
   it("reports a refused credential in the page as CLIENT_ERR_CREDENTIAL_REFUSED", async () => {
-    const page = await context.newPage();
-    await page.goto(pageUrl);
-    await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
-    const result = (await page.evaluate(
-      (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
-      { ...servers(), credential: "wrong-credential", taskId: stack.tasks.count.idBase64Url, leader: LEADER, helper: HELPER, reports: 1 },
-    )) as { ok: boolean; code?: string };
+    const result = (await uploadFromPage(pageUrl, { ...servers(), credential: "wrong-credential", taskId: stack.tasks.count.idBase64Url, leader: LEADER, helper: HELPER, reports: 1 })) as { ok: boolean; code?: string };
     expect(result).toMatchObject({ ok: false, code: "CLIENT_ERR_CREDENTIAL_REFUSED" });
-    await page.close();
   });
 
   it("cannot upload from a page on an origin the servers do not allow (no CORS headers for it)", async () => {
-    const page = await context.newPage();
-    await page.goto(otherPageUrl);
-    await page.waitForFunction(() => (window as unknown as { veilReady?: boolean }).veilReady === true);
     const task = stack.tasks.count.idBase64Url;
     const before = stack.leader.reports.get(task)?.length ?? 0;
-    const result = (await page.evaluate(
-      (cfg) => (window as unknown as { veilUpload(c: unknown): Promise<unknown> }).veilUpload(cfg),
-      { ...servers(), credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 1 },
-    )) as { ok: boolean; code?: string; message?: string };
+    const result = (await uploadFromPage(otherPageUrl, { ...servers(), credential: STACK_CREDENTIAL, taskId: task, leader: LEADER, helper: HELPER, reports: 1 })) as { ok: boolean; code?: string; message?: string };
     expect(result.ok).toBe(false);
     expect(stack.leader.reports.get(task)?.length ?? 0).toBe(before);
-    await page.close();
   });
 });
 

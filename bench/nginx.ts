@@ -8,6 +8,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { median } from "./args.js";
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -158,4 +159,56 @@ export function rssMb(pid: number, field: "VmRSS" | "VmHWM" = "VmRSS"): number {
 
 export function fmt(n: number, digits = 0): string {
   return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+/** One load run's figures (wrk or h2load). */
+export interface LoadResult {
+  requests: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** Medians over the runs of one target. */
+export interface LoadSummary {
+  rps: number;
+  p99: number;
+  cpu: number;
+}
+
+/**
+ * Loads every target `runs` times, reversing the order on every other run so that drift from other
+ * load on the machine hits all alike, and reads each target process's CPU time per request around
+ * its run. Prints one line per run (`note` adds what went wrong in a result) and returns every
+ * result and the medians by target.
+ */
+export function alternatingRuns<R extends LoadResult>(
+  o: { label: string; runs: number; targets: Record<string, string>; pids: Record<string, number> },
+  load: (url: string) => R,
+  note: (r: R) => string,
+): { results: Record<string, R[]>; summary: (name: string) => LoadSummary } {
+  const results: Record<string, R[]> = {};
+  const cpu: Record<string, number[]> = {};
+  const width = Math.max(...Object.keys(o.targets).map((n) => n.length));
+  for (let r = 0; r < o.runs; r++) {
+    const names = Object.keys(o.targets);
+    if (r % 2 === 1) names.reverse();
+    for (const name of names) {
+      const before = cpuUs(o.pids[name]!);
+      const res = load(o.targets[name]!);
+      const perRequest = (cpuUs(o.pids[name]!) - before) / res.requests;
+      (results[name] ??= []).push(res);
+      (cpu[name] ??= []).push(perRequest);
+      const extra = note(res);
+      console.log(
+        `  ${o.label} ${r + 1} ${name.padEnd(width)} ${fmt(res.rps).padStart(8)} req/s  p50 ${fmt(res.p50Ms, 2)} ms  p99 ${fmt(res.p99Ms, 2)} ms  CPU ${fmt(perRequest, 1)} µs/req${extra === "" ? "" : `  (${extra})`}`,
+      );
+    }
+  }
+  const summary = (name: string): LoadSummary => ({
+    rps: median(results[name]!.map((x) => x.rps)),
+    p99: median(results[name]!.map((x) => x.p99Ms)),
+    cpu: median(cpu[name]!),
+  });
+  return { results, summary };
 }

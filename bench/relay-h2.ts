@@ -15,7 +15,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { intArg, median } from "./args.js";
-import { cpuUs, fmt, freePort, nginxWorker, startBenchRelay, startNginxPeer, waitForPort } from "./nginx.js";
+import { alternatingRuns, fmt, freePort, nginxWorker, startBenchRelay, startNginxPeer, waitForPort } from "./nginx.js";
 
 interface Result {
   rps: number;
@@ -85,28 +85,11 @@ export async function run(args: string[]): Promise<void> {
     const pids: Record<string, number> = { relay: relay.pid!, nginx: nginxWorker(peer.proxy.pid!) };
     console.log(`relay vs nginx over h2: ${o.runs} x ${o.durationSec} s per target, h2load -c${o.clients} -m${o.streams}, ${o.bodyBytes}-byte POST`);
     for (const url of Object.values(targets)) h2load(url, dir, body, { ...o, durationSec: 3 }); // warm-up (JIT, pools)
-    const results: Record<string, Result[]> = {};
-    const cpu: Record<string, number[]> = {};
-    for (let r = 0; r < o.runs; r++) {
-      const names = Object.keys(targets);
-      if (r % 2 === 1) names.reverse();
-      for (const name of names) {
-        const before = cpuUs(pids[name]!);
-        const res = h2load(targets[name]!, dir, body, o);
-        const perRequest = (cpuUs(pids[name]!) - before) / res.requests;
-        (results[name] ??= []).push(res);
-        (cpu[name] ??= []).push(perRequest);
-        const failed = res.requests - res.succeeded;
-        console.log(
-          `  run ${r + 1} ${name.padEnd(6)} ${fmt(res.rps).padStart(8)} req/s  p50 ${fmt(res.p50Ms, 2)} ms  p99 ${fmt(res.p99Ms, 2)} ms  CPU ${fmt(perRequest, 1)} µs/req${failed === 0 ? "" : `  (${failed} not 2xx)`}`,
-        );
-      }
-    }
-    const summary = (name: string) => ({
-      rps: median(results[name]!.map((x) => x.rps)),
-      p99: median(results[name]!.map((x) => x.p99Ms)),
-      cpu: median(cpu[name]!),
-    });
+    const { results, summary } = alternatingRuns(
+      { label: "run", runs: o.runs, targets, pids },
+      (url) => h2load(url, dir, body, o),
+      (res) => (res.requests === res.succeeded ? "" : `${res.requests - res.succeeded} not 2xx`),
+    );
     const rl = summary("relay");
     const ng = summary("nginx");
     const ratios = results.relay!.map((x, i) => x.rps / results.nginx![i]!.rps);

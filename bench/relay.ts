@@ -15,7 +15,7 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { median } from "./args.js";
-import { cpuUs, fmt, freePort, nginxWorker, rssMb, startBenchRelay, startNginxPeer } from "./nginx.js";
+import { alternatingRuns, fmt, freePort, nginxWorker, rssMb, startBenchRelay, startNginxPeer } from "./nginx.js";
 
 interface Options {
   durationSec: number;
@@ -155,27 +155,11 @@ export async function run(args: string[]): Promise<void> {
     // on a shared machine (it still includes kernel time spent on the process's own sockets).
     const pids: Record<string, number> = { relay: relay.pid!, nginx: nginxWorker(peer.proxy.pid!) };
     if (slow !== undefined) pids["relay (node:http + Fastify only)"] = slow.pid!;
-    const cpu: Record<string, number[]> = {};
-    const results: Record<string, WrkResult[]> = {};
-    for (let r = 0; r < o.rounds; r++) {
-      const names = Object.keys(targets);
-      if (r % 2 === 1) names.reverse();
-      for (const name of names) {
-        const before = cpuUs(pids[name]!);
-        const res = wrk(targets[name]!, script, o.connections, o.durationSec);
-        const perRequest = (cpuUs(pids[name]!) - before) / res.requests;
-        (results[name] ??= []).push(res);
-        (cpu[name] ??= []).push(perRequest);
-        console.log(
-          `  round ${r + 1} ${name.padEnd(34)} ${fmt(res.rps).padStart(8)} req/s  p50 ${fmt(res.p50Ms, 2)} ms  p99 ${fmt(res.p99Ms, 2)} ms  CPU ${fmt(perRequest, 1)} µs/req${res.errors === "" ? "" : `  (${res.errors})`}`,
-        );
-      }
-    }
-    const summary = (name: string) => ({
-      rps: median(results[name]!.map((x) => x.rps)),
-      p99: median(results[name]!.map((x) => x.p99Ms)),
-      cpu: median(cpu[name]!),
-    });
+    const { results, summary } = alternatingRuns(
+      { label: "round", runs: o.rounds, targets, pids },
+      (url) => wrk(url, script, o.connections, o.durationSec),
+      (res) => res.errors,
+    );
     const rl = summary("relay");
     const ng = summary("nginx");
 

@@ -12,6 +12,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { Pool } from "undici";
+import { readBody } from "../demo/dap-double.js";
 
 export type FaultMode = "pass" | "error-before" | "error-after" | "reset-before" | "reset-after" | "stall-before" | "stall-after";
 export const FAULT_MODES: readonly FaultMode[] = ["pass", "error-before", "error-after", "reset-before", "reset-after", "stall-before", "stall-after"];
@@ -37,15 +38,6 @@ export interface FaultProxy {
   /** True while connections are refused. */
   readonly refusing: boolean;
   close(): Promise<void>;
-}
-
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
 }
 
 const HOP = new Set(["connection", "keep-alive", "transfer-encoding", "host", "content-length", "upgrade", "te", "trailer", "proxy-connection"]);
@@ -87,7 +79,7 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const body = await readBody(req);
+    const body = Buffer.from(await readBody(req, 16 * 1024 * 1024));
     const mode = o.choose?.(req) ?? proxy.mode;
     counts[mode]++;
     switch (mode) {

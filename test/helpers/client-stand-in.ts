@@ -22,6 +22,7 @@ import {
 } from "../../core/privacypass/index.js";
 import { importBlindRsaTokenKey, verifyToken } from "../../core/privacypass/verify-node.js";
 import { createBlindRsaSigner, signTokenRequest, type BlindRsaSigner } from "../../issuer/signer.js";
+import { readBody } from "../../demo/dap-double.js";
 
 export interface InnerRecord {
   request: BhttpRequest;
@@ -86,12 +87,6 @@ export interface StandIn {
 function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(status, { "content-type": "application/problem+json", ...headers });
   res.end(JSON.stringify(body));
-}
-
-async function readBody(req: IncomingMessage): Promise<Uint8Array> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  return new Uint8Array(Buffer.concat(chunks));
 }
 
 let cachedSigner: BlindRsaSigner | undefined;
@@ -201,7 +196,7 @@ export async function startStandIn(): Promise<StandIn> {
   }
 
   async function onRelay(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const body = await readBody(req);
+    const body = await readBody(req, 256 * 1024 * 1024);
     s.relayPosts.push({ headers: req.headers, bytes: body.length });
     if (s.relayDelayMs > 0) await new Promise((r) => setTimeout(r, s.relayDelayMs));
     const scripted = s.unsealed.shift();
@@ -242,7 +237,7 @@ export async function startStandIn(): Promise<StandIn> {
       return;
     }
     if (path === "/token-request" && req.method === "POST") {
-      const body = await readBody(req);
+      const body = await readBody(req, 256 * 1024 * 1024);
       // An issuer without batched issuance: the client falls back to single requests on 415.
       if (req.headers["content-type"] !== "application/private-token-request") {
         s.batchRefusals++;

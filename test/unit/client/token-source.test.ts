@@ -11,6 +11,7 @@ import { createTokenSource, type TokenSource } from "../../../client/index.js";
 import { decodeToken, encodeTokenChallenge, formatWwwAuthenticate, MEDIA_TYPES, TOKEN_TYPE } from "../../../core/privacypass/index.js";
 import { importBlindRsaTokenKey, verifyToken } from "../../../core/privacypass/verify-node.js";
 import { CREDENTIAL, makeIssuer, tempDir, type IssuerFixture } from "../../helpers/issuer.js";
+import { readBody } from "../../../demo/dap-double.js";
 
 const UPLOAD = new URL("https://leader.example/tasks/abc/reports");
 
@@ -32,21 +33,12 @@ async function startIssuer(tokensPerWindow: number): Promise<void> {
   issuerUrl = `http://127.0.0.1:${(issuer.app.server.address() as AddressInfo).port}`;
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
-}
-
 /** An issuer of before batched issuance: the batch media types get `status`, the rest reaches the real issuer. */
 async function startFront(status: 404 | 415): Promise<string> {
   const batchTypes = new Set<string>([MEDIA_TYPES.genericBatchRequest, MEDIA_TYPES.amortizedBatchRequest]);
   front = createServer((req, res) => {
     void (async () => {
-      const body = await readBody(req);
+      const body = await readBody(req, 1024 * 1024);
       if (batchTypes.has(String(req.headers["content-type"]))) {
         res.writeHead(status, { "content-type": "application/problem+json" }).end(JSON.stringify({ title: "unsupported", status }));
         return;

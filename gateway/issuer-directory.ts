@@ -20,7 +20,7 @@ import { ProtocolError } from "../core/errors.js";
 import { fromBase64Url, toHex } from "../core/bytes.js";
 import { TOKEN_TYPE, tokenKeyId } from "../core/privacypass/index.js";
 import { importBlindRsaTokenKey, type VerificationKey } from "../core/privacypass/verify-node.js";
-import { CachedDocument, DocumentStatusError } from "../server/cached-document.js";
+import { CACHE_DEFAULTS, CachedDocument, DocumentStatusError } from "../server/cached-document.js";
 import { DocumentTooLargeError, fetchBounded, freshnessSec, type DocumentFetcher, type FetchedDocument } from "../server/http-fetch.js";
 import { isAmortizedTokenType as isPrivatelyVerifiable } from "../core/privacypass/batch.js";
 
@@ -29,18 +29,7 @@ export type DirectoryResponse = FetchedDocument;
 export type DirectoryFetcher = DocumentFetcher;
 
 export const DIRECTORY_DEFAULTS = Object.freeze({
-  /** Freshness when the directory sends no max-age (RFC 9111 heuristic freshness, kept short). */
-  defaultMaxAgeSec: 300,
-  /** Never refetch a fresh directory more often than this, whatever max-age says (no-cache too). */
-  minMaxAgeSec: 10,
-  /** Never trust a directory longer than this without revalidating it. */
-  maxMaxAgeSec: 86_400,
-  /** Unknown key ids trigger a refetch at most this often. */
-  minRefetchMs: 10_000,
-  /** After a failed fetch, retry after 1 s, doubling up to this. */
-  maxRetryDelayMs: 60_000,
-  /** Whole fetch deadline (connect, headers, body). */
-  fetchTimeoutMs: 5_000,
+  ...CACHE_DEFAULTS,
   /** Largest directory accepted: a few keys are a few KiB. */
   maxDirectoryBytes: 64 * 1024,
 });

@@ -21,24 +21,13 @@
 
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import { ProtocolError } from "../core/errors.js";
-import { CachedDocument } from "../server/cached-document.js";
+import { CACHE_DEFAULTS, CachedDocument } from "../server/cached-document.js";
 import { fetchBounded, type DocumentFetcher } from "../server/http-fetch.js";
 
 export const JWT_DEFAULTS = Object.freeze({
   /** Accepted difference between the provider's clock and ours for exp and nbf. */
   clockSkewSec: 30,
-  /** Freshness of a JWK Set sent without max-age. */
-  defaultMaxAgeSec: 300,
-  /** Never refetch a fresh JWK Set more often than this. */
-  minMaxAgeSec: 10,
-  /** Revalidate at least daily, whatever max-age says. */
-  maxMaxAgeSec: 86_400,
-  /** A JWT with an unknown kid triggers a refetch at most this often. */
-  minRefetchMs: 10_000,
-  /** After a failed fetch, retry after 1 s, doubling up to this. */
-  maxRetryDelayMs: 60_000,
-  /** Whole fetch deadline. */
-  fetchTimeoutMs: 5_000,
+  ...CACHE_DEFAULTS,
   /** Largest JWK Set accepted (a few keys are a few KiB). */
   maxJwksBytes: 256 * 1024,
   /** Longest JWT accepted (bytes of the Authorization header value). */

@@ -12,6 +12,22 @@
 
 import { freshnessSec, type DocumentFetcher, type FreshnessBounds } from "./http-fetch.js";
 
+/** The caching defaults both documents use (each adds its own size limit). */
+export const CACHE_DEFAULTS = Object.freeze({
+  /** Freshness when the document comes without max-age (RFC 9111 heuristic freshness, kept short). */
+  defaultMaxAgeSec: 300,
+  /** Never refetch a fresh document more often than this, whatever max-age says (no-cache too). */
+  minMaxAgeSec: 10,
+  /** Never trust a copy longer than this without revalidating it. */
+  maxMaxAgeSec: 86_400,
+  /** Unknown key ids trigger a refetch at most this often. */
+  minRefetchMs: 10_000,
+  /** After a failed fetch, retry after 1 s, doubling up to this. */
+  maxRetryDelayMs: 60_000,
+  /** Whole fetch deadline (connect, headers, body). */
+  fetchTimeoutMs: 5_000,
+});
+
 export interface CachedDocumentOptions extends FreshnessBounds {
   url: string;
   /** The request's Accept field. */

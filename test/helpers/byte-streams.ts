@@ -1,5 +1,6 @@
 // Request bodies as streams for the chunked OHTTP tests, and reading a stream whole.
 
+import { expect } from "vitest";
 import { concatBytes } from "../../core/bytes.js";
 
 /** A stream of `n` bytes (byte i is i mod 256) in pieces of `piece`. */
@@ -24,4 +25,33 @@ export async function readAll(s: ReadableStream<Uint8Array> | null): Promise<Uin
   const reader = s.getReader();
   for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
   return concatBytes(...parts);
+}
+
+/**
+ * Proves an answer can start before its request ends: sends "first" to the streaming target's
+ * `/early` and holds "-last" back until the answer's first bytes ("early:") have arrived, then
+ * checks the whole echo.
+ */
+export async function expectAnswerBeforeRequestEnds(fetchFn: (url: string, init: RequestInit) => Promise<Response>): Promise<void> {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let step = 0;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      step++;
+      if (step === 1) return c.enqueue(new TextEncoder().encode("first"));
+      await gate; // the rest waits until the answer has started
+      c.enqueue(new TextEncoder().encode("-last"));
+      c.close();
+    },
+  });
+  const res = await fetchFn("https://t.example/early", { method: "POST", body, duplex: "half" } as RequestInit);
+  const reader = res.body!.getReader();
+  const first = await reader.read();
+  expect(new TextDecoder().decode(first.value)).toMatch(/^early:/);
+  expect(step).toBeLessThanOrEqual(2); // the last piece was not sent yet
+  release();
+  let text = new TextDecoder().decode(first.value);
+  for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+  expect(text).toBe("early:first-last");
 }

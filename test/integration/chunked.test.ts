@@ -12,7 +12,7 @@ import { MEDIA_TYPES, encapsulateChunkedRequest, encapsulateRequest, encodeKeyCo
 import { createObliviousFetch } from "../../client/oblivious-fetch.js";
 import type { Gate, GateInput } from "../../gateway/gate-contract.js";
 import { MemoryNonceStore } from "../../gateway/nonce-stores/index.js";
-import { bytesStream, readAll } from "../helpers/byte-streams.js";
+import { bytesStream, expectAnswerBeforeRequestEnds, readAll } from "../helpers/byte-streams.js";
 import { makeGateway, type Fixture } from "../helpers/gateway-fixture.js";
 import { startStreamingTarget, type StreamingTarget } from "../helpers/streaming-target.js";
 
@@ -94,31 +94,7 @@ describe("chunked OHTTP through the gateway", () => {
 
   it("delivers the first answer bytes before the last request bytes are sent", async () => {
     const { keyConfig } = await startGateway();
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let step = 0;
-    const body = new ReadableStream<Uint8Array>({
-      async pull(c) {
-        step++;
-        if (step === 1) return c.enqueue(new TextEncoder().encode("first"));
-        await gate; // the rest waits until the answer has started
-        c.enqueue(new TextEncoder().encode("-last"));
-        c.close();
-      },
-    });
-    const res = await client(keyConfig)("https://t.example/early", { method: "POST", body, duplex: "half" } as RequestInit);
-    const reader = res.body!.getReader();
-    const first = await reader.read();
-    expect(new TextDecoder().decode(first.value)).toMatch(/^early:/);
-    expect(step).toBeLessThanOrEqual(2); // the last piece was not sent yet
-    release();
-    let text = new TextDecoder().decode(first.value);
-    for (;;) {
-      const r = await reader.read();
-      if (r.done) break;
-      text += new TextDecoder().decode(r.value);
-    }
-    expect(text).toBe("early:first-last");
+    await expectAnswerBeforeRequestEnds(client(keyConfig));
   });
 
   it("never lets a request cut at a chunk boundary reach the target complete", async () => {

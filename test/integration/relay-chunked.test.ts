@@ -12,7 +12,7 @@ import { BhttpStreamEncoder } from "../../core/bhttp/index.js";
 import { concatBytes } from "../../core/bytes.js";
 import { MEDIA_TYPES, encapsulateChunkedRequest, encodeKeyConfigs, type KeyConfig } from "../../core/ohttp/index.js";
 import { createObliviousFetch } from "../../client/oblivious-fetch.js";
-import { bytesStream, readAll } from "../helpers/byte-streams.js";
+import { bytesStream, expectAnswerBeforeRequestEnds, readAll } from "../helpers/byte-streams.js";
 import { makeGateway, type Fixture } from "../helpers/gateway-fixture.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
 import { listenLocal, startStreamingTarget, type StreamingTarget } from "../helpers/streaming-target.js";
@@ -81,27 +81,7 @@ describe("chunked OHTTP through the relay", () => {
 
   it("delivers the first answer bytes before the last request bytes are sent", async () => {
     const config = await startStack();
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let step = 0;
-    const body = new ReadableStream<Uint8Array>({
-      async pull(c) {
-        step++;
-        if (step === 1) return c.enqueue(new TextEncoder().encode("first"));
-        await gate;
-        c.enqueue(new TextEncoder().encode("-last"));
-        c.close();
-      },
-    });
-    const res = await client(config)("https://t.example/early", { method: "POST", body, duplex: "half" } as RequestInit);
-    const reader = res.body!.getReader();
-    const first = await reader.read();
-    expect(new TextDecoder().decode(first.value)).toMatch(/^early:/);
-    expect(step).toBeLessThanOrEqual(2);
-    release();
-    let text = new TextDecoder().decode(first.value);
-    for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
-    expect(text).toBe("early:first-last");
+    await expectAnswerBeforeRequestEnds(client(config));
   });
 
   it("never lets a request cut at a chunk boundary by the client reach the target complete", async () => {

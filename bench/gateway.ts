@@ -1,4 +1,4 @@
-// `npm run bench -- gateway [--requests N] [--concurrency C] [--rounds R] [--warmup N] [--strace] [--perf] [--profile DIR]`
+// `npm run bench -- gateway [--requests N] [--concurrency C] [--rounds R] [--warmup N] [--strace] [--perf [--perf-dir DIR]] [--profile DIR]`
 //
 // CPU time per oblivious request of the Veil gateway (decapsulate, decode, policy, forward with
 // undici, encode, encapsulate, log, metrics) against its peer: a bare fastify + undici pass-through
@@ -151,6 +151,9 @@ export async function run(args: string[]): Promise<void> {
   const logDir = mkdtempSync(join(tmpdir(), "veil-bench-gateway-"));
   // --strace: after the measured rounds, syscalls per request of each server (strace -c -f).
   const traceSyscalls = args.includes("--strace");
+  // --perf-dir DIR: keep the perf recordings there (for `perf report`), instead of deleting them.
+  const pd = args.indexOf("--perf-dir");
+  const perfDir = pd >= 0 ? args[pd + 1] : undefined;
 
   // Watchdog: a run that stalls (seen twice on a saturated machine, cause unknown) fails with the
   // stage it was in instead of hanging.
@@ -285,17 +288,17 @@ export async function run(args: string[]): Promise<void> {
 
   if (perf) {
     stage = "perf";
-    const under = async (pid: number, work: () => Promise<void>): Promise<Breakdown> => {
-      const rec = await recordPerf(pid, join(logDir, `perf-${pid}.data`));
+    const under = async (name: string, pid: number, work: () => Promise<void>): Promise<Breakdown> => {
+      const rec = await recordPerf(pid, join(perfDir ?? logDir, `perf-${name}.data`));
       await work();
       return rec.stop();
     };
-    const gwParts = await under(gw.child.pid!, async () => {
+    const gwParts = await under("gateway", gw.child.pid!, async () => {
       gwBase = cursor;
       await drive(gwPool, concurrency, gwRequest, requests, gwCheck);
     });
-    const pxParts = await under(px.child.pid!, () => drive(pxPool, concurrency, pxRequest, requests));
-    const plParts = await under(pl.child.pid!, () => drive(plPool, concurrency, pxRequest, requests));
+    const pxParts = await under("peer", px.child.pid!, () => drive(pxPool, concurrency, pxRequest, requests));
+    const plParts = await under("plumbing", pl.child.pid!, () => drive(plPool, concurrency, pxRequest, requests));
     process.stdout.write(`${breakdownTable([["gateway", gwParts, gwPer], ["peer", pxParts, pxPer], ["plumbing", plParts, plPer]])}\n`);
   }
 

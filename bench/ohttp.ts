@@ -145,7 +145,7 @@ export async function run(args: string[]): Promise<void> {
   };
   const variants: [string, () => Promise<void> | void, number][] = [
     ["stock hpke-js", viaKey(stock), ms],
-    ["veil (hpke-js on node:crypto)", viaKey(ours), ms],
+    ["veil (core/ohttp on node:crypto)", viaKey(ours), ms],
     ["native floor (node:crypto only)", () => void floor(skR.keyObject, pkRm, next(), answer), ms],
   ];
   const results = variants.map(() => [] as Sample[]);

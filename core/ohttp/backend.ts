@@ -35,6 +35,24 @@ export interface HpkeBackend {
    * Without it the suite's (async) KDF and AEAD are used.
    */
   readonly responseCrypto?: ResponseCrypto;
+  /**
+   * Optional synchronous RFC 9180 SetupBaseR(enc, skR, info) + Open(aad, ct) (sequence number 0) +
+   * Export(exporterContext, length): the whole of an RFC 9458 §4.3 decapsulation. Returns
+   * undefined for a suite it does not do (the caller then uses the suite's hpke-js context);
+   * throws if enc is invalid or ct does not authenticate.
+   */
+  readonly openRequest?: (
+    kemId: KemId,
+    kdfId: KdfId,
+    aeadId: AeadId,
+    recipientKey: CryptoKeyPair,
+    enc: Uint8Array,
+    info: Uint8Array,
+    aad: Uint8Array,
+    ct: Uint8Array,
+    exporterContext: Uint8Array,
+    length: number,
+  ) => { plaintext: Uint8Array; exported: Uint8Array } | undefined;
 }
 
 export interface ResponseCrypto {

@@ -13,6 +13,7 @@ const encoder = new TextEncoder();
 const REQUEST_LABEL = encoder.encode("message/bhttp request");
 const RESPONSE_LABEL = encoder.encode("message/bhttp response");
 const KEY_LABEL = encoder.encode("key");
+const EMPTY = new Uint8Array(0);
 const NONCE_LABEL = encoder.encode("nonce");
 /** key_id(8) kem_id(16) kdf_id(16) aead_id(16) */
 export const HEADER_BYTES = 7;
@@ -206,9 +207,18 @@ export async function decapsulateRequest(
   let request: Uint8Array;
   let secret: Uint8Array;
   try {
-    const ctx = await setupRecipient(h, kemEnc, enc.subarray(0, HEADER_BYTES), REQUEST_LABEL);
-    request = u8(await ctx.open(enc.subarray(h.headerBytes)));
-    secret = u8(await ctx.export(RESPONSE_LABEL, responseNonceBytes(h.aeadId)));
+    const hdr = enc.subarray(0, HEADER_BYTES);
+    const ct = enc.subarray(h.headerBytes);
+    const n = responseNonceBytes(h.aeadId);
+    const once = h.backend.openRequest?.(h.kemId, h.kdfId, h.aeadId, h.recipientKey, kemEnc, requestInfo(REQUEST_LABEL, hdr), EMPTY, ct, RESPONSE_LABEL, n);
+    if (once !== undefined) {
+      request = once.plaintext;
+      secret = once.exported;
+    } else {
+      const ctx = await setupRecipient(h, kemEnc, hdr, REQUEST_LABEL);
+      request = u8(await ctx.open(ct));
+      secret = u8(await ctx.export(RESPONSE_LABEL, n));
+    }
   } catch (e) {
     throw wrapError(e, "OHTTP_ERR_DECRYPT");
   }

@@ -1,7 +1,7 @@
 // `npm run bench -- ohttp [--rounds N] [--ms N]`: µs per OHTTP request decapsulation + response
 // encapsulation (X25519, HKDF-SHA256, AES-128-GCM), measured in one process for
 //   (a) stock hpke-js primitives (WebCrypto / pure JS),
-//   (b) Veil's path (hpke-js on synchronous node:crypto primitives, core/ohttp),
+//   (b) Veil's path (core/ohttp: the gateway's one-call openRequest and response seal on node:crypto),
 //   (c) the native floor: the same work written directly against node:crypto (X25519 DH, the
 //       RFC 9180 key schedule's HKDF calls, AES-128-GCM open, export, RFC 9458 response key
 //       derivation and seal), with the private key as a ready KeyObject, as the gateway holds it.

@@ -44,7 +44,7 @@ async function gateway(answer: (body: string) => { pieces: string[]; end?: boole
     });
   });
   await new Promise<void>((resolve) => server!.listen(0, "127.0.0.1", resolve));
-  const port = (server!.address() as { port: number }).port;
+  const port = (server.address() as { port: number }).port;
   upstream = new Upstream({
     gateway: new URL(`http://127.0.0.1:${port}/gateway`),
     connectMs: 5000,

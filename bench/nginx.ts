@@ -2,13 +2,27 @@
 // peer (Debian's nginx as a reverse proxy, one worker, keep-alive upstream, forwarding only the body
 // and its type and length, like the relay) in front of the same upstream (an nginx static answer of
 // message/ohttp-res), a `veil relay` process, and /proc readings of CPU time and RSS.
+//
+// Like for like (COMPARISON, printed by both benchmarks): one nginx worker process against one relay
+// process (the relay's --workers 1; both then use at most one core for their own work), both keep
+// their connections to the upstream alive (nginx `keepalive 64`, the relay's pool), both get the
+// same requests from the same load generator and settings, and both write one access-log line per
+// request, buffered the same way (nginx `buffer=8k flush=10ms`; the relay's log: one write per
+// 8 KiB or 10 ms, server/logging.ts). What only the relay does per request, and nginx is not asked
+// to: its rate limit (a limit the load never reaches, still counted per request) and its metrics.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { LOG_BUFFER_BYTES, LOG_FLUSH_MS } from "../server/logging.js";
 import { median } from "./args.js";
+
+/** The terms of the comparison (see the file comment), printed with every result. */
+export const COMPARISON =
+  "like for like: 1 nginx worker vs 1 relay process; keep-alive upstream on both; same upstream, body, load settings; " +
+  `one access-log line per request on both, buffered alike (${LOG_BUFFER_BYTES / 1024} KiB or ${LOG_FLUSH_MS} ms); only the relay rate-limits and counts metrics`;
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -42,7 +56,7 @@ pid ${t("nginx.pid")};
 error_log ${t("error.log")} warn;
 events { worker_connections 8192; }
 http {
-  ${opts.accessLog === true ? `access_log ${t("access.log")};` : "access_log off;"}
+  ${opts.accessLog === true ? `access_log ${t("access.log")} combined buffer=${LOG_BUFFER_BYTES / 1024}k flush=${LOG_FLUSH_MS}ms;` : "access_log off;"}
   client_body_temp_path ${t("body")};
   proxy_temp_path ${t("proxy")};
   fastcgi_temp_path ${t("fastcgi")};

@@ -15,7 +15,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { intArg, median } from "./args.js";
-import { alternatingRuns, fmt, freePort, nginxWorker, startBenchRelay, startNginxPeer, waitForPort } from "./nginx.js";
+import { alternatingRuns, COMPARISON, fmt, freePort, nginxWorker, startBenchRelay, startNginxPeer, waitForPort } from "./nginx.js";
 
 interface Result {
   rps: number;
@@ -84,6 +84,7 @@ export async function run(args: string[]): Promise<void> {
     };
     const pids: Record<string, number> = { relay: relay.pid!, nginx: nginxWorker(peer.proxy.pid!) };
     console.log(`relay vs nginx over h2: ${o.runs} x ${o.durationSec} s per target, h2load -c${o.clients} -m${o.streams}, ${o.bodyBytes}-byte POST`);
+    console.log(`  ${COMPARISON}`);
     for (const url of Object.values(targets)) h2load(url, dir, body, { ...o, durationSec: 3 }); // warm-up (JIT, pools)
     const { results, summary } = alternatingRuns(
       { label: "run", runs: o.runs, targets, pids },

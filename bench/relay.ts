@@ -15,7 +15,7 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { median } from "./args.js";
-import { alternatingRuns, fmt, freePort, nginxWorker, rssMb, startBenchRelay, startNginxPeer } from "./nginx.js";
+import { alternatingRuns, COMPARISON, fmt, freePort, nginxWorker, rssMb, startBenchRelay, startNginxPeer } from "./nginx.js";
 
 interface Options {
   durationSec: number;
@@ -150,6 +150,7 @@ export async function run(args: string[]): Promise<void> {
     if (slow !== undefined) targets["relay (node:http + Fastify only)"] = `http://127.0.0.1:${slowPort}/leader-gateway`;
 
     console.log(`relay vs nginx proxy_pass: ${o.rounds} x ${o.durationSec} s per target, wrk -t1 -c${o.connections}, ${o.bodyBytes}-byte POST`);
+    console.log(`  ${COMPARISON}`);
     for (const url of Object.values(targets)) wrk(url, script, o.connections, 3); // warm-up (JIT, pools)
     // Per-request CPU time of the process under test: less sensitive than throughput to other load
     // on a shared machine (it still includes kernel time spent on the process's own sockets).

@@ -72,6 +72,10 @@ export interface H2FrontOptions {
 
 /** How a request body is taken, by media type: read whole then forwarded, streamed, or refused. */
 type BodyHandling = { kind: "whole" } | { kind: "stream" } | { kind: "refuse"; err: ProtocolError };
+const WHOLE: BodyHandling = { kind: "whole" };
+const STREAM: BodyHandling = { kind: "stream" };
+
+function ignore(): void {}
 
 /**
  * The one place that decides by media type what happens to a forwarding stream's body, as for
@@ -80,8 +84,8 @@ type BodyHandling = { kind: "whole" } | { kind: "stream" } | { kind: "refuse"; e
  * Forwarder.forwardStream, the same exchange as over HTTP/1.1); anything else 415.
  */
 function bodyHandling(contentType: string | undefined): BodyHandling {
-  if (isMediaType(contentType, MEDIA_TYPES.request)) return { kind: "whole" };
-  if (isMediaType(contentType, MEDIA_TYPES.chunkedRequest)) return { kind: "stream" };
+  if (isMediaType(contentType, MEDIA_TYPES.request)) return WHOLE;
+  if (isMediaType(contentType, MEDIA_TYPES.chunkedRequest)) return STREAM;
   return { kind: "refuse", err: new ProtocolError("HTTP_ERR_MEDIA_TYPE", `use ${MEDIA_TYPES.request} or ${MEDIA_TYPES.chunkedRequest}`) };
 }
 
@@ -256,12 +260,19 @@ export class H2Front {
     }
     s.open++;
     s.idleSince = 0;
-    stream.once("close", () => {
+    // (A stream's events come from later turns of the event loop: listening after this is in time.)
+    const served = this.#take(s, stream, headers, flags, rawHeaders);
+    // One "close" listener per stream: the session's count, then the forwarding stream's end.
+    stream.on("close", () => {
       if (--s.open === 0) s.idleSince = this.#now();
+      if (served !== undefined) this.#onClose(served);
     });
-    stream.on("error", () => {
-      // Reset by the client or broken with the connection: handled on "close".
-    });
+    // Reset by the client or broken with the connection: handled on "close".
+    stream.on("error", ignore);
+  }
+
+  /** Answers 431, or hands the stream to the compatibility layer, or serves it (its record). */
+  #take(s: Session, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): Stream | undefined {
     const method = headers[":method"];
     const path = headers[":path"] ?? "";
     const q = path.indexOf("?");
@@ -271,22 +282,23 @@ export class H2Front {
       const p = problemAnswer(err);
       writeAnswer(stream, p.headers, p.body, true);
       this.#o.recorder.record(route?.path ?? "(unmatched)", method ?? "", p.status, err.code, 0);
-      return;
+      return undefined;
     }
     if (route === undefined || bodyHandling(headers["content-type"]).kind === "stream") {
       this.#compat!(stream, headers, flags, rawHeaders);
-      return;
+      return undefined;
     }
-    this.#serve(s, stream, headers, route);
+    return this.#serve(s, stream, headers, route);
   }
 
-  #serve(s: Session, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, route: RelayRoute): void {
+  /** Serves a forwarding stream; returns its record unless it was refused at once. */
+  #serve(s: Session, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, route: RelayRoute): Stream | undefined {
     const limits = this.#o.limits;
     const cfg = this.#o.http2;
     if (s.closing || s.working >= cfg.maxConcurrentStreams || s.held >= cfg.maxBufferedBytes) {
       stream.close(h2c.NGHTTP2_REFUSED_STREAM);
       this.#count("refused_stream");
-      return;
+      return undefined;
     }
     const st: Stream = {
       s,
@@ -301,15 +313,18 @@ export class H2Front {
     };
     s.working++;
     this.#streams.add(st);
-    stream.once("close", () => this.#onClose(st));
 
     const handling = bodyHandling(headers["content-type"]);
     const declared = headers["content-length"];
     const declaredLength = declared === undefined ? undefined : Number(declared);
-    if (handling.kind === "refuse") return this.#reject(st, handling.err);
+    if (handling.kind === "refuse") {
+      this.#reject(st, handling.err);
+      return st;
+    }
     if (handling.kind === "stream") throw new Error("streamed bodies go to the compatibility layer (#onStream)");
     if (declaredLength !== undefined && declaredLength > limits.maxRequestBytes) {
-      return this.#reject(st, new ProtocolError("HTTP_ERR_TOO_LARGE", `the limit is ${limits.maxRequestBytes} bytes`));
+      this.#reject(st, new ProtocolError("HTTP_ERR_TOO_LARGE", `the limit is ${limits.maxRequestBytes} bytes`));
+      return st;
     }
     const chunks: Buffer[] = [];
     let received = 0;
@@ -336,7 +351,7 @@ export class H2Front {
     // END_STREAM: the body is complete (trailers, if any, were dropped on the way). node:http2 also
     // ends the readable side of a stream that was reset (RST_STREAM from the client, or from
     // nghttp2 for a malformed one): such a stream is closed by then, and "close" accounts for it.
-    stream.once("end", () => {
+    stream.on("end", () => {
       if (st.phase !== Phase.Reading || stream.closed || stream.aborted) return;
       if (declaredLength !== undefined && declaredLength !== received) {
         // RFC 9113 §8.1.1: malformed; never forwarded (nghttp2 resets such streams first).
@@ -355,6 +370,7 @@ export class H2Front {
         else this.#answer(st, answer!);
       });
     });
+    return st;
   }
 
   /** Gives back the bytes the stream holds. */

@@ -126,9 +126,7 @@ function invalid(detail: string): ProtocolError {
 
 /**
  * Incremental parser of one HTTP/1.1 response to a POST. Feed it with `execute`; it returns true
- * once the response is complete. Interim 1xx responses are skipped. A chunk is only borrowed for
- * the call: the bytes the parser keeps (an incomplete line, body pieces, streamed pieces) are
- * copied, so the caller may read every connection into one reused buffer (relay/upstream.ts).
+ * once the response is complete. Interim 1xx responses are skipped.
  */
 export class ResponseParser {
   status = 0;
@@ -185,7 +183,8 @@ export class ResponseParser {
           const end = buf.indexOf("\r\n\r\n", at, "latin1");
           if (end < 0) {
             if (buf.length - at > this.#limits.maxHeaderBytes) throw invalid("answer headers too large");
-            return this.#keep(buf, at);
+            this.#pending = buf.subarray(at);
+            return false;
           }
           if (end - at > this.#limits.maxHeaderBytes) throw invalid("answer headers too large");
           this.#headBytes += end - at + 4;
@@ -210,7 +209,8 @@ export class ResponseParser {
           const end = buf.indexOf("\r\n", at, "latin1");
           if (end < 0) {
             if (buf.length - at > MAX_LINE) throw invalid("chunk size line too long");
-            return this.#keep(buf, at);
+            this.#pending = buf.subarray(at);
+            return false;
           }
           const m = CHUNK_SIZE.exec(buf.toString("latin1", at, end));
           if (m === null) throw invalid("bad chunk size");
@@ -234,7 +234,10 @@ export class ResponseParser {
           break;
         }
         case State.ChunkDataEnd: {
-          if (buf.length - at < 2) return this.#keep(buf, at);
+          if (buf.length - at < 2) {
+            this.#pending = buf.subarray(at);
+            return false;
+          }
           if (buf[at] !== 0x0d || buf[at + 1] !== 0x0a) throw invalid("chunk not followed by CRLF");
           at += 2;
           this.#state = State.ChunkSize;
@@ -244,7 +247,8 @@ export class ResponseParser {
           const end = buf.indexOf("\r\n", at, "latin1");
           if (end < 0) {
             if (buf.length - at > MAX_LINE) throw invalid("trailer line too long");
-            return this.#keep(buf, at);
+            this.#pending = buf.subarray(at);
+            return false;
           }
           this.#headBytes += end - at + 2;
           if (this.#headBytes > 2 * this.#limits.maxHeaderBytes) throw invalid("answer trailers too large");
@@ -271,20 +275,13 @@ export class ResponseParser {
     return this.#state === State.Done;
   }
 
-  /** Keeps the incomplete rest of a borrowed chunk for the next call. */
-  #keep(buf: Buffer, from: number): false {
-    this.#pending = Buffer.from(buf.subarray(from));
-    return false;
-  }
-
-  /** A body piece (borrowed: copied before it is kept or handed on). */
   #push(b: Buffer): void {
     if (b.length === 0) return;
     this.#bodyBytes += b.length;
     if (this.#bodyBytes > this.#limits.maxBodyBytes) throw invalid("answer too large");
     const onBody = this.#limits.onBody;
-    if (onBody === undefined) this.#chunks.push(Buffer.from(b));
-    else onBody(Buffer.from(b));
+    if (onBody === undefined) this.#chunks.push(b);
+    else onBody(b);
   }
 
   #parseHead(head: string): void {

@@ -24,8 +24,8 @@
 // - Every phase has a deadline: waiting for a connection + connecting (connectMs), the answer
 //   headers (headersMs after the request was written), each pause in the answer body (bodyMs).
 
-import { isIP, connect as netConnect, type OnReadOpts, type Socket } from "node:net";
-import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
+import { isIP, connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { ProtocolError } from "../core/errors.js";
 import type { Secret } from "../core/secret.js";
 import { ResponseParser } from "./http1.js";
@@ -150,11 +150,6 @@ const KEEP_ALIVE_MARGIN_MS = 1000;
 const CRLF = Buffer.from("\r\n", "latin1");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n", "latin1");
 const EMPTY = Buffer.alloc(0);
-/**
- * Every pooled connection reads into this one buffer (see #connect): its bytes are consumed before
- * the read callback returns, and JavaScript runs one callback at a time.
- */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 function timeout(phase: Phase): ProtocolError {
   const what = phase === Phase.Body ? "the answer body stalled" : phase === Phase.Headers ? "no answer headers in time" : "no connection in time";
@@ -279,9 +274,7 @@ export class Upstream {
 
   #open(p: Pending): void {
     p.phase = Phase.Connecting;
-    const onData = (chunk: Buffer): void => this.#onData(conn, chunk);
-    const injected = this.#opts.connect?.();
-    const socket = injected ?? this.#connect(onData);
+    const socket = this.#opts.connect?.() ?? this.#connect();
     socket.setNoDelay(true);
     const conn: Connection = { socket, connected: false, current: p, idleUntil: 0, keepAliveMs: this.#opts.keepAliveMs };
     p.conn = conn;
@@ -292,7 +285,7 @@ export class Upstream {
       if (q !== undefined) this.#write(conn, q);
       else this.#release(conn);
     });
-    if (injected !== undefined) socket.on("data", onData);
+    socket.on("data", (chunk: Buffer) => this.#onData(conn, chunk));
     socket.on("end", () => this.#onEnd(conn));
     socket.on("drain", () => {
       const s = conn.current?.stream;
@@ -302,34 +295,20 @@ export class Upstream {
     socket.on("close", () => this.#onBroken(conn, undefined));
   }
 
-  /**
-   * Opens a connection whose bytes go to `onData` as they are read, into READ_BUFFER (node's
-   * `onread`): no buffer is allocated per read and no stream 'data' event is emitted. The pool's
-   * parser copies what it keeps (relay/http1.ts), so one buffer serves every connection.
-   */
-  #connect(onData: (chunk: Buffer) => void): Socket {
+  #connect(): Socket {
     const tls = this.#opts.tls;
-    const onread: OnReadOpts = {
-      buffer: READ_BUFFER,
-      callback: (n) => {
-        onData(READ_BUFFER.subarray(0, n));
-        return true;
-      },
-    };
-    if (!this.#isTls) return netConnect({ host: this.#host, port: this.#port, onread });
-    // (node:tls takes `onread` as net.connect does; its option type does not list it.)
-    const options: ConnectionOptions & { onread: OnReadOpts } = {
-      host: this.#host,
-      port: this.#port,
-      onread,
-      ...(this.#servername === undefined ? {} : { servername: this.#servername }),
-      ...(tls?.ca === undefined ? {} : { ca: tls.ca }),
-      ...(tls?.cert === undefined ? {} : { cert: tls.cert }),
-      ...(tls?.key === undefined ? {} : { key: tls.key }),
-      ALPNProtocols: ["http/1.1"],
-      rejectUnauthorized: true,
-    };
-    return tlsConnect(options);
+    return this.#isTls
+      ? tlsConnect({
+          host: this.#host,
+          port: this.#port,
+          ...(this.#servername === undefined ? {} : { servername: this.#servername }),
+          ...(tls?.ca === undefined ? {} : { ca: tls.ca }),
+          ...(tls?.cert === undefined ? {} : { cert: tls.cert }),
+          ...(tls?.key === undefined ? {} : { key: tls.key }),
+          ALPNProtocols: ["http/1.1"],
+          rejectUnauthorized: true,
+        })
+      : netConnect({ host: this.#host, port: this.#port });
   }
 
   #send(conn: Connection, p: Pending): void {

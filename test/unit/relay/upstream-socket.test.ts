@@ -1,6 +1,6 @@
-// The upstream pool over real loopback sockets, which read into one shared buffer (node's
-// `onread`): answers split across reads, delimited by the end of the connection, and answers of
-// several connections read in turn must each come back whole and unmixed.
+// The upstream pool over real loopback sockets: answers split across reads (Content-Length and
+// chunked), delimited by the end of the connection, and answers of several connections read in
+// turn must each come back whole and unmixed.
 
 import { createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
@@ -64,7 +64,7 @@ function forward(u: Upstream, body: string): Promise<UpstreamAnswer> {
   });
 }
 
-describe("Upstream over real sockets (one shared read buffer)", () => {
+describe("Upstream over real sockets", () => {
   it("reads answers split across reads, with Content-Length and chunked, on concurrent connections", async () => {
     const u = await gateway((body) => {
       const payload = `res:${body}`;

@@ -26,7 +26,8 @@ export interface RoleChild {
   pid: number;
   /** Runs one upload (client role). */
   upload(u: Upload): Promise<Result>;
-  stop(): void;
+  /** Disconnects (the child exits on it) and waits for the exit. */
+  stop(): Promise<void>;
 }
 
 /** Forks bench/chunked-child.js in `role` and waits until it is ready. */
@@ -45,10 +46,54 @@ export async function forkChunkedRole(role: "target" | "proxy" | "client", arg?:
         child.once("message", (m: { result?: Result; error?: string }) => (m.result !== undefined ? resolve(m.result) : reject(new Error(m.error))));
         child.send({ run: u });
       }),
-    stop: () => {
-      child.disconnect();
-    },
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once("exit", () => resolve());
+        if (child.connected) child.disconnect();
+      }),
   };
+}
+
+/** `veil gateway` (targets-only, to `targetUrl` as https://t.example) and `veil relay` (route /gw) in front of it. */
+export async function startChunkedStack(dir: string, targetUrl: string, nodeArgs: readonly string[] = []): Promise<{ gateway: VeilChild; relay: VeilChild; keyConfigs: string }> {
+  // The whole-message mode needs room for a 64 MiB message at both servers.
+  const big = 80 * 1024 * 1024;
+  const keys = join(dir, "keys.json");
+  await writeGatewayKeyFile(keys);
+  const gateway = await startVeilChild(
+    "gateway",
+    join(dir, "gateway.json"),
+    {
+      keys,
+      policy: "targets-only",
+      targets: { "https://t.example": targetUrl },
+      tokens: { required: false },
+      limits: { maxRequestBytes: big, requestTimeoutMs: 300_000 },
+      upstream: { totalTimeoutMs: 300_000 },
+      logLevel: "warn",
+    },
+    await freePort(),
+    nodeArgs,
+  );
+  const relay = await startVeilChild(
+    "relay",
+    join(dir, "relay.json"),
+    {
+      routes: [{ path: "/gw", gateway: `${gateway.url}/gateway` }],
+      limits: { maxRequestBytes: big, requestTimeoutMs: 300_000 },
+      timeouts: { headersMs: 300_000 },
+      rateLimit: { perClientPerWindow: 0 },
+      logLevel: "warn",
+    },
+    await freePort(),
+    nodeArgs,
+  ).catch(async (e: unknown) => {
+    await gateway.kill();
+    throw e;
+  });
+  const keyConfigs = toHex(new Uint8Array(await (await fetch(`${gateway.url}/ohttp-keys`)).arrayBuffer()));
+  return { gateway, relay, keyConfigs };
 }
 
 interface Row {
@@ -75,38 +120,8 @@ export async function run(args: string[]): Promise<void> {
     const target = await forkChunkedRole("target");
     children.push(target);
     const targetUrl = `http://127.0.0.1:${target.port}`;
-    // The whole-message mode needs room for a 64 MiB message at both servers.
-    const big = 80 * 1024 * 1024;
-    const keys = join(dir, "keys.json");
-    await writeGatewayKeyFile(keys);
-    const gateway: VeilChild = await startVeilChild(
-      "gateway",
-      join(dir, "gateway.json"),
-      {
-        keys,
-        policy: "targets-only",
-        targets: { "https://t.example": targetUrl },
-        tokens: { required: false },
-        limits: { maxRequestBytes: big, requestTimeoutMs: 300_000 },
-        logLevel: "warn",
-      },
-      await freePort(),
-    );
-    children.push({ stop: () => gateway.kill() });
-    const relay: VeilChild = await startVeilChild(
-      "relay",
-      join(dir, "relay.json"),
-      {
-        routes: [{ path: "/gw", gateway: `${gateway.url}/gateway` }],
-        limits: { maxRequestBytes: big, requestTimeoutMs: 300_000 },
-        timeouts: { headersMs: 300_000 },
-        rateLimit: { perClientPerWindow: 0 },
-        logLevel: "warn",
-      },
-      await freePort(),
-    );
-    children.push({ stop: () => relay.kill() });
-    const keyConfigs = toHex(new Uint8Array(await (await fetch(`${gateway.url}/ohttp-keys`)).arrayBuffer()));
+    const { gateway, relay, keyConfigs } = await startChunkedStack(dir, targetUrl);
+    children.push({ stop: () => gateway.kill() }, { stop: () => relay.kill() });
     const peerGateway = await forkChunkedRole("proxy", targetUrl);
     children.push(peerGateway);
     const peerRelay = await forkChunkedRole("proxy", `http://127.0.0.1:${peerGateway.port}`);

@@ -6,6 +6,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   // name: () => import("./name.js"),
   arc: () => import("./arc.js"),
   chunked: () => import("./chunked.js"),
+  "chunked-memory": () => import("./chunked-memory.js"),
   client: () => import("./client.js"),
   faults: () => import("./faults.js"),
   gateway: () => import("./gateway.js"),

@@ -91,11 +91,17 @@ export interface VeilChild {
 
 /**
  * Starts `veil <component>` with `config` (listening on a fixed `port`, so a restart comes back
- * at the same address) and waits until /healthz answers.
+ * at the same address) and waits until /healthz answers. `nodeArgs` go to node before the script.
  */
-export async function startVeilChild(component: "gateway" | "relay" | "issuer", configFile: string, config: Record<string, unknown>, port: number): Promise<VeilChild> {
+export async function startVeilChild(
+  component: "gateway" | "relay" | "issuer",
+  configFile: string,
+  config: Record<string, unknown>,
+  port: number,
+  nodeArgs: readonly string[] = [],
+): Promise<VeilChild> {
   writeFileSync(configFile, JSON.stringify({ ...config, listen: { host: "127.0.0.1", port } }));
-  const child = spawn(process.execPath, [VEIL_BIN, component, "--config", configFile], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...nodeArgs, VEIL_BIN, component, "--config", configFile], { stdio: ["ignore", "pipe", "pipe"] });
   let tail = "";
   const keep = (d: Buffer): void => {
     tail = (tail + d.toString()).slice(-4000);

@@ -9,8 +9,8 @@
 //
 // What the processes run with, and why (measured with the 16/64/256 MiB uploads of
 // `npm run bench -- chunked-memory`, README "Chunked OHTTP"):
-// - A garbage collection forced every 200 ms (a test-only --import), so that RSS follows the memory
-//   held rather than garbage V8 has not collected yet.
+// - A garbage collection forced every 200 ms (bench/chunked-memory-sampler.ts, with --import), so
+//   that RSS follows the memory held rather than garbage V8 has not collected yet.
 // - --no-liftoff, and a warm-up upload first. undici (the gateway's and the relay's upstream
 //   client, fetch in the client) parses HTTP with llhttp compiled to WebAssembly. By default V8
 //   compiles it with its baseline compiler, and once the parser has run, again with its optimizing
@@ -18,17 +18,18 @@
 //   --trace-wasm-compilation-times: 29.5 MB max, 42.6 MB allocated, 0.6-1.7 s for llhttp's main
 //   function), released when the compile ends and paid once per process whatever the traffic. It
 //   starts after the first HTTP answer a process parses, so it lands in the measured upload: the
-//   gateway grew 28-36 MiB for 16, 64 and 256 MiB bodies alike (13.9 MiB with the optimizing
+//   gateway grew 16-34 MiB for 16, 64 and 256 MiB bodies alike (13.9 MiB with the optimizing
 //   compiler turned off). With --no-liftoff V8 compiles the parser once, with the optimizing
 //   compiler, on its first use: inside the warm-up, before the baseline is taken. The warm-up also
 //   brings connections, JIT-compiled JavaScript and V8's young generation to their working size.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { forkChunkedRole, type RoleChild } from "../../bench/chunked.js";
 import type { Result } from "../../bench/chunked-child.js";
+import { MEMORY_SAMPLER } from "../../bench/chunked-memory.js";
 import { toHex } from "../../core/bytes.js";
 import { encodeKeyConfigs } from "../../core/ohttp/index.js";
 import { writeKeyFile } from "../../gateway/key-file.js";
@@ -42,9 +43,7 @@ const BOUND_MB = 32;
 const LIMITS = { requestTimeoutMs: 120_000 };
 
 const dir = mkdtempSync(join(tmpdir(), "veil-chunked-memory-"));
-const gcEvery = join(dir, "gc.mjs");
-writeFileSync(gcEvery, "setInterval(() => globalThis.gc(), 200).unref();\n");
-const NODE_ARGS = ["--expose-gc", "--import", gcEvery, "--no-liftoff"];
+const NODE_ARGS = ["--expose-gc", "--import", MEMORY_SAMPLER, "--no-liftoff"];
 
 let target: RoleChild;
 let client: RoleChild;

@@ -1,0 +1,131 @@
+// `npm run bench -- chunked-memory [--sizes 16,64,256] [--warm-mib 8]`: which part of a chunked
+// upload's memory is a fixed cost and which would follow the body's size. For each size and each
+// set of V8 flags (the defaults, and --no-liftoff as in the chunked memory test), a fresh stack of
+// processes (client -> `veil relay` -> `veil gateway` -> target, bench/chunked.ts) takes a warm-up
+// upload and then one chunked upload of that size; the peer is the same topology with two bare
+// node:http pipe proxies in place of the relay and the gateway and a plain upload (no OHTTP).
+// Every process but the target runs
+// bench/chunked-memory-sampler.js (a garbage collection forced every 200 ms, process.memoryUsage()
+// every 20 ms). Printed per process: the RSS growth over the upload (peak minus the value when it
+// began), and in the same window the growth of the V8 heap in use and the peaks of external memory
+// and of ArrayBuffers. Growth that stays the same from 16 to 256 MiB is a fixed cost; growth that
+// follows the size would be bytes held.
+
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { intArg } from "./args.js";
+import { forkChunkedRole, startChunkedStack, type RoleChild } from "./chunked.js";
+import type { Result } from "./chunked-child.js";
+import type { MemorySample } from "./chunked-memory-sampler.js";
+
+/** The compiled sampler (also when this module runs from its TypeScript source, in tests). */
+export const MEMORY_SAMPLER = fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "../dist/bench/chunked-memory-sampler.js" : "./chunked-memory-sampler.js", import.meta.url));
+
+const MIB = 2 ** 20;
+
+interface Growth {
+  rss: number;
+  heapUsed: number;
+  externalPeak: number;
+  arrayBuffersPeak: number;
+}
+
+const PROCESSES = ["relay", "gateway", "client"] as const;
+type Process = (typeof PROCESSES)[number];
+
+/** Growth in MiB over [t0, t1] from one process's sample log. */
+function growthOf(file: string, t0: number, t1: number): Growth {
+  const samples = readFileSync(file, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as MemorySample);
+  const before = samples.filter((s) => s.t <= t0).at(-1) ?? samples[0]!;
+  const during = samples.filter((s) => s.t >= t0 && s.t <= t1);
+  const peak = (k: keyof MemorySample): number => Math.max(before[k], ...during.map((s) => s[k]));
+  return {
+    rss: (peak("rss") - before.rss) / MIB,
+    heapUsed: (peak("heapUsed") - before.heapUsed) / MIB,
+    externalPeak: peak("external") / MIB,
+    arrayBuffersPeak: peak("arrayBuffers") / MIB,
+  };
+}
+
+function checked(r: Result, bytes: number): Result {
+  const got = JSON.parse(r.answer) as { bytes: number; sha256: string };
+  if (r.status !== 200 || got.bytes !== bytes || got.sha256 !== r.sha256) throw new Error(`upload of ${bytes} bytes: status ${r.status}, ${r.answer}`);
+  return r;
+}
+
+type Mode = "chunked" | "plain";
+
+/** The processes of one fresh stack in `mode`, and how to upload through it. */
+async function startStack(mode: Mode, dir: string, nodeArgs: readonly string[], children: { stop(): unknown }[]): Promise<{ pids: Record<Process, number>; upload: (n: number, path: string) => Promise<Result> }> {
+  const target: RoleChild = await forkChunkedRole("target");
+  children.push(target);
+  const targetUrl = `http://127.0.0.1:${target.port}`;
+  const client = await forkChunkedRole("client", undefined, [...nodeArgs]);
+  children.push(client);
+  if (mode === "plain") {
+    const second = await forkChunkedRole("proxy", targetUrl, [...nodeArgs]);
+    children.push(second);
+    const first = await forkChunkedRole("proxy", `http://127.0.0.1:${second.port}`, [...nodeArgs]);
+    children.push(first);
+    return {
+      pids: { relay: first.pid, gateway: second.pid, client: client.pid },
+      upload: async (n, path) => checked(await client.upload({ url: `http://127.0.0.1:${first.port}`, mode, bytes: n, target: path }), n),
+    };
+  }
+  const { gateway, relay, keyConfigs } = await startChunkedStack(dir, targetUrl, nodeArgs);
+  children.push({ stop: () => gateway.kill() }, { stop: () => relay.kill() });
+  return {
+    pids: { relay: relay.child.pid!, gateway: gateway.child.pid!, client: client.pid },
+    upload: async (n, path) => checked(await client.upload({ url: `${relay.url}/gw`, mode, bytes: n, keys: keyConfigs, target: `https://t.example${path}` }), n),
+  };
+}
+
+/** One fresh stack: warm-up, then the measured upload. */
+async function measure(mode: Mode, bytes: number, warmBytes: number, flags: readonly string[]): Promise<{ mbPerSec: number; growth: Record<Process, Growth> }> {
+  const dir = mkdtempSync(join(tmpdir(), "veil-bench-chunked-memory-"));
+  // Inherited by the processes started below: where their samplers write.
+  process.env.VEIL_MEMORY_LOG_DIR = dir;
+  const children: { stop(): unknown }[] = [];
+  try {
+    const { pids, upload } = await startStack(mode, dir, ["--expose-gc", "--import", MEMORY_SAMPLER, ...flags], children);
+    await upload(warmBytes, "/warm");
+    const t0 = Date.now();
+    const r = await upload(bytes, "/upload");
+    const t1 = Date.now();
+    const growth = Object.fromEntries(PROCESSES.map((p) => [p, growthOf(join(dir, `${pids[p]}.jsonl`), t0, t1)])) as Record<Process, Growth>;
+    return { mbPerSec: bytes / 1e6 / (r.ms / 1000), growth };
+  } finally {
+    for (const c of children.reverse()) await c.stop();
+    delete process.env.VEIL_MEMORY_LOG_DIR;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function run(args: string[]): Promise<void> {
+  const sizesArg = args[args.indexOf("--sizes") + 1];
+  const sizes = args.includes("--sizes") && sizesArg !== undefined ? sizesArg.split(",").map(Number) : [16, 64, 256];
+  if (sizes.some((s) => !Number.isInteger(s) || s <= 0)) throw new Error("--sizes: expected positive integers (MiB), comma-separated");
+  const warm = intArg(args, "warm-mib", 8) * MIB;
+  console.log(`load average before: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+  console.log("MiB growth over the upload: RSS (V8 heap used +, external peak, ArrayBuffers peak); peer: relay = first proxy, gateway = second");
+  console.log("size    | V8 flags     | stack         | MB/s   | relay                       | gateway                     | client                      | gateway/peer RSS");
+  for (const flags of [[], ["--no-liftoff"]]) {
+    for (const mib of sizes) {
+      const cell = (g: Growth): string => `${g.rss.toFixed(1).padStart(5)} (${g.heapUsed.toFixed(1)}, ${g.externalPeak.toFixed(1)}, ${g.arrayBuffersPeak.toFixed(1)})`.padEnd(27);
+      const peer = await measure("plain", mib * MIB, warm, flags);
+      const veil = await measure("chunked", mib * MIB, warm, flags);
+      for (const [name, m] of [["bare proxies", peer], ["chunked OHTTP", veil]] as const) {
+        const ratio = m === veil ? `${(veil.growth.gateway.rss / Math.max(peer.growth.gateway.rss, 0.1)).toFixed(1)}x` : "";
+        console.log(
+          `${`${mib} MiB`.padEnd(7)} | ${(flags.join(" ") || "defaults").padEnd(12)} | ${name.padEnd(13)} | ${m.mbPerSec.toFixed(1).padStart(6)} | ${PROCESSES.map((p) => cell(m.growth[p])).join(" | ")} | ${ratio}`,
+        );
+      }
+    }
+  }
+  console.log(`load average after: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+}

@@ -77,8 +77,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await killAllVeilChildren();
-  target?.stop();
-  client?.stop();
+  await Promise.all([target?.stop(), client?.stop()]);
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -261,6 +261,59 @@ describe("sqlite store", () => {
     await b.close();
   });
 
+  it("gives reserves that join a pending group write the answers they get alone, written once the group is", async () => {
+    const path = join(dir, "group.db");
+    const a = new SqliteNonceStore(path);
+    const b = new SqliteNonceStore(path);
+    const committed = nonce();
+    const cd = digest();
+    expect(await a.reserve(committed, cd, Date.now() + HOUR)).toBe("new");
+    await a.commit(committed, cd); // a group write is now due on `a`: the reserves below join it
+    const n = nonce();
+    const d = digest();
+    const outcomes = await Promise.all([
+      a.reserve(n, d, Date.now() + HOUR),
+      a.reserve(n, digest(), Date.now() + HOUR),
+      a.reserve(n, d, Date.now() + HOUR),
+      a.reserve(committed, digest(), Date.now() + HOUR),
+      a.reserve(committed, cd, Date.now() + HOUR),
+      ...Array.from({ length: 10 }, () => a.reserve(nonce(), digest(), Date.now() + HOUR)),
+    ]);
+    expect(outcomes).toEqual(["new", "spent", "retry", "spent", "retry", ...Array.from({ length: 10 }, () => "new")]);
+    // Written: another connection sees the group's reservation (two holders) and the commit.
+    expect(await b.reserve(n, digest(), Date.now() + HOUR)).toBe("spent");
+    await a.release(n, d);
+    await a.release(n, d);
+    expect(await b.reserve(n, digest(), Date.now() + HOUR)).toBe("new");
+    await b.release(committed, cd); // committed: a release changes nothing
+    expect(await b.reserve(committed, digest(), Date.now() + HOUR)).toBe("spent");
+    await a.close();
+    await b.close();
+  });
+
+  it("fails every reserve of a group closed when the group cannot be written", async () => {
+    const path = join(dir, "group-fail.db");
+    const a = new SqliteNonceStore(path, { busyTimeoutMs: 50 });
+    const n = nonce();
+    const d = digest();
+    expect(await a.reserve(n, d, Date.now() + HOUR)).toBe("new");
+    // Another process holds the write lock past the busy timeout.
+    const other = new Database(path);
+    other.exec("BEGIN IMMEDIATE");
+    try {
+      await a.commit(n, d);
+      const fresh = nonce();
+      const group = [a.reserve(fresh, digest(), Date.now() + HOUR), a.reserve(nonce(), digest(), Date.now() + HOUR)];
+      await Promise.all(group.map(expectUnavailable));
+    } finally {
+      other.exec("ROLLBACK");
+      other.close();
+    }
+    // Nothing of the failed group was written; the store works again once the lock is free.
+    expect(await a.reserve(n, digest(), Date.now() + HOUR)).toBe("spent");
+    await a.close();
+  });
+
   it("shares state between two connections to one file", async () => {
     const path = join(dir, "shared.db");
     const a = new SqliteNonceStore(path);

@@ -142,7 +142,13 @@ async function measureGateAlone(
     return { request, target, route: checkPolicy("dap", "PUT", target), taskId };
   });
   const { msg, sig } = o.signed;
-  const once = async (i: number): Promise<void> => (await gate.admit(inputs[i]!)).settle(true);
+  // One event-loop turn per upload, as in a server (each request is its own I/O): without it the
+  // loop would run on promise jobs alone and a store that writes at the end of a turn (SQLite's
+  // commits) would write nothing until the segment ends.
+  const once = async (i: number): Promise<void> => {
+    await (await gate.admit(inputs[i]!)).settle(true);
+    await new Promise((r) => setImmediate(r));
+  };
   const floorOnce = (): void => {
     verify("sha384", msg, { key: o.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 }, sig);
     createHash("sha256").update(body).digest();

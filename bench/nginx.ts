@@ -116,9 +116,17 @@ export async function startNginxPeer(dir: string, proxyPort: number, children: C
 /**
  * Starts `veil relay` (one process) with the route /leader-gateway to the upstream, a rate limit
  * the load never reaches (the limiter still runs on every request) and one log line per request;
- * `extra` is merged into the config.
+ * `extra` is merged into the config; `nodeFlags` go to node (`--perf` runs: --perf-basic-prof).
  */
-export function startBenchRelay(dir: string, name: string, port: number, upPort: number, children: ChildProcess[], extra: Record<string, unknown> = {}): ChildProcess {
+export function startBenchRelay(
+  dir: string,
+  name: string,
+  port: number,
+  upPort: number,
+  children: ChildProcess[],
+  extra: Record<string, unknown> = {},
+  nodeFlags: readonly string[] = [],
+): ChildProcess {
   const veil = fileURLToPath(new URL("../../bin/veil.js", import.meta.url));
   const config = {
     listen: { host: "127.0.0.1", port },
@@ -130,7 +138,7 @@ export function startBenchRelay(dir: string, name: string, port: number, upPort:
   const file = join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(config));
   const log = join(dir, `${name}.log`);
-  const child = spawn("sh", ["-c", `exec node "${veil}" relay --config "${file}" >> "${log}" 2>&1`], { stdio: "ignore" });
+  const child = spawn("sh", ["-c", `exec node ${nodeFlags.join(" ")} "${veil}" relay --config "${file}" >> "${log}" 2>&1`], { stdio: "ignore" });
   children.push(child);
   return child;
 }

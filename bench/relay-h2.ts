@@ -1,4 +1,4 @@
-// `npm run bench -- relay-h2 [--duration S] [--runs N] [--clients C] [--streams M] [--body BYTES]`
+// `npm run bench -- relay-h2 [--duration S] [--runs N] [--clients C] [--streams M] [--body BYTES] [--perf]`
 //
 // The relay over HTTP/2 (`veil relay` with listen.tls, ALPN h2) against Debian's nginx 1.22 as an h2
 // reverse proxy (`listen ... ssl http2;`, proxy_pass with keep-alive to the same upstream), loaded
@@ -8,6 +8,7 @@
 // bench/nginx.ts's, shared with bench/relay.ts. p99 comes from h2load's per-request log.
 // Prints the throughput ratio (median of the per-run ratios), the p99 ratio and CPU time per
 // request (less sensitive to other load than wall-clock throughput).
+// `--perf`: one more run per target under Linux perf, CPU per request by part (bench/relay.ts's).
 // Targets: throughput >= 0.7x nginx's, p99 <= 2x nginx's.
 
 import { execFileSync, spawnSync, type ChildProcess } from "node:child_process";
@@ -15,6 +16,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { intArg, median } from "./args.js";
+import { PERF_NODE_FLAGS } from "./cpu-breakdown.js";
+import { perfRound } from "./relay-breakdown.js";
 import { alternatingRuns, COMPARISON, fmt, freePort, nginxWorker, startBenchRelay, startNginxPeer, waitForPort } from "./nginx.js";
 
 interface Result {
@@ -54,6 +57,7 @@ export async function run(args: string[]): Promise<void> {
     clients: intArg(args, "clients", 16),
     streams: intArg(args, "streams", 10),
     bodyBytes: intArg(args, "body", 1024),
+    perf: args.includes("--perf"),
   };
   for (const tool of ["nginx", "h2load", "openssl"]) {
     if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) {
@@ -74,7 +78,7 @@ export async function run(args: string[]): Promise<void> {
       // The relay's stream cap; TLS as the relay's (node's defaults: TLS 1.3, P-256 certificate).
       server: `ssl_certificate ${cert}; ssl_certificate_key ${key}; http2_max_concurrent_streams 100;`,
     });
-    const relay = startBenchRelay(dir, "relay", relayPort, peer.upPort, children, { listen: { host: "127.0.0.1", port: relayPort, tls: { cert, key } } });
+    const relay = startBenchRelay(dir, "relay", relayPort, peer.upPort, children, { listen: { host: "127.0.0.1", port: relayPort, tls: { cert, key } } }, o.perf ? PERF_NODE_FLAGS : []);
     await waitForPort(relayPort, 20_000);
     const body = join(dir, "body");
     writeFileSync(body, "e".repeat(o.bodyBytes));
@@ -101,6 +105,7 @@ export async function run(args: string[]): Promise<void> {
     console.log(`  throughput ratio relay/nginx: median of ${ratios.length} per-run ratios ${fmt(median(ratios), 2)}x (per run ${ratios.map((x) => fmt(x, 2)).join(", ")})   (target >= 0.70x)`);
     console.log(`  p99 ratio relay/nginx:        median ${fmt(median(p99Ratios), 2)}x (per run ${p99Ratios.map((x) => fmt(x, 2)).join(", ")})   (target <= 2.00x)`);
     console.log(`  CPU per request relay/nginx:  ${fmt(rl.cpu / ng.cpu, 2)}x`);
+    if (o.perf) await perfRound(dir, targets, pids, (url) => h2load(url, dir, body, o).succeeded);
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
     await new Promise((r) => setTimeout(r, 300));

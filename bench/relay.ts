@@ -1,4 +1,4 @@
-// `npm run bench -- relay [--duration S] [--runs N] [--connections C] [--body BYTES] [--idle N] [--compare-slow]`
+// `npm run bench -- relay [--duration S] [--runs N] [--connections C] [--body BYTES] [--idle N] [--compare-slow] [--perf]`
 //
 // The relay (`veil relay`, one process) against Debian's nginx `proxy_pass` (one worker, keep-alive
 // upstream), both in front of the same upstream (an nginx static answer of message/ohttp-res), loaded
@@ -6,7 +6,9 @@
 // ...) so drift from other load on the machine hits both alike. Prints throughput and p99 ratios
 // (the throughput ratio as the median of the per-run ratios: `--runs 5` gives five alternating
 // runs; `--rounds` is the older name), and the relay's RSS with N open idle client connections.
-// Everything on loopback, bounded in time.
+// Everything on loopback, bounded in time. `--perf` adds one run per target under Linux perf and
+// prints the CPU per request by part, relay against nginx (bench/relay-breakdown.ts; the relay then
+// runs with --perf-basic-prof throughout).
 // Targets: throughput >= 0.8x nginx, p99 <= 2x nginx, RSS <= 150 MB with 1,000 connections.
 
 import { spawnSync, type ChildProcess } from "node:child_process";
@@ -15,6 +17,8 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { median } from "./args.js";
+import { PERF_NODE_FLAGS } from "./cpu-breakdown.js";
+import { perfRound } from "./relay-breakdown.js";
 import { alternatingRuns, COMPARISON, fmt, freePort, nginxWorker, rssMb, startBenchRelay, startNginxPeer } from "./nginx.js";
 
 interface Options {
@@ -24,11 +28,12 @@ interface Options {
   bodyBytes: number;
   idle: number;
   compareSlow: boolean;
+  perf: boolean;
 }
 
 function parseArgs(args: string[]): Options {
-  const o: Options = { durationSec: 10, rounds: 2, connections: 64, bodyBytes: 1024, idle: 1000, compareSlow: false };
-  const numeric: Record<string, keyof Omit<Options, "compareSlow">> = {
+  const o: Options = { durationSec: 10, rounds: 2, connections: 64, bodyBytes: 1024, idle: 1000, compareSlow: false, perf: false };
+  const numeric: Record<string, keyof Omit<Options, "compareSlow" | "perf">> = {
     "--duration": "durationSec",
     "--runs": "rounds",
     "--rounds": "rounds",
@@ -45,8 +50,10 @@ function parseArgs(args: string[]): Options {
       o[key] = v;
     } else if (a === "--compare-slow") {
       o.compareSlow = true;
+    } else if (a === "--perf") {
+      o.perf = true;
     } else {
-      throw new Error(`unknown argument ${a} (known: ${[...Object.keys(numeric), "--compare-slow"].join(", ")})`);
+      throw new Error(`unknown argument ${a} (known: ${[...Object.keys(numeric), "--compare-slow", "--perf"].join(", ")})`);
     }
   }
   return o;
@@ -134,7 +141,7 @@ export async function run(args: string[]): Promise<void> {
     const [nginxPort, relayPort, slowPort] = [await freePort(), await freePort(), await freePort()];
     const peer = await startNginxPeer(dir, nginxPort, children);
     const upPort = peer.upPort;
-    const startRelay = (port: number, fastPath: boolean, name: string): ChildProcess => startBenchRelay(dir, name, port, upPort, children, { fastPath });
+    const startRelay = (port: number, fastPath: boolean, name: string): ChildProcess => startBenchRelay(dir, name, port, upPort, children, { fastPath }, o.perf ? PERF_NODE_FLAGS : []);
     const relay = startRelay(relayPort, true, "relay");
     const slow = o.compareSlow ? startRelay(slowPort, false, "relay-slow") : undefined;
     await waitFor(`http://127.0.0.1:${upPort}/gateway`, 10_000);
@@ -191,6 +198,10 @@ export async function run(args: string[]): Promise<void> {
     console.log(`  CPU per request relay/nginx:  ${fmt(rl.cpu / ng.cpu, 2)}x   (nginx's efficiency / the relay's: ${fmt(ng.cpu / rl.cpu, 2)})`);
     console.log(`  relay RSS: ${fmt(rssBefore, 1)} MB idle, ${fmt(rssIdle, 1)} MB with ${o.idle} open client connections (target <= 150 MB)`);
     console.log(`  relay peak RSS incl. wrk -c${o.idle} (${fmt(loaded.rps)} req/s${loaded.errors === "" ? "" : `, ${loaded.errors}`}): ${fmt(rssPeak, 1)} MB`);
+    if (o.perf) {
+      const pair = { relay: targets.relay!, nginx: targets.nginx! };
+      await perfRound(dir, pair, pids, (url) => wrk(url, script, o.connections, o.durationSec).requests);
+    }
   } finally {
     stopAll();
     await new Promise((r) => setTimeout(r, 300));

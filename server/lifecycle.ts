@@ -89,6 +89,31 @@ function closeStalledReaders(server: Server, limits: HttpLimits): void {
   server.once("close", () => clearInterval(timer));
 }
 
+/** How long a connection closed under a request that is still arriving keeps reading (see lingerOnClose). */
+const LINGER_MS = 2000;
+
+/**
+ * Lingering close (RFC 9112 §9.6) for an answer with Connection: close sent while the request's
+ * body is still arriving (an upload refused early: 413 by Content-Length, or any refusal before the
+ * body was read; Fastify closes the connection after such errors). node:http would close the
+ * socket as soon as the answer is written; closing a socket with unread bytes makes the kernel
+ * send a reset, which can destroy the answer before the client has read it: a relay sending a
+ * large upload then sees its write fail (EPIPE, ECONNRESET) and reports a broken gateway
+ * connection instead of the 413. Instead the server half-closes (its answer and FIN go out), keeps
+ * reading (node:http discards the rest of the request), and closes once the client has closed its
+ * side, or after LINGER_MS.
+ */
+function lingerOnClose(socket: Socket): void {
+  socket.destroySoon = function lingeringClose(this: Socket): void {
+    if (this.destroyed) return;
+    const timer = setTimeout(() => this.destroy(), LINGER_MS);
+    timer.unref();
+    this.once("close", () => clearTimeout(timer));
+    this.once("end", () => this.destroy());
+    this.end();
+  };
+}
+
 /** node:http(s) server with every limit explicit (no library default timeouts). */
 function createNodeServer(listen: ListenConfig, limits: HttpLimits, handler: Handler, http2: Http2Limits | undefined): Server {
   const server = createNodeServerOf(listen, limits, handler, http2);
@@ -225,7 +250,10 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
   // (server/lean-answers.ts).
   app.addHook("onSend", (request, reply, payload, done) => {
     // (HTTP/2 has no Connection field: its connections get GOAWAY instead, relay/h2.ts.)
-    if (drain.closesConnections && request.raw.httpVersionMajor < 2) reply.header("connection", "close");
+    if (request.raw.httpVersionMajor < 2) {
+      if (drain.closesConnections) reply.header("connection", "close");
+      if (reply.getHeader("connection") === "close" && !request.raw.complete) lingerOnClose(request.raw.socket);
+    }
     done(null, payload);
   });
   app.addHook("onResponse", (request, reply, done) => {

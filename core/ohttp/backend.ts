@@ -53,6 +53,19 @@ export interface HpkeBackend {
     exporterContext: Uint8Array,
     length: number,
   ) => { plaintext: Uint8Array; exported: Uint8Array } | undefined;
+  /**
+   * Optional synchronous RFC 9180 SetupBaseR(enc, skR, info): a context that opens one message
+   * after another (chunked OHTTP's request chunks). Returns undefined for a suite it does not do
+   * (the caller then uses the suite's hpke-js context); throws if enc is invalid.
+   */
+  readonly setupRecipientSync?: (kemId: KemId, kdfId: KdfId, aeadId: AeadId, recipientKey: CryptoKeyPair, enc: Uint8Array, info: Uint8Array) => RecipientContextSync | undefined;
+}
+
+/** A synchronous HPKE recipient context (RFC 9180 §5.2 Open, §5.3 Export). */
+export interface RecipientContextSync {
+  /** Opens the next message (sequence numbers 0, 1, ...); throws if it does not authenticate. */
+  open(ct: Uint8Array, aad: Uint8Array): Uint8Array;
+  export(exporterContext: Uint8Array, length: number): Uint8Array;
 }
 
 export interface ResponseCrypto {

@@ -39,6 +39,7 @@ import {
   responseKeys,
   responseNonceBytes,
   setupRecipient,
+  setupRecipientSync,
   setupSender,
   u8,
   type EncapsulateRequestOptions,
@@ -366,9 +367,17 @@ export class ChunkedRequestDecapsulator {
     const hdr = exactCopy(this.#q.take(HEADER_BYTES));
     const kemEnc = exactCopy(this.#q.take(h.headerBytes - HEADER_BYTES));
     try {
-      const ctx = await setupRecipient(h, kemEnc, hdr, CHUNKED_REQUEST_LABEL);
-      this.#secret = u8(await ctx.export(CHUNKED_RESPONSE_LABEL, responseNonceBytes(h.aeadId)));
-      this.#reader.start(async (ct, aad) => u8(await ctx.open(ct, aad)));
+      // The backend's synchronous context where it has one (no promise, copy or ArrayBuffer per
+      // chunk: what a gateway does most while a large body streams), else hpke-js's.
+      const sync = setupRecipientSync(h, kemEnc, hdr, CHUNKED_REQUEST_LABEL);
+      if (sync !== undefined) {
+        this.#secret = sync.export(CHUNKED_RESPONSE_LABEL, responseNonceBytes(h.aeadId));
+        this.#reader.start(async (ct, aad) => sync.open(ct, aad));
+      } else {
+        const ctx = await setupRecipient(h, kemEnc, hdr, CHUNKED_REQUEST_LABEL);
+        this.#secret = u8(await ctx.export(CHUNKED_RESPONSE_LABEL, responseNonceBytes(h.aeadId)));
+        this.#reader.start(async (ct, aad) => u8(await ctx.open(ct, aad)));
+      }
     } catch (e) {
       throw wrapError(e, "OHTTP_ERR_DECRYPT");
     }

@@ -5,7 +5,7 @@ import { ByteWriter, concatBytes, exactCopy } from "../bytes.js";
 import { ProtocolError, wrapError } from "../errors.js";
 import { AEAD_INFO, KEM_INFO, isAeadId, isKdfId, isKemId, type AeadId, type KdfId, type KemId } from "./constants.js";
 import { checkPublicKey, type KeyConfig } from "./key-config.js";
-import { hpkeBackend, type HpkeBackend } from "./backend.js";
+import { hpkeBackend, type HpkeBackend, type RecipientContextSync } from "./backend.js";
 import { gatewayKeyMaterial, type Keyring } from "./gateway-key.js";
 
 const encoder = new TextEncoder();
@@ -267,6 +267,11 @@ export function readRequestHeader(keys: Keyring, enc: Uint8Array): RequestHeader
 /** SetupBaseR(enc, skR, info) with info = label || 0x00 || hdr. Throws the backend's errors. */
 export function setupRecipient(h: RequestHeader, kemEnc: Uint8Array, hdr: Uint8Array, label: Uint8Array): Promise<RecipientContext> {
   return h.backend.suite(h.kemId, h.kdfId, h.aeadId).createRecipientContext({ recipientKey: h.recipientKey, enc: kemEnc, info: requestInfo(label, hdr) });
+}
+
+/** The backend's synchronous recipient context for the request's suite, if it has one (backend.ts). */
+export function setupRecipientSync(h: RequestHeader, kemEnc: Uint8Array, hdr: Uint8Array, label: Uint8Array): RecipientContextSync | undefined {
+  return h.backend.setupRecipientSync?.(h.kemId, h.kdfId, h.aeadId, h.recipientKey, kemEnc, requestInfo(label, hdr));
 }
 
 /** max(Nn, Nk): the response nonce, and the secret exported for the response. */

@@ -39,7 +39,7 @@ import {
 } from "@hpke/core";
 import { equalBytes } from "../bytes.js";
 import { AEAD, AEAD_INFO, KDF, KDF_INFO, KEM, type AeadId, type KdfId, type KemId } from "./constants.js";
-import type { HpkeBackend, KemKeyPair, ResponseCrypto } from "./backend.js";
+import type { HpkeBackend, KemKeyPair, RecipientContextSync, ResponseCrypto } from "./backend.js";
 import { stockHpkeBackend, stockKem } from "./stock.js";
 
 type Bytes = ArrayBufferLike | ArrayBufferView;
@@ -644,6 +644,25 @@ class NodeOneShotRecipient {
   ): { plaintext: Uint8Array; exported: Uint8Array } {
     if (length > this.#Nh) throw new RangeError("export length exceeds Nh");
     const c = this.#schedule(info, exporterContext, length);
+    const { key, nonce, exporterSecret } = this.#keySchedule(c, recipientKey, enc);
+    const plaintext = aeadOpen(this.#aeadId, key, nonce, ct, aad);
+    key.fill(0);
+    const exported = createHmac(this.#hash, exporterSecret).update(c.exportInfo).digest();
+    exporterSecret.fill(0);
+    return { plaintext, exported: new Uint8Array(exported.buffer, exported.byteOffset, length) };
+  }
+
+  /**
+   * SetupBaseR alone: a context that opens message after message (sequence numbers 0, 1, ...), for
+   * chunked OHTTP. Throws (a node:crypto error or a RangeError) on a bad enc.
+   */
+  context(recipientKey: CryptoKeyPair, enc: Uint8Array, info: Uint8Array): RecipientContextSync {
+    const { key, nonce, exporterSecret } = this.#keySchedule(this.#schedule(info, EMPTY, 0), recipientKey, enc);
+    return new NodeRecipientContext(this.#aeadId, this.#kdf, this.#hash, this.#Nh, key, nonce, exporterSecret);
+  }
+
+  /** DHKEM Decap and the mode_base key schedule (the steps above, up to Open). */
+  #keySchedule(c: ScheduleConstants, recipientKey: CryptoKeyPair, enc: Uint8Array): { key: Buffer; nonce: Buffer; exporterSecret: Buffer } {
     const hash = this.#hash;
     const skR = asNodeKey(recipientKey.privateKey, "private");
     const dh = this.#kem.dhSync(skR, this.#kem.importPublicSync(enc));
@@ -657,11 +676,51 @@ class NodeOneShotRecipient {
     const nonce = createHmac(hash, secret).update(c.nonceInfo).digest().subarray(0, this.#Nn);
     const exporterSecret = createHmac(hash, secret).update(c.expInfo).digest();
     secret.fill(0);
-    const plaintext = aeadOpen(this.#aeadId, key, nonce, ct, aad);
-    key.fill(0);
-    const exported = createHmac(hash, exporterSecret).update(c.exportInfo).digest();
-    exporterSecret.fill(0);
-    return { plaintext, exported: new Uint8Array(exported.buffer, exported.byteOffset, length) };
+    return { key, nonce, exporterSecret };
+  }
+}
+
+/**
+ * An HPKE recipient context on node:crypto (RFC 9180 §5.2, §5.3): Open with the nonce
+ * base_nonce XOR I2OSP(seq, Nn), seq counting the messages opened; Export from the exporter secret.
+ */
+class NodeRecipientContext implements RecipientContextSync {
+  readonly #aeadId: AeadId;
+  readonly #kdf: NodeHkdf;
+  readonly #hash: string;
+  readonly #Nh: number;
+  readonly #key: Buffer;
+  readonly #baseNonce: Buffer;
+  readonly #nonce: Buffer;
+  readonly #exporterSecret: Buffer;
+  #seq = 0;
+
+  constructor(aeadId: AeadId, kdf: NodeHkdf, hash: string, Nh: number, key: Buffer, baseNonce: Buffer, exporterSecret: Buffer) {
+    this.#aeadId = aeadId;
+    this.#kdf = kdf;
+    this.#hash = hash;
+    this.#Nh = Nh;
+    this.#key = key;
+    this.#baseNonce = baseNonce;
+    this.#nonce = Buffer.from(baseNonce);
+    this.#exporterSecret = exporterSecret;
+  }
+
+  open(ct: Uint8Array, aad: Uint8Array): Uint8Array {
+    if (this.#seq >= Number.MAX_SAFE_INTEGER) throw new RangeError("message limit reached");
+    const n = this.#nonce;
+    n.set(this.#baseNonce);
+    for (let i = n.length - 1, c = this.#seq; c > 0 && i >= 0; i--, c = Math.floor(c / 256)) n[i]! ^= c % 256;
+    const pt = aeadOpen(this.#aeadId, this.#key, n, ct, aad);
+    this.#seq++;
+    return pt;
+  }
+
+  export(exporterContext: Uint8Array, length: number): Uint8Array {
+    if (length > this.#Nh) throw new RangeError("export length exceeds Nh");
+    const info = Buffer.concat([this.#kdf.buildLabeledInfo(ascii("sec"), exporterContext, length), ONE]);
+    const out = createHmac(this.#hash, this.#exporterSecret).update(info).digest();
+    return new Uint8Array(out.buffer, out.byteOffset, length);
   }
 }
 
@@ -681,7 +740,8 @@ function nodeDhkem(kemId: KemId): NodeDhkem | undefined {
   return k instanceof NodeDhkem ? k : undefined;
 }
 
-const openRequest: NonNullable<HpkeBackend["openRequest"]> = (kemId, kdfId, aeadId, recipientKey, enc, info, aad, ct, exporterContext, length) => {
+/** The node:crypto recipient of a suite, or undefined for a KEM it does not do (X-Wing). */
+function oneShotRecipient(kemId: KemId, kdfId: KdfId, aeadId: AeadId): NodeOneShotRecipient | undefined {
   const id = kemId * 0x100000000 + kdfId * 0x10000 + aeadId;
   let r = recipients.get(id);
   if (r === undefined) {
@@ -689,8 +749,14 @@ const openRequest: NonNullable<HpkeBackend["openRequest"]> = (kemId, kdfId, aead
     r = kem === undefined ? null : new NodeOneShotRecipient(kem, kemId, kdfId, aeadId);
     recipients.set(id, r);
   }
-  return r === null ? undefined : r.open(recipientKey, enc, info, aad, ct, exporterContext, length);
-};
+  return r ?? undefined;
+}
+
+const openRequest: NonNullable<HpkeBackend["openRequest"]> = (kemId, kdfId, aeadId, recipientKey, enc, info, aad, ct, exporterContext, length) =>
+  oneShotRecipient(kemId, kdfId, aeadId)?.open(recipientKey, enc, info, aad, ct, exporterContext, length);
+
+const setupRecipientSync: NonNullable<HpkeBackend["setupRecipientSync"]> = (kemId, kdfId, aeadId, recipientKey, enc, info) =>
+  oneShotRecipient(kemId, kdfId, aeadId)?.context(recipientKey, enc, info);
 
 export const nodeHpkeBackend: HpkeBackend = Object.freeze({
   name: "node:crypto",
@@ -721,4 +787,5 @@ export const nodeHpkeBackend: HpkeBackend = Object.freeze({
   },
   responseCrypto: nodeResponseCrypto,
   openRequest,
+  setupRecipientSync,
 });

@@ -144,15 +144,16 @@ export function classifyFailure(e: unknown, timedOut: boolean): { code: ErrorCod
 }
 
 function responseFields(headers: Record<string, string | string[] | undefined>): Field[] {
-  const out: Field[] = [];
   const connection = headers.connection;
-  const nominated = new Set(
-    (Array.isArray(connection) ? connection.join(",") : (connection ?? "")).split(",").map((s) => s.trim().toLowerCase()),
-  );
-  for (const [name, value] of Object.entries(headers)) {
-    const n = name.toLowerCase();
-    if (value === undefined || HOP_BY_HOP.has(n) || nominated.has(n)) continue;
-    for (const v of Array.isArray(value) ? value : [value]) out.push([n, v]);
+  // Names listed in Connection (RFC 9110 §7.6.1); usually "keep-alive" or none.
+  const nominated = connection === undefined ? undefined : connectionNominated([["connection", Array.isArray(connection) ? connection.join(",") : connection]]);
+  const out: Field[] = [];
+  // undici gives lowercase names.
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || nominated?.has(name) === true) continue;
+    if (typeof value === "string") out.push([name, value]);
+    else for (const v of value) out.push([name, v]);
   }
   return out;
 }

@@ -1,10 +1,11 @@
-// Child process of bench/gateway.ts: runs ONE server (the Veil gateway, or the peer: a bare
-// fastify + undici pass-through proxy) so that its CPU time can be measured alone. Talks to the
+// Child process of bench/gateway.ts: runs ONE server (the Veil gateway; the peer: a bare
+// fastify + undici pass-through proxy; the peer with the gateway's OHTTP crypto; Veil's plumbing)
+// so that its CPU time can be measured alone. Talks to the
 // parent over IPC: {ready, port, keyConfig?} once listening; {cpu} on request; exits on "stop".
 
 import Fastify from "fastify";
 import { Pool } from "undici";
-import { encodeKeyConfig } from "../core/ohttp/index.js";
+import { KEM, decapsulateRequest, encapsulateRequest, encodeKeyConfig, generateGatewayKey } from "../core/ohttp/index.js";
 import { benchLogger, oneKeyStore } from "./stack.js";
 import { buildGateway } from "../gateway/app.js";
 import { parseGatewayConfig } from "../gateway/config.js";
@@ -52,6 +53,38 @@ async function startProxy(upstream: string): Promise<{ port: number }> {
 }
 
 /**
+ * The peer plus the OHTTP crypto the gateway does per request, and nothing else: the same
+ * handler, which also decapsulates one sealed request (made once, at start) and encapsulates a
+ * response with Veil's core/ohttp (X25519, HKDF-SHA256, AES-128-GCM), as the gateway does. What
+ * the gateway would cost if its only addition to the peer were the cryptography.
+ */
+async function startProxyWithCrypto(upstream: string): Promise<{ port: number }> {
+  const { key } = await generateGatewayKey(1, KEM.X25519);
+  const keys = new Map([[1, key]]);
+  const inner = crypto.getRandomValues(new Uint8Array(300));
+  const { encapsulated } = await encapsulateRequest(key.config, inner);
+  const answer = crypto.getRandomValues(new Uint8Array(40));
+  const pool = new Pool(upstream, { connections: 32, connectTimeout: 5000, headersTimeout: 15000, bodyTimeout: 15000 });
+  const app = Fastify({ logger: false });
+  app.addContentTypeParser("application/dap-report", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+  app.put("/tasks/:id/reports", async (request, reply) => {
+    const d = await decapsulateRequest(keys, encapsulated);
+    const res = await pool.request({
+      method: "PUT",
+      path: request.url,
+      headers: { "content-type": "application/dap-report" },
+      body: request.body as Buffer,
+    });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    await d.response.encapsulateResponse(answer);
+    return reply.code(res.statusCode).send(body);
+  });
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  const addr = app.server.address();
+  return { port: typeof addr === "object" && addr !== null ? addr.port : 0 };
+}
+
+/**
  * The gateway's plumbing without Oblivious HTTP: Veil's server app (limits, hooks, one log line and
  * metrics per request) and gateway/target.ts forwarding the plain upload. The difference to the
  * gateway is what OHTTP + Binary HTTP + policy cost; the difference to the peer is the plumbing.
@@ -76,12 +109,13 @@ async function startPlumbing(upstream: string): Promise<{ port: number }> {
   return { port: typeof addr === "object" && addr !== null ? addr.port : 0 };
 }
 
+const MODES = { gateway: startGateway, proxy: startProxy, "proxy-crypto": startProxyWithCrypto, plumbing: startPlumbing };
 const [mode, upstream] = process.argv.slice(2);
-if (upstream === undefined || (mode !== "gateway" && mode !== "proxy" && mode !== "plumbing")) {
-  console.error("usage: gateway-child.js gateway|proxy|plumbing UPSTREAM_URL");
+if (upstream === undefined || mode === undefined || !Object.hasOwn(MODES, mode)) {
+  console.error(`usage: gateway-child.js ${Object.keys(MODES).join("|")} UPSTREAM_URL`);
   process.exit(2);
 }
-const started = mode === "gateway" ? await startGateway(upstream) : mode === "proxy" ? await startProxy(upstream) : await startPlumbing(upstream);
+const started = await MODES[mode as keyof typeof MODES](upstream);
 process.on("message", (m: Msg) => {
   if (m === "cpu") process.send?.({ cpu: process.cpuUsage() });
   if (m === "stop") process.exit(0);

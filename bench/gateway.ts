@@ -38,7 +38,7 @@ interface Ready {
 }
 
 
-function startChild(mode: "gateway" | "proxy" | "plumbing", upstream: string, logDir: string, execArgv: string[]): Promise<{ child: ChildProcess; ready: Ready }> {
+function startChild(mode: "gateway" | "proxy" | "proxy-crypto" | "plumbing", upstream: string, logDir: string, execArgv: string[]): Promise<{ child: ChildProcess; ready: Ready }> {
   const script = fileURLToPath(new URL("./gateway-child.js", import.meta.url));
   const child = fork(script, [mode, upstream], { stdio: ["ignore", logFileFor(logDir, mode), "inherit", "ipc"], execArgv });
   return new Promise((resolve, reject) => {
@@ -179,12 +179,14 @@ export async function run(args: string[]): Promise<void> {
   const gw = await startChild("gateway", upstreamUrl, logDir, execArgv);
   const px = await startChild("proxy", upstreamUrl, logDir, execArgv);
   const pl = await startChild("plumbing", upstreamUrl, logDir, execArgv);
+  const pc = await startChild("proxy-crypto", upstreamUrl, logDir, execArgv);
   const keyConfig: KeyConfig = decodeKeyConfig(fromHex(gw.ready.keyConfig!));
   // Explicit timeouts (undici's default is 300 s): a stalled server fails the run instead of hanging it.
   const poolOptions = { connections: concurrency, connectTimeout: 10_000, headersTimeout: 30_000, bodyTimeout: 30_000 };
   const gwPool = new Pool(`http://127.0.0.1:${gw.ready.port}`, poolOptions);
   const pxPool = new Pool(`http://127.0.0.1:${px.ready.port}`, poolOptions);
   const plPool = new Pool(`http://127.0.0.1:${pl.ready.port}`, poolOptions);
+  const pcPool = new Pool(`http://127.0.0.1:${pc.ready.port}`, poolOptions);
 
   // A DAP-09 Prio3Count report is 230 bytes (notes §1.3); its content does not matter here.
   const taskId = toBase64Url(crypto.getRandomValues(new Uint8Array(32)), false);
@@ -229,10 +231,12 @@ export async function run(args: string[]): Promise<void> {
   await drive(gwPool, concurrency, gwRequest, warm, gwCheck);
   await drive(pxPool, concurrency, pxRequest, warm);
   await drive(plPool, concurrency, pxRequest, warm);
+  await drive(pcPool, concurrency, pxRequest, warm);
 
   const gwCpu = { user: 0, system: 0 };
   const pxCpu = { user: 0, system: 0 };
   const plCpu = { user: 0, system: 0 };
+  const pcCpu = { user: 0, system: 0 };
   const add = (acc: NodeJS.CpuUsage, a: NodeJS.CpuUsage, b: NodeJS.CpuUsage): void => {
     acc.user += b.user - a.user;
     acc.system += b.system - a.system;
@@ -257,12 +261,17 @@ export async function run(args: string[]): Promise<void> {
     c0 = await cpuOf(pl.child);
     await drive(plPool, concurrency, pxRequest, requests);
     add(plCpu, c0, await cpuOf(pl.child));
+
+    c0 = await cpuOf(pc.child);
+    await drive(pcPool, concurrency, pxRequest, requests);
+    add(pcCpu, c0, await cpuOf(pc.child));
   }
 
   const n = requests * rounds;
   const gwPer = (gwCpu.user + gwCpu.system) / n;
   const pxPer = (pxCpu.user + pxCpu.system) / n;
   const plPer = (plCpu.user + plCpu.system) / n;
+  const pcPer = (pcCpu.user + pcCpu.system) / n;
   const split = (c: NodeJS.CpuUsage): string => `(user ${(c.user / n).toFixed(1)}, system ${(c.system / n).toFixed(1)})`;
   process.stdout.write(
     [
@@ -270,7 +279,8 @@ export async function run(args: string[]): Promise<void> {
       `  veil gateway (OHTTP X25519/HKDF-SHA256/AES-128-GCM): ${gwPer.toFixed(1)} µs CPU/request ${split(gwCpu)}, ${((n / gwWall) * 1000).toFixed(0)} req/s`,
       `  peer: bare fastify + undici proxy:                  ${pxPer.toFixed(1)} µs CPU/request ${split(pxCpu)}, ${((n / pxWall) * 1000).toFixed(0)} req/s`,
       `  (for reference) veil plumbing, no OHTTP:            ${plPer.toFixed(1)} µs CPU/request ${split(plCpu)}`,
-      `  ratio gateway/peer: ${(gwPer / pxPer).toFixed(2)}x (target <= 2.5x)`,
+      `  (for reference) peer + the gateway's OHTTP crypto:  ${pcPer.toFixed(1)} µs CPU/request ${split(pcCpu)}, ${(pcPer / pxPer).toFixed(2)}x the peer`,
+      `  ratio gateway/peer: ${(gwPer / pxPer).toFixed(2)}x (target <= 2.5x); gateway / (peer + OHTTP crypto): ${(gwPer / pcPer).toFixed(2)}x`,
       "",
     ].join("\n"),
   );
@@ -299,7 +309,10 @@ export async function run(args: string[]): Promise<void> {
     });
     const pxParts = await under("peer", px.child.pid!, () => drive(pxPool, concurrency, pxRequest, requests));
     const plParts = await under("plumbing", pl.child.pid!, () => drive(plPool, concurrency, pxRequest, requests));
-    process.stdout.write(`${breakdownTable([["gateway", gwParts, gwPer], ["peer", pxParts, pxPer], ["plumbing", plParts, plPer]])}\n`);
+    const pcParts = await under("peer-crypto", pc.child.pid!, () => drive(pcPool, concurrency, pxRequest, requests));
+    process.stdout.write(
+      `${breakdownTable([["gateway", gwParts, gwPer], ["peer", pxParts, pxPer], ["peer+crypto", pcParts, pcPer], ["plumbing", plParts, plPer]])}\n`,
+    );
   }
 
   stage = "stopping";
@@ -307,11 +320,13 @@ export async function run(args: string[]): Promise<void> {
   await gwPool.close();
   await pxPool.close();
   await plPool.close();
+  await pcPool.close();
   const exited = (c: ChildProcess) => new Promise((r) => c.once("exit", r));
   gw.child.send("stop");
   px.child.send("stop");
   pl.child.send("stop");
-  await Promise.all([exited(gw.child), exited(px.child), exited(pl.child)]);
+  pc.child.send("stop");
+  await Promise.all([exited(gw.child), exited(px.child), exited(pl.child), exited(pc.child)]);
   upstream.closeAllConnections();
   await new Promise((r) => upstream.close(r));
   rmSync(logDir, { recursive: true, force: true });

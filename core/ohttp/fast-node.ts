@@ -19,6 +19,7 @@ import {
   diffieHellman,
   generateKeyPairSync,
   type CipherGCMTypes,
+  type ECKeyPairKeyObjectOptions,
   type KeyObject,
 } from "node:crypto";
 import {
@@ -315,6 +316,30 @@ function isPair(k: unknown): k is CryptoKeyPair {
   return typeof k === "object" && k !== null && "privateKey" in k && "publicKey" in k;
 }
 
+/**
+ * The JWK members of a key encoded by generateKeyPairSync itself ({ format: "jwk" } encodings).
+ * Why keys are never generated first and exported afterwards: Node 20 exports a JWK while holding
+ * the key's mutex and allocating JavaScript strings; a garbage collection at that moment can run
+ * the destructor of the key's generation job (unreferenced once generateKeyPairSync returned),
+ * which takes the same mutex, and the process deadlocks (seen in the benchmarks' load generator:
+ * main thread in ExportJWKEdKey -> GC -> ~KeyGenJob -> uv_mutex_lock, forever). Encoded by the
+ * generation, the key is never exported while its job can be collected.
+ */
+function generatedJwk(k: unknown): { x: string; y: string; d: string } {
+  const j = k as { x?: unknown; y?: unknown; d?: unknown };
+  const str = (v: unknown): string => (typeof v === "string" ? v : "");
+  return { x: str(j.x), y: str(j.y), d: str(j.d) };
+}
+
+/** The uncompressed P-256 point (0x04 || x || y) of a JWK. */
+function p256Point(jwk: { x: string; y: string }): Uint8Array {
+  const pk = new Uint8Array(65);
+  pk[0] = 0x04;
+  pk.set(fromB64url(jwk.x), 1);
+  pk.set(fromB64url(jwk.y), 33);
+  return pk;
+}
+
 const LABEL_DKP_PRK = ascii("dkp_prk");
 const LABEL_SK = ascii("sk");
 const LABEL_CANDIDATE = ascii("candidate");
@@ -340,6 +365,8 @@ abstract class NodeDhkem implements KemInterface {
   abstract importPublicSync(pk: Uint8Array): NodeKemKey;
   abstract importPrivateSync(sk: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey };
   abstract generateSync(): { privateKey: NodeKemKey; publicKey: NodeKemKey };
+  /** A fresh key pair, serialized (RFC 9180 SerializePrivateKey / SerializePublicKey). */
+  abstract generateRawSync(): { privateKey: Uint8Array; publicKey: Uint8Array };
   abstract deriveSync(ikm: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey };
   abstract exportPrivateSync(sk: NodeKemKey): Uint8Array;
 
@@ -447,9 +474,14 @@ export class NodeDhkemX25519 extends NodeDhkem {
     }
   }
   generateSync(): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
-    const { privateKey, publicKey } = generateKeyPairSync("x25519");
-    const pk = fromB64url((publicKey.export({ format: "jwk" }) as { x: string }).x);
-    return { privateKey: new NodeKemKey("X25519", "private", privateKey, pk), publicKey: new NodeKemKey("X25519", "public", publicKey, pk) };
+    // The public key comes encoded by the generation itself: see generatedJwk.
+    const { privateKey, publicKey } = generateKeyPairSync("x25519", { publicKeyEncoding: { format: "jwk" } });
+    const pk = fromB64url(generatedJwk(publicKey).x);
+    return { privateKey: new NodeKemKey("X25519", "private", privateKey, pk), publicKey: new NodeKemKey("X25519", "public", createPublicKey(privateKey), pk) };
+  }
+  generateRawSync(): { privateKey: Uint8Array; publicKey: Uint8Array } {
+    const pair = generateKeyPairSync("x25519", { publicKeyEncoding: { format: "jwk" }, privateKeyEncoding: { format: "jwk" } });
+    return { privateKey: fromB64url(generatedJwk(pair.privateKey).d), publicKey: fromB64url(generatedJwk(pair.publicKey).x) };
   }
   deriveSync(ikm: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
     // RFC 9180 §7.1.3
@@ -488,13 +520,15 @@ export class NodeDhkemP256 extends NodeDhkem {
     return { privateKey: new NodeKemKey("P-256", "private", priv, pk), publicKey: this.importPublicSync(pk) };
   }
   generateSync(): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
-    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    const jwk = publicKey.export({ format: "jwk" }) as { x: string; y: string };
-    const pk = new Uint8Array(65);
-    pk[0] = 0x04;
-    pk.set(fromB64url(jwk.x), 1);
-    pk.set(fromB64url(jwk.y), 33);
-    return { privateKey: new NodeKemKey("P-256", "private", privateKey, pk), publicKey: new NodeKemKey("P-256", "public", publicKey, pk) };
+    // The public key comes encoded by the generation itself: see generatedJwk.
+    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256", publicKeyEncoding: { format: "jwk" } } as unknown as ECKeyPairKeyObjectOptions);
+    const pk = p256Point(generatedJwk(publicKey));
+    return { privateKey: new NodeKemKey("P-256", "private", privateKey, pk), publicKey: new NodeKemKey("P-256", "public", createPublicKey(privateKey), pk) };
+  }
+  generateRawSync(): { privateKey: Uint8Array; publicKey: Uint8Array } {
+    // @types/node 20 lists no JWK encodings for "ec" (Node 20 has them).
+    const pair = generateKeyPairSync("ec", { namedCurve: "P-256", publicKeyEncoding: { format: "jwk" }, privateKeyEncoding: { format: "jwk" } } as unknown as ECKeyPairKeyObjectOptions);
+    return { privateKey: fromB64url(generatedJwk(pair.privateKey).d), publicKey: p256Point(generatedJwk(pair.publicKey)) };
   }
   deriveSync(ikm: Uint8Array): { privateKey: NodeKemKey; publicKey: NodeKemKey } {
     // RFC 9180 §7.1.3: rejection sampling, bitmask 0xff for P-256.
@@ -782,8 +816,7 @@ export const nodeHpkeBackend: HpkeBackend = Object.freeze({
   async generateKeyPair(kemId: KemId): Promise<{ privateKey: Uint8Array; publicKey: Uint8Array }> {
     const k = nodeDhkem(kemId);
     if (k === undefined) return stockHpkeBackend.generateKeyPair(kemId);
-    const pair = k.generateSync();
-    return { privateKey: k.exportPrivateSync(pair.privateKey), publicKey: new Uint8Array(pair.publicKey.publicKey) };
+    return k.generateRawSync();
   },
   responseCrypto: nodeResponseCrypto,
   openRequest,

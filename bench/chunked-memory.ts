@@ -5,7 +5,7 @@
 // upload and then one chunked upload of that size; the peer is the same topology with two bare
 // node:http pipe proxies in place of the relay and the gateway and a plain upload (no OHTTP).
 // Every process but the target runs
-// bench/chunked-memory-sampler.js (a garbage collection forced every 200 ms, process.memoryUsage()
+// bench/chunked-memory-sampler.js (a garbage collection forced every 50 ms, process.memoryUsage()
 // every 20 ms). Printed per process: the RSS growth over the upload (peak minus the value when it
 // began), and in the same window the growth of the V8 heap in use and the peaks of external memory
 // and of ArrayBuffers. Growth that stays the same from 16 to 256 MiB is a fixed cost; growth that

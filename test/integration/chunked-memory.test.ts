@@ -9,8 +9,9 @@
 //
 // What the processes run with, and why (measured with the 16/64/256 MiB uploads of
 // `npm run bench -- chunked-memory`, README "Chunked OHTTP"):
-// - A garbage collection forced every 200 ms (bench/chunked-memory-sampler.ts, with --import), so
-//   that RSS follows the memory held rather than garbage V8 has not collected yet.
+// - A garbage collection forced every 50 ms (bench/chunked-memory-sampler.ts, with --import), so
+//   that RSS follows the memory held rather than garbage V8 has not collected yet (which grows
+//   with the throughput, so a faster machine would otherwise measure more).
 // - --no-liftoff, and a warm-up upload first. undici (the gateway's and the relay's upstream
 //   client, fetch in the client) parses HTTP with llhttp compiled to WebAssembly. By default V8
 //   compiles it with its baseline compiler, and once the parser has run, again with its optimizing

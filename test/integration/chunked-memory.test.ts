@@ -19,7 +19,7 @@
 //   --trace-wasm-compilation-times: 29.5 MB max, 42.6 MB allocated, 0.6-1.7 s for llhttp's main
 //   function), released when the compile ends and paid once per process whatever the traffic. It
 //   starts after the first HTTP answer a process parses, so it lands in the measured upload: the
-//   gateway grew 16-34 MiB for 16, 64 and 256 MiB bodies alike (13.9 MiB with the optimizing
+//   gateway grew 16-39 MiB for 16, 64 and 256 MiB bodies alike (13.9 MiB with the optimizing
 //   compiler turned off). With --no-liftoff V8 compiles the parser once, with the optimizing
 //   compiler, on its first use: inside the warm-up, before the baseline is taken. The warm-up also
 //   brings connections, JIT-compiled JavaScript and V8's young generation to their working size.

@@ -155,8 +155,9 @@ export async function run(args: string[]): Promise<void> {
   const pd = args.indexOf("--perf-dir");
   const perfDir = pd >= 0 ? args[pd + 1] : undefined;
 
-  // Watchdog: a run that stalls (seen twice on a saturated machine, cause unknown) fails with the
-  // stage it was in instead of hanging.
+  // Watchdog: a run that stalls fails with the stage it was in instead of hanging. (The stalls seen
+  // before were this process deadlocking in Node 20 while sealing: a key generated and then
+  // exported as a JWK during a garbage collection; core/ohttp/fast-node.ts no longer does that.)
   let stage = "starting";
   const watchdog = setTimeout(() => {
     process.stderr.write(`gateway bench: not finished after 10 minutes (stage: ${stage})\n`);

@@ -8,21 +8,23 @@
 // early answer and the cut connections through the relay: relay-chunked.test.ts.)
 //
 // What the processes run with, and why (measured with the 16/64/256 MiB uploads of
-// `npm run bench -- chunked-memory`, README "Chunked OHTTP"):
-// - A garbage collection forced every 50 ms (bench/chunked-memory-sampler.ts, with --import), so
-//   that RSS follows the memory held rather than garbage V8 has not collected yet (which grows
-//   with the throughput, so a faster machine would otherwise measure more).
-// - --no-liftoff, and a warm-up upload first. undici (the gateway's and the relay's upstream
-//   client, fetch in the client) parses HTTP with llhttp compiled to WebAssembly. By default V8
-//   compiles it with its baseline compiler, and once the parser has run, again with its optimizing
-//   compiler on a background thread: a one-time compiler zone of ~29 MiB (V8's
-//   --trace-wasm-compilation-times: 29.5 MB max, 42.6 MB allocated, 0.6-1.7 s for llhttp's main
-//   function), released when the compile ends and paid once per process whatever the traffic. It
-//   starts after the first HTTP answer a process parses, so it lands in the measured upload: the
-//   gateway grew 16-39 MiB for 16, 64 and 256 MiB bodies alike (13.9 MiB with the optimizing
-//   compiler turned off). With --no-liftoff V8 compiles the parser once, with the optimizing
-//   compiler, on its first use: inside the warm-up, before the baseline is taken. The warm-up also
-//   brings connections, JIT-compiled JavaScript and V8's young generation to their working size.
+// `npm run bench -- chunked-memory`, README "Chunked OHTTP"): V8's defaults (no forced garbage
+// collection: the RSS is what an operator sees) but for one flag, and a warm-up upload first.
+// - --no-liftoff. undici (the gateway's and the relay's upstream client, fetch in the client)
+//   parses HTTP with llhttp compiled to WebAssembly. By default V8 compiles it with its baseline
+//   compiler, and once the parser has run, again with its optimizing compiler on a background
+//   thread: a one-time compiler zone of ~29 MiB (V8's --trace-wasm-compilation-times: 29.5 MB max,
+//   42.6 MB allocated, 0.6-1.7 s for llhttp's main function), released when the compile ends and
+//   paid once per process whatever the traffic. It starts after the first HTTP answer a process
+//   parses, so it lands in the measured upload: the gateway grew 16-39 MiB for 16, 64 and 256 MiB
+//   bodies alike (13.9 MiB with the optimizing compiler turned off). With --no-liftoff V8 compiles
+//   the parser once, with the optimizing compiler, on its first use: inside the warm-up.
+// - A 16 MiB warm-up upload brings connections, JIT-compiled JavaScript and V8's young generation
+//   (which grows with the allocation rate: streaming allocates a few times the bytes that pass) to
+//   their working size. Measured on an idle 2-core machine: relay 17-18, gateway 1-17, client
+//   2-14 MiB of growth for the 64 MiB upload after it; after a 32 MiB warm-up, relay and gateway
+//   grew 1-2 MiB; after an 8 MiB one, 18-27 MiB (the young generation still growing). Nothing
+//   follows the body's size.
 
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -30,7 +32,6 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { forkChunkedRole, type RoleChild } from "../../bench/chunked.js";
 import type { Result } from "../../bench/chunked-child.js";
-import { MEMORY_SAMPLER } from "../../bench/chunked-memory.js";
 import { toHex } from "../../core/bytes.js";
 import { encodeKeyConfigs } from "../../core/ohttp/index.js";
 import { writeKeyFile } from "../../gateway/key-file.js";
@@ -44,7 +45,7 @@ const BOUND_MB = 32;
 const LIMITS = { requestTimeoutMs: 120_000 };
 
 const dir = mkdtempSync(join(tmpdir(), "veil-chunked-memory-"));
-const NODE_ARGS = ["--expose-gc", "--import", MEMORY_SAMPLER, "--no-liftoff"];
+const NODE_ARGS = ["--no-liftoff"];
 
 let target: RoleChild;
 let client: RoleChild;
@@ -95,7 +96,7 @@ describe("chunked OHTTP through veil relay and veil gateway processes", () => {
   it("uploads 64 MiB byte for byte with the RSS of the relay, the gateway and the client growing by at most 32 MiB each", async () => {
     // Warm-up (see the header comment): one-time costs (the HTTP parser's compile, connections,
     // JIT code, V8's young generation) are paid before the baseline.
-    expect((await upload(8 * 1024 * 1024, "/warm")).status).toBe(200);
+    expect((await upload(16 * 1024 * 1024, "/warm")).status).toBe(200);
     const pids = { relay: relay.child.pid!, gateway: gateway.child.pid! };
     const base = { relay: rssMb(pids.relay), gateway: rssMb(pids.gateway) };
     const peak = { ...base };

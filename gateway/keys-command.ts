@@ -7,7 +7,9 @@
 //   veil keys retire   FILE --key-id N
 //   veil keys prune    FILE [--grace-sec S]   (deletes retired keys whose grace period is over)
 //
-// Nothing here prints a private key.
+// Nothing here prints a private key. Every command that changes FILE holds its lock (FILE.lock) from
+// the read to the atomic rename, so concurrent commands (a rotation and a cron prune) never lose
+// each other's change; a second command waits a few seconds, then fails (CFG_ERR_KEY_FILE_LOCKED).
 
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
@@ -28,6 +30,7 @@ import {
   readKeyFile,
   setKeyState,
   summarizeKeys,
+  withKeyFileLock,
   writeKeyFile,
   type KemName,
   type KeyFileData,
@@ -106,9 +109,12 @@ export function keysCommand(deps: KeysCommandDeps = {}): Command {
       }
     };
 
+  /** Runs a read-modify-write of `file` under its lock; tells the operator when it has to wait. */
+  const locked = <T>(file: string, fn: () => T | Promise<T>): Promise<T> =>
+    withKeyFileLock(file, fn, { onWait: (why) => printError(`veil keys: ${why}`) });
+
   const store = (file: string, data: KeyFileData, record: KeyRecord, keepActive: boolean): void => {
     const { data: next, retired } = addKey(data, record, { now: now(), keepActive });
-    ensureDir(file);
     writeKeyFile(file, next);
     const kem = Object.entries(KEM_NAMES).find(([, id]) => id === record.kemId)?.[0];
     print(
@@ -146,11 +152,15 @@ export function keysCommand(deps: KeysCommandDeps = {}): Command {
     .option("--aead <list>", `comma-separated AEADs: ${Object.keys(AEAD_NAMES).join(", ")}`)
     .action(
       action(async (o: { out: string; keyId?: number; kem: KemName; state: KeyState; keepActive?: boolean; kdf: string; aead?: string }) => {
-        const data = openOrCreate(o.out);
-        const keyId = o.keyId ?? nextKeyId(data.keys);
-        const kemId = KEM_NAMES[o.kem];
-        const { key, privateKey } = await generateGatewayKey(keyId, kemId, suitesFrom(o.kdf, o.aead));
-        store(o.out, data, newRecord(keyId, kemId, key.config.symmetric, key.config.publicKey, privateKey, o.state), o.keepActive === true);
+        const suites = suitesFrom(o.kdf, o.aead);
+        ensureDir(o.out);
+        await locked(o.out, async () => {
+          const data = openOrCreate(o.out);
+          const keyId = o.keyId ?? nextKeyId(data.keys);
+          const kemId = KEM_NAMES[o.kem];
+          const { key, privateKey } = await generateGatewayKey(keyId, kemId, suites);
+          store(o.out, data, newRecord(keyId, kemId, key.config.symmetric, key.config.publicKey, privateKey, o.state), o.keepActive === true);
+        });
       }),
     );
 
@@ -167,7 +177,6 @@ export function keysCommand(deps: KeysCommandDeps = {}): Command {
     .option("--aead <list>", `comma-separated AEADs: ${Object.keys(AEAD_NAMES).join(", ")}`)
     .action(
       action(async (o: { out: string; keyId: number; kem: KemName; privateKey: string; state: KeyState; keepActive?: boolean; kdf: string; aead?: string }) => {
-        const data = openOrCreate(o.out);
         const text = (o.privateKey === "-" ? readStdin() : o.privateKey).trim().toLowerCase();
         let privateKey: Uint8Array;
         try {
@@ -183,7 +192,10 @@ export function keysCommand(deps: KeysCommandDeps = {}): Command {
           // The library's message could quote key bytes: only our own text goes out.
           throw new ProtocolError("CFG_ERR_INVALID", `--private-key: not a valid ${o.kem} private key`, { cause: e });
         }
-        store(o.out, data, newRecord(o.keyId, kemId, key.config.symmetric, key.config.publicKey, privateKey, o.state), o.keepActive === true);
+        ensureDir(o.out);
+        await locked(o.out, () => {
+          store(o.out, openOrCreate(o.out), newRecord(o.keyId, kemId, key.config.symmetric, key.config.publicKey, privateKey, o.state), o.keepActive === true);
+        });
       }),
     );
 
@@ -214,19 +226,21 @@ export function keysCommand(deps: KeysCommandDeps = {}): Command {
       .requiredOption("--key-id <n>", "key identifier", parseKeyId)
       .option("--keep-active", keepActiveHelp)
       .action(
-        action((file: string, o: { keyId: number; keepActive?: boolean }) => {
-          let data = readKeyFile(file);
-          const at = now();
-          const target = data.keys.find((k) => k.keyId === o.keyId);
-          if (state === "active" && target !== undefined && target.state === "pending" && o.keepActive !== true) {
-            for (const k of data.keys) {
-              if (k.state === "active" && k.kemId === target.kemId) data = setKeyState(data, k.keyId, "retired", at);
+        action((file: string, o: { keyId: number; keepActive?: boolean }) =>
+          locked(file, () => {
+            let data = readKeyFile(file);
+            const at = now();
+            const target = data.keys.find((k) => k.keyId === o.keyId);
+            if (state === "active" && target !== undefined && target.state === "pending" && o.keepActive !== true) {
+              for (const k of data.keys) {
+                if (k.state === "active" && k.kemId === target.kemId) data = setKeyState(data, k.keyId, "retired", at);
+              }
             }
-          }
-          data = setKeyState(data, o.keyId, state, at);
-          writeKeyFile(file, data);
-          print(`key ${o.keyId} is ${state}`);
-        }),
+            data = setKeyState(data, o.keyId, state, at);
+            writeKeyFile(file, data);
+            print(`key ${o.keyId} is ${state}`);
+          }),
+        ),
       );
   };
   transition("activate", "active", "publish a pending key (active keys of the same KEM retire unless --keep-active)");
@@ -238,11 +252,13 @@ export function keysCommand(deps: KeysCommandDeps = {}): Command {
     .argument("<file>", "key file")
     .option("--grace-sec <s>", "grace period of retired keys", parseSeconds, GATEWAY_DEFAULTS.retiredKeyGraceSec)
     .action(
-      action((file: string, o: { graceSec: number }) => {
-        const { data, removed } = pruneKeys(readKeyFile(file), o.graceSec, now());
-        if (removed.length > 0) writeKeyFile(file, data);
-        print(removed.length === 0 ? "nothing to prune" : `removed key(s) ${removed.join(", ")}`);
-      }),
+      action((file: string, o: { graceSec: number }) =>
+        locked(file, () => {
+          const { data, removed } = pruneKeys(readKeyFile(file), o.graceSec, now());
+          if (removed.length > 0) writeKeyFile(file, data);
+          print(removed.length === 0 ? "nothing to prune" : `removed key(s) ${removed.join(", ")}`);
+        }),
+      ),
     );
 
   return keys;

@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
@@ -7,12 +7,14 @@ import { toHex } from "../../../core/bytes.js";
 import { encodeKeyConfig } from "../../../core/ohttp/index.js";
 import {
   addKey,
+  lockKeyFile,
   nextKeyId,
   parseKeyFile,
   pruneKeys,
   readKeyFile,
   serializeKeyFile,
   setKeyState,
+  withKeyFileLock,
   type KeyFileData,
 } from "../../../gateway/key-file.js";
 import { keysCommand } from "../../../gateway/keys-command.js";
@@ -172,6 +174,57 @@ describe("veil keys", () => {
     expect((await veilKeys(["prune", file, "--grace-sec", "3600"])).out).toEqual(["nothing to prune"]);
     expect((await veilKeys(["prune", file, "--grace-sec", "0"])).out).toEqual(["removed key(s) 1"]);
     expect(readKeyFile(file).keys.map((k) => k.keyId)).toEqual([2]);
+  });
+
+  it("releases the key file's lock after a command, whether it succeeded or failed", async () => {
+    const file = join(tmp(), "keys.json");
+    expect((await veilKeys(["generate", "--out", file, "--key-id", "3"])).code).toBeUndefined();
+    expect(existsSync(`${file}.lock`)).toBe(false);
+    const refused = await veilKeys(["generate", "--out", file, "--key-id", "3"]);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toEqual(["veil keys: key id 3 is already in the file"]);
+    expect(existsSync(`${file}.lock`)).toBe(false);
+    expect((await veilKeys(["activate", file, "--key-id", "9"])).code).toBe(1);
+    expect(existsSync(`${file}.lock`)).toBe(false);
+  });
+});
+
+describe("key file lock", () => {
+  it("is exclusive: a second taker waits for a live holder, then fails with CFG_ERR_KEY_FILE_LOCKED", () => {
+    const file = join(tmp(), "keys.json");
+    const release = lockKeyFile(file);
+    const holder = JSON.parse(readFileSync(`${file}.lock`, "utf8")) as { pid: number; startedAt: string };
+    expect(holder.pid).toBe(process.pid);
+    expect(statSync(`${file}.lock`).mode & 0o777).toBe(0o600);
+    const waits: string[] = [];
+    expect(() => lockKeyFile(file, { waitMs: 30, onWait: (w) => waits.push(w) })).toThrow(
+      expect.objectContaining({ code: "CFG_ERR_KEY_FILE_LOCKED", message: expect.stringContaining(`locked by pid ${process.pid}`) as string }) as Error,
+    );
+    expect(waits).toHaveLength(1);
+    release();
+    expect(existsSync(`${file}.lock`)).toBe(false);
+    lockKeyFile(file, { waitMs: 0 })();
+  });
+
+  it("withKeyFileLock holds the lock while an async body runs and releases it when the body throws", async () => {
+    const file = join(tmp(), "keys.json");
+    await expect(
+      withKeyFileLock(file, async () => {
+        await Promise.resolve();
+        expect(existsSync(`${file}.lock`)).toBe(true);
+        throw new Error("body failed");
+      }),
+    ).rejects.toThrow("body failed");
+    expect(existsSync(`${file}.lock`)).toBe(false);
+  });
+
+  it("treats an unreadable (half-written) lock as held: it is never taken, only waited for", () => {
+    const file = join(tmp(), "keys.json");
+    writeFileSync(`${file}.lock`, "");
+    expect(() => lockKeyFile(file, { waitMs: 20 })).toThrow(
+      expect.objectContaining({ code: "CFG_ERR_KEY_FILE_LOCKED", message: expect.stringContaining("locked by an unknown process") as string }) as Error,
+    );
+    expect(readFileSync(`${file}.lock`, "utf8")).toBe("");
   });
 });
 

@@ -67,7 +67,7 @@ describe("veil keys on one key file from several processes", () => {
       return ids;
     };
     const [a, b] = await Promise.all([worker(), worker()]);
-    const reported = [...a!, ...b!].sort((x, y) => x - y);
+    const reported = [...a, ...b].sort((x, y) => x - y);
     expect(new Set(reported).size).toBe(2 * rounds);
     const inFile = readKeyFile(file)
       .keys.map((k) => k.keyId)
@@ -81,13 +81,14 @@ describe("veil keys on one key file from several processes", () => {
     expect((await veilKeys(["generate", "--out", file]).done).code).toBe(0);
     const before = readFileSync(file, "utf8");
     writeLock(`${file}.lock`, process.pid); // this test process: alive
+    const { startedAt } = JSON.parse(readFileSync(`${file}.lock`, "utf8")) as { startedAt: string };
     const r = await veilKeys(["prune", file, "--grace-sec", "0"]).done;
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
     const lines = r.stderr.trim().split("\n");
     expect(lines).toEqual([
       expect.stringMatching(new RegExp(`^veil keys: ${file}: locked by pid ${process.pid} \\(since .+\\); waiting up to 5 s$`)),
-      `veil keys: ${file}: locked by pid ${process.pid} (since ${JSON.parse(readFileSync(`${file}.lock`, "utf8")).startedAt}); gave up after ${KEY_FILE_LOCK_WAIT_MS / 1000} s (if no veil keys command is running, remove ${file}.lock)`,
+      `veil keys: ${file}: locked by pid ${process.pid} (since ${startedAt}); gave up after ${KEY_FILE_LOCK_WAIT_MS / 1000} s (if no veil keys command is running, remove ${file}.lock)`,
     ]);
     expect(readFileSync(file, "utf8")).toBe(before);
     expect(existsSync(`${file}.lock`)).toBe(true); // a live holder's lock is never taken

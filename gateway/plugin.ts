@@ -16,14 +16,18 @@
 // decorator (keys, readiness, metrics registry) is visible to the host, thanks to fastify-plugin.
 // Closing the host app closes the forwarder's connection pools and the token store (onClose).
 //
+// Of the server's limits, the plugin applies `limits.maxConcurrentRequests` to its own routes (503
+// HTTP_ERR_OVERLOADED beyond it) and `limits.maxRequestBytes` to their bodies.
+//
 // What the standalone `veil gateway` adds and the host keeps for itself: the listening server and
-// its limits, /healthz, /readyz and /metrics (use `app.veilGateway.ready()` and
+// its other limits, /healthz, /readyz and /metrics (use `app.veilGateway.ready()` and
 // `app.veilGateway.registry`), the request log, and the lean path that serves canonical POST
 // /gateway requests before Fastify.
 
 import type { FastifyInstance, FastifyPluginAsync } from "fastify";
 import fp from "fastify-plugin";
 import { Registry } from "prom-client";
+import { limitConcurrency } from "../server/lifecycle.js";
 import { installProblemHandler } from "../server/problem-handler.js";
 import type { Logger } from "../server/logging.js";
 import { gatewayReadiness, registerGatewayResource } from "./app.js";
@@ -96,6 +100,10 @@ const plugin: FastifyPluginAsync<VeilGatewayOptions> = async (app, options) => {
         // Only message/ohttp-req bodies are parsed here: anything else is a 415 problem document.
         scope.removeAllContentTypeParsers();
         installProblemHandler(scope, { notFound: false });
+        // The gateway's own cap (limits.maxConcurrentRequests) on its routes, whatever the host
+        // allows its other routes: each request holds a key, a nonce reservation and an upstream
+        // connection until answered.
+        limitConcurrency(scope, config.limits.maxConcurrentRequests);
         registerGatewayResource(scope, config, { keys, log, registry, ...(gate === undefined ? {} : { gate }) });
       },
       options.prefix === undefined ? {} : { prefix: options.prefix },

@@ -190,6 +190,25 @@ export function inFlightLimiterOf(app: FastifyInstance): InFlightLimiter | undef
 }
 
 /**
+ * Caps the requests `app` (or an encapsulated scope of it) handles at once: an onRequest hook takes
+ * a slot, the answer's close gives it back, and a request beyond `max` gets 503
+ * HTTP_ERR_OVERLOADED with Retry-After. Returns the limiter, for lean paths that share it.
+ */
+export function limitConcurrency(app: FastifyInstance, max: number): InFlightLimiter {
+  const limiter = new InFlightLimiter(max);
+  app.addHook("onRequest", (_request, reply, done) => {
+    const release = limiter.tryAcquire();
+    if (release === undefined) {
+      sendProblem(reply, new ProtocolError("HTTP_ERR_OVERLOADED", undefined, { headers: { "retry-after": "1" } }));
+      return;
+    }
+    reply.raw.once("close", release);
+    done();
+  });
+  return limiter;
+}
+
+/**
  * In a cluster worker (`--workers N`), stopping must not fail a single request, because the other
  * workers take over the port: stop accepting connections but keep serving the open ones, each
  * answer closing its connection (the drain state); idle keep-alive connections end by their
@@ -231,17 +250,7 @@ export function createServerApp(options: ServerAppOptions): FastifyInstance {
   installProblemHandler(app);
   const drain = drainStateOf(app);
 
-  const limiter = new InFlightLimiter(limits.maxConcurrentRequests);
-  LIMITERS.set(app, limiter);
-  app.addHook("onRequest", (request, reply, done) => {
-    const release = limiter.tryAcquire();
-    if (release === undefined) {
-      sendProblem(reply, new ProtocolError("HTTP_ERR_OVERLOADED", undefined, { headers: { "retry-after": "1" } }));
-      return;
-    }
-    reply.raw.once("close", release);
-    done();
-  });
+  LIMITERS.set(app, limitConcurrency(app, limits.maxConcurrentRequests));
   // Stopping (runServer's stop, or app.close()): this answer closes its connection, also for a
   // request that was in flight when the stop began; the client's next request opens a new
   // connection, which another worker or replica accepts (or which is refused once the server has

@@ -12,11 +12,13 @@ import { decodeKeyConfigs, type KeyConfig } from "../../core/ohttp/index.js";
 import { formatAuthorization, type TokenChallenge } from "../../core/privacypass/index.js";
 import { createDapTask, startDapAggregator, type DapAggregator, type DapTask } from "../../demo/dap-aggregator.js";
 import { writeKeyFile } from "../../gateway/key-file.js";
+import type { Gate, GateTicket } from "../../gateway/gate-contract.js";
 import { veilGateway, type VeilGatewayOptions } from "../../gateway/plugin.js";
 import { makeKeyData } from "../helpers/gateway-fixture.js";
 import { sealRequest } from "../helpers/oblivious-fetch.js";
 import { makeDapReports, problem, sealedUpload, startDirectoryServer, uploadPath, type DirectoryServer } from "../helpers/token-gateway.js";
 import { makeBlindRsaIssuerKey, makeToken } from "../helpers/tokens.js";
+import { until } from "../helpers/wait.js";
 
 const ISSUER = "issuer.example";
 const key = makeBlindRsaIssuerKey({ reuse: 0 });
@@ -193,6 +195,49 @@ describe("veilGateway over real HTTP", () => {
       const a = await sealedUpload(url, keyConfig, { path: uploadPath(task), body: reports[4]!, authorization: newToken() });
       expect(a.status).toBe(201);
     } finally {
+      await app.close();
+    }
+  });
+});
+
+describe("veilGateway caps its concurrent requests", () => {
+  it("answers a request beyond limits.maxConcurrentRequests with 503 and Retry-After, frees the slot when the held one ends, and leaves the host's routes alone", async () => {
+    // A gate that holds every admitted request until released: the one request it holds is the
+    // one in flight.
+    const held: Array<() => void> = [];
+    const gate: Gate = {
+      admit: () => new Promise<GateTicket>((resolve) => held.push(() => resolve({ settle: async () => {} }))),
+    };
+    const options = gatewayOptions("memory", { gate });
+    const app = await hostApp({ ...options, config: { ...options.config, limits: { maxConcurrentRequests: 1 } } });
+    try {
+      const url = await app.listen({ host: "127.0.0.1", port: 0 });
+      const before = accepted();
+      const first = sealedUpload(url, keyConfig, { path: uploadPath(task), body: reports[5]! });
+      await until(() => held.length === 1, "the first upload held at the gate");
+
+      const second = await sealRequest(keyConfig, { method: "PUT", path: uploadPath(task), headers: [["content-type", "application/dap-report"]], body: reports[6]! });
+      const refused = await fetch(`${url}/gateway`, { method: "POST", headers: { "content-type": "message/ohttp-req" }, body: second.body });
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get("retry-after")).toBe("1");
+      expect(refused.headers.get("content-type")).toMatch(/^application\/problem\+json/);
+      expect(await refused.json()).toMatchObject({ status: 503, code: "HTTP_ERR_OVERLOADED" });
+      expect(held).toHaveLength(1); // the refused request never reached the gate
+      // The host's own route is not counted against the gateway's cap.
+      const echo = await fetch(`${url}/echo`, { method: "POST", headers: { "content-type": "application/json" }, body: "{\"a\":1}" });
+      expect(echo.status).toBe(200);
+
+      held[0]!();
+      expect((await first).status).toBe(201);
+      expect(accepted()).toBe(before + 1);
+      // The slot is free again.
+      const again = sealedUpload(url, keyConfig, { path: uploadPath(task), body: reports[7]! });
+      await until(() => held.length === 2, "the third upload held at the gate");
+      held[1]!();
+      expect((await again).status).toBe(201);
+      expect(accepted()).toBe(before + 2);
+    } finally {
+      for (const release of held) release();
       await app.close();
     }
   });

@@ -32,12 +32,27 @@ async function startGateway(upstream: string): Promise<{ port: number; keyConfig
   return { port: typeof addr === "object" && addr !== null ? addr.port : 0, keyConfig: toHex(encodeKeyConfig(keyConfig)) };
 }
 
-/** The peer: what a careful engineer would write for a plain forwarding proxy, nothing more. */
-async function startProxy(upstream: string): Promise<{ port: number }> {
+/** The OHTTP work per request of the "peer + crypto" server: one sealed request to open, one answer to seal. */
+interface CryptoWork {
+  keys: Parameters<typeof decapsulateRequest>[0];
+  encapsulated: Uint8Array;
+  answer: Uint8Array;
+}
+
+/**
+ * The peer: what a careful engineer would write for a plain forwarding proxy, nothing more. With
+ * `work` it is the peer plus the OHTTP crypto the gateway does per request, and nothing else: the
+ * same handler also decapsulates one sealed request (made once, at start) and encapsulates a
+ * response with Veil's core/ohttp (X25519, HKDF-SHA256, AES-128-GCM), as the gateway does. What
+ * the gateway would cost if its only addition to the peer were the cryptography. (Without `work`
+ * the two checks below are all that is added: no await, no allocation.)
+ */
+async function startProxy(upstream: string, work?: CryptoWork): Promise<{ port: number }> {
   const pool = new Pool(upstream, { connections: 32, connectTimeout: 5000, headersTimeout: 15000, bodyTimeout: 15000 });
   const app = Fastify({ logger: false });
   app.addContentTypeParser("application/dap-report", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
   app.put("/tasks/:id/reports", async (request, reply) => {
+    const d = work === undefined ? undefined : await decapsulateRequest(work.keys, work.encapsulated);
     const res = await pool.request({
       method: "PUT",
       path: request.url,
@@ -45,6 +60,7 @@ async function startProxy(upstream: string): Promise<{ port: number }> {
       body: request.body as Buffer,
     });
     const body = Buffer.from(await res.body.arrayBuffer());
+    if (work !== undefined && d !== undefined) await d.response.encapsulateResponse(work.answer);
     return reply.code(res.statusCode).send(body);
   });
   await app.listen({ host: "127.0.0.1", port: 0 });
@@ -52,36 +68,10 @@ async function startProxy(upstream: string): Promise<{ port: number }> {
   return { port: typeof addr === "object" && addr !== null ? addr.port : 0 };
 }
 
-/**
- * The peer plus the OHTTP crypto the gateway does per request, and nothing else: the same
- * handler, which also decapsulates one sealed request (made once, at start) and encapsulates a
- * response with Veil's core/ohttp (X25519, HKDF-SHA256, AES-128-GCM), as the gateway does. What
- * the gateway would cost if its only addition to the peer were the cryptography.
- */
 async function startProxyWithCrypto(upstream: string): Promise<{ port: number }> {
   const { key } = await generateGatewayKey(1, KEM.X25519);
-  const keys = new Map([[1, key]]);
-  const inner = crypto.getRandomValues(new Uint8Array(300));
-  const { encapsulated } = await encapsulateRequest(key.config, inner);
-  const answer = crypto.getRandomValues(new Uint8Array(40));
-  const pool = new Pool(upstream, { connections: 32, connectTimeout: 5000, headersTimeout: 15000, bodyTimeout: 15000 });
-  const app = Fastify({ logger: false });
-  app.addContentTypeParser("application/dap-report", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
-  app.put("/tasks/:id/reports", async (request, reply) => {
-    const d = await decapsulateRequest(keys, encapsulated);
-    const res = await pool.request({
-      method: "PUT",
-      path: request.url,
-      headers: { "content-type": "application/dap-report" },
-      body: request.body as Buffer,
-    });
-    const body = Buffer.from(await res.body.arrayBuffer());
-    await d.response.encapsulateResponse(answer);
-    return reply.code(res.statusCode).send(body);
-  });
-  await app.listen({ host: "127.0.0.1", port: 0 });
-  const addr = app.server.address();
-  return { port: typeof addr === "object" && addr !== null ? addr.port : 0 };
+  const { encapsulated } = await encapsulateRequest(key.config, crypto.getRandomValues(new Uint8Array(300)));
+  return startProxy(upstream, { keys: new Map([[1, key]]), encapsulated, answer: crypto.getRandomValues(new Uint8Array(40)) });
 }
 
 /**

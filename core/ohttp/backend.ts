@@ -19,6 +19,23 @@ export interface KemKeyPair {
   readonly publicKey: Uint8Array;
 }
 
+/** A one-shot request open, once the suite is chosen: skR, enc, info, aad, ct and what to export. */
+export type OpenRequestArgs = [
+  recipientKey: CryptoKeyPair,
+  enc: Uint8Array,
+  info: Uint8Array,
+  aad: Uint8Array,
+  ct: Uint8Array,
+  exporterContext: Uint8Array,
+  length: number,
+];
+
+/** What a one-shot request open gives: the request's plaintext and the exported secret. */
+export interface OpenedRequest {
+  plaintext: Uint8Array;
+  exported: Uint8Array;
+}
+
 export interface HpkeBackend {
   readonly name: string;
   /** The hpke-js cipher suite built from this backend's primitives (cached per combination). */
@@ -41,18 +58,7 @@ export interface HpkeBackend {
    * undefined for a suite it does not do (the caller then uses the suite's hpke-js context);
    * throws if enc is invalid or ct does not authenticate.
    */
-  readonly openRequest?: (
-    kemId: KemId,
-    kdfId: KdfId,
-    aeadId: AeadId,
-    recipientKey: CryptoKeyPair,
-    enc: Uint8Array,
-    info: Uint8Array,
-    aad: Uint8Array,
-    ct: Uint8Array,
-    exporterContext: Uint8Array,
-    length: number,
-  ) => { plaintext: Uint8Array; exported: Uint8Array } | undefined;
+  readonly openRequest?: (kemId: KemId, kdfId: KdfId, aeadId: AeadId, ...args: OpenRequestArgs) => OpenedRequest | undefined;
   /**
    * Optional synchronous RFC 9180 SetupBaseR(enc, skR, info): a context that opens one message
    * after another (chunked OHTTP's request chunks). Returns undefined for a suite it does not do

@@ -40,7 +40,7 @@ import {
 } from "@hpke/core";
 import { equalBytes } from "../bytes.js";
 import { AEAD, AEAD_INFO, KDF, KDF_INFO, KEM, type AeadId, type KdfId, type KemId } from "./constants.js";
-import type { HpkeBackend, KemKeyPair, RecipientContextSync, ResponseCrypto } from "./backend.js";
+import type { HpkeBackend, KemKeyPair, OpenedRequest, OpenRequestArgs, RecipientContextSync, ResponseCrypto } from "./backend.js";
 import { stockHpkeBackend, stockKem } from "./stock.js";
 
 type Bytes = ArrayBufferLike | ArrayBufferView;
@@ -666,16 +666,11 @@ class NodeOneShotRecipient {
     return c;
   }
 
-  /** Throws (a node:crypto error or a RangeError) on a bad enc or a ciphertext that does not authenticate. */
-  open(
-    recipientKey: CryptoKeyPair,
-    enc: Uint8Array,
-    info: Uint8Array,
-    aad: Uint8Array,
-    ct: Uint8Array,
-    exporterContext: Uint8Array,
-    length: number,
-  ): { plaintext: Uint8Array; exported: Uint8Array } {
+  /**
+   * Throws (a node:crypto error or a RangeError) on a bad enc or a ciphertext that does not
+   * authenticate. (Typed by the tuple; the arrow's own parameters are plain positional ones.)
+   */
+  readonly open: (...args: OpenRequestArgs) => OpenedRequest = (recipientKey, enc, info, aad, ct, exporterContext, length) => {
     if (length > this.#Nh) throw new RangeError("export length exceeds Nh");
     const c = this.#schedule(info, exporterContext, length);
     const { key, nonce, exporterSecret } = this.#keySchedule(c, recipientKey, enc);
@@ -684,7 +679,7 @@ class NodeOneShotRecipient {
     const exported = createHmac(this.#hash, exporterSecret).update(c.exportInfo).digest();
     exporterSecret.fill(0);
     return { plaintext, exported: new Uint8Array(exported.buffer, exported.byteOffset, length) };
-  }
+  };
 
   /**
    * SetupBaseR alone: a context that opens message after message (sequence numbers 0, 1, ...), for

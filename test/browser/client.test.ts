@@ -18,7 +18,7 @@ import { chromium, type BrowserContext } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildBrowserBundle, type BrowserBundle } from "../../client/build-browser.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
-import { SERVER_EXT, createTestCa, type TestCa } from "../helpers/test-ca.js";
+import { createServerTestCa, type TestCa } from "../helpers/test-ca.js";
 import { HELPER, LEADER, STACK_CREDENTIAL, startVeilStack, type VeilStack } from "../helpers/veil-stack.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -103,9 +103,7 @@ describe.skipIf(!HAVE_CHROMIUM)("browser: the bundled client uploads a DAP repor
     otherPageUrl = `http://127.0.0.1:${(otherServer.address() as AddressInfo).port}/`;
     // Only the page's origin (another port than every server: a different origin).
     stack = await startVeilStack({ corsOrigins: [new URL(pageUrl).origin] });
-    ca = createTestCa("veil-browser-ca-");
-    ca.makeCa("ca");
-    ca.makeCert("relay", "ca", SERVER_EXT);
+    ca = createServerTestCa("veil-browser-ca-");
     tlsRelay = await startTestRelay({
       listen: { host: "127.0.0.1", port: 0, tls: { cert: ca.file("relay.pem"), key: ca.file("relay.key") } },
       routes: [{ path: "/leader-gateway", gateway: `${stack.gateway.url}/gateway`, keys: stack.keysUrl }],

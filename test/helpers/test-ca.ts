@@ -45,3 +45,11 @@ export function createTestCa(prefix: string): TestCa {
     },
   };
 }
+
+/** A CA `ca` and, signed by it, a server certificate `relay` for 127.0.0.1 (`relay.pem`, `relay.key`). */
+export function createServerTestCa(prefix: string): TestCa {
+  const ca = createTestCa(prefix);
+  ca.makeCa("ca");
+  ca.makeCert("relay", "ca", SERVER_EXT);
+  return ca;
+}

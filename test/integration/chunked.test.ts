@@ -80,6 +80,24 @@ function client(config: KeyConfig, extra: Partial<Parameters<typeof createOblivi
   return createObliviousFetch({ relay: `${gatewayUrl}/gateway`, keys: encodeKeyConfigs([config]), retries: 0, ...extra });
 }
 
+/** POSTs raw OHTTP bytes (chunked unless told) to the gateway, as a relay would. */
+function postToGateway(body: Uint8Array, mediaType: string = MEDIA_TYPES.chunkedRequest): Promise<Response> {
+  return fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": mediaType }, body: Buffer.from(body) });
+}
+
+/**
+ * A chunked request to https://t.example<path> sealed piece by piece: the header, the request
+ * head, one chunk per content, and the final chunk unless `final` is false (a request cut there).
+ */
+async function sealChunked(keyConfig: KeyConfig, path: string, contents: Uint8Array[], final = true) {
+  const e = new BhttpStreamEncoder();
+  const req = await encapsulateChunkedRequest(keyConfig);
+  const pieces = [req.header, await req.writer.seal(e.requestHead({ method: "POST", scheme: "https", authority: "t.example", path, headers: [] }))];
+  for (const c of contents) pieces.push(await req.writer.seal(e.content(c)));
+  if (final) pieces.push(await req.writer.sealFinal(e.end()));
+  return { req, pieces };
+}
+
 describe("chunked OHTTP through the gateway", () => {
   it("streams a request body to the target and its answer back, byte for byte", async () => {
     // Streamed answers are capped by upstream.maxResponseBytes too (256 KiB by default).
@@ -99,24 +117,16 @@ describe("chunked OHTTP through the gateway", () => {
 
   it("never lets a request cut at a chunk boundary reach the target complete", async () => {
     const { keyConfig } = await startGateway();
-    const e = new BhttpStreamEncoder();
-    const req = await encapsulateChunkedRequest(keyConfig);
-    const pieces = [req.header, await req.writer.seal(e.requestHead({ method: "POST", scheme: "https", authority: "t.example", path: "/ok", headers: [] }))];
-    for (let i = 0; i < 3; i++) pieces.push(await req.writer.seal(e.content(new Uint8Array(1000).fill(i))));
-    pieces.push(await req.writer.sealFinal(e.end()));
+    const { req, pieces } = await sealChunked(keyConfig, "/ok", [0, 1, 2].map((i) => new Uint8Array(1000).fill(i)));
     const boundaries = pieces.map((_, i) => concatBytes(...pieces.slice(0, i + 1)).length);
     const whole = concatBytes(...pieces);
     for (const cut of [0, ...boundaries.slice(0, -1), whole.length - 1]) {
-      const res = await fetch(`${gatewayUrl}/gateway`, {
-        method: "POST",
-        headers: { "content-type": MEDIA_TYPES.chunkedRequest },
-        body: Buffer.from(whole.subarray(0, cut)),
-      });
+      const res = await postToGateway(whole.subarray(0, cut));
       // The answer comes after the upstream exchange ended: /ok answers only a complete body.
       await res.arrayBuffer().catch(() => undefined);
       expect(seen.complete, `cut at ${cut}`).toEqual([]);
     }
-    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.chunkedRequest }, body: Buffer.from(whole) });
+    const res = await postToGateway(whole);
     expect(res.status).toBe(200);
     expect(res.headers.get("incremental")).toBe("?1");
     const out: Uint8Array[] = [];
@@ -129,7 +139,7 @@ describe("chunked OHTTP through the gateway", () => {
   it("answers key problems before decapsulation plain, and reads DAP-policy requests whole (sealed refusals)", async () => {
     const { keyConfig } = await startGateway({ policy: "dap" });
     const bad = await encapsulateChunkedRequest({ ...keyConfig, keyId: (keyConfig.keyId + 1) % 256 });
-    const plain = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.chunkedRequest }, body: Buffer.from(bad.header) });
+    const plain = await postToGateway(bad.header);
     expect(plain.status).toBe(400);
     expect(((await plain.json()) as { type: string }).type).toBe("https://iana.org/assignments/http-problem-types#ohttp-key");
     const res = await client(keyConfig)("https://t.example/echo", { method: "POST", body: bytesStream(10), duplex: "half" } as RequestInit);
@@ -155,15 +165,9 @@ describe("limits on streamed answers", () => {
 
   it("passes the target's trailers on in the inner answer's trailer section", async () => {
     const { keyConfig } = await startGateway();
-    const e = new BhttpStreamEncoder();
-    const req = await encapsulateChunkedRequest(keyConfig);
-    const whole = concatBytes(
-      req.header,
-      await req.writer.seal(e.requestHead({ method: "POST", scheme: "https", authority: "t.example", path: "/trailers", headers: [] })),
-      await req.writer.seal(e.content(new Uint8Array(3))),
-      await req.writer.sealFinal(e.end()),
-    );
-    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.chunkedRequest }, body: Buffer.from(whole) });
+    const { req, pieces } = await sealChunked(keyConfig, "/trailers", [new Uint8Array(3)]);
+    const whole = concatBytes(...pieces);
+    const res = await postToGateway(whole);
     expect(res.status).toBe(200);
     const out = [...(await req.response.push(new Uint8Array(await res.arrayBuffer()))), await req.response.end()];
     const inner = decodeResponse(concatBytes(...out));
@@ -193,14 +197,8 @@ describe("tokens on streamed requests", () => {
     expect(g.settled).toEqual([true]);
     expect(g.streamIds[0]?.length).toBeGreaterThan(32); // bound to this encapsulation, not to a body
     // Cut after the head and one content chunk: the upstream request had started.
-    const e = new BhttpStreamEncoder();
-    const req = await encapsulateChunkedRequest(keyConfig);
-    const cut = concatBytes(
-      req.header,
-      await req.writer.seal(e.requestHead({ method: "POST", scheme: "https", authority: "t.example", path: "/ok", headers: [] })),
-      await req.writer.seal(e.content(new Uint8Array(10))),
-    );
-    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.chunkedRequest }, body: Buffer.from(cut) });
+    const cut = concatBytes(...(await sealChunked(keyConfig, "/ok", [new Uint8Array(10)], false)).pieces);
+    const res = await postToGateway(cut);
     await res.arrayBuffer();
     expect(g.settled).toEqual([true, true]);
     const down = await client(keyConfig)("https://down.example/x", { method: "POST", body: bytesStream(10), duplex: "half" } as RequestInit);
@@ -233,7 +231,7 @@ describe("RFC 9458 §6.5 Date checks", () => {
     const { keyConfig } = await startGateway({ replay: { windowSec: 30 } }, { deps: { replayStore: new MemoryNonceStore() } });
     const inner: BhttpRequest = { method: "POST", scheme: "https", authority: "t.example", path: "/ok", headers: [["date", new Date().toUTCString()]], body: new Uint8Array([1]), trailers: [] };
     const { encapsulated, response } = await encapsulateRequest(keyConfig, encodeRequest(inner));
-    const send = () => fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.request }, body: Buffer.from(encapsulated) });
+    const send = () => postToGateway(encapsulated, MEDIA_TYPES.request);
     const first = await send();
     expect(decodeResponse(await response.decapsulateResponse(new Uint8Array(await first.arrayBuffer()))).status).toBe(200);
     const again = await send();
@@ -248,7 +246,7 @@ describe("padding (RFC 9292 §3.8)", () => {
     const { keyConfig } = await startGateway({ inner: { padToBytes: 256 } });
     const inner: BhttpRequest = { method: "POST", scheme: "https", authority: "t.example", path: "/ok", headers: [], body: new Uint8Array([1]), trailers: [] };
     const { encapsulated, response } = await encapsulateRequest(keyConfig, encodeRequest(inner, { padding: 100 }));
-    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.request }, body: Buffer.from(encapsulated) });
+    const res = await postToGateway(encapsulated, MEDIA_TYPES.request);
     const opened = await response.decapsulateResponse(new Uint8Array(await res.arrayBuffer()));
     expect(opened.length).toBe(256);
     expect(decodeResponse(opened).status).toBe(200);
@@ -262,7 +260,7 @@ describe("padding (RFC 9292 §3.8)", () => {
     const bytes = encodeRequest(inner, { padding: 8 });
     bytes[bytes.length - 1] = 1;
     const { encapsulated, response } = await encapsulateRequest(keyConfig, bytes);
-    const res = await fetch(`${gatewayUrl}/gateway`, { method: "POST", headers: { "content-type": MEDIA_TYPES.request }, body: Buffer.from(encapsulated) });
+    const res = await postToGateway(encapsulated, MEDIA_TYPES.request);
     const answer = decodeResponse(await response.decapsulateResponse(new Uint8Array(await res.arrayBuffer())));
     expect(answer.status).toBe(400);
     expect(new TextDecoder().decode(answer.body)).toContain("BHTTP_ERR_FORMAT");

@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FRAME, connectRawH2, frame, requestHeaders } from "../helpers/raw-h2.js";
-import { SERVER_EXT, createTestCa, type TestCa } from "../helpers/test-ca.js";
+import { createServerTestCa, type TestCa } from "../helpers/test-ca.js";
 import { killAllVeilChildren, spawnVeil, type VeilChild } from "../helpers/veil-child.js";
 
 /** Growth of the relay's RSS (MB) one never-reading connection may cause (as for HTTP/1.1). */
@@ -43,9 +43,7 @@ function rssMb(pid: number): number {
 }
 
 beforeAll(async () => {
-  ca = createTestCa("veil-h2-slow-reader-ca-");
-  ca.makeCa("ca");
-  ca.makeCert("relay", "ca", SERVER_EXT);
+  ca = createServerTestCa("veil-h2-slow-reader-ca-");
   const answer = Buffer.alloc(ANSWER_BYTES, 0x61);
   stand = createServer((req, res) => {
     req.resume();

@@ -16,7 +16,7 @@ import { bytesStream, expectAnswerBeforeRequestEnds, readAll } from "../helpers/
 import { makeGateway, type Fixture } from "../helpers/gateway-fixture.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
 import { listenLocal, startStreamingTarget, type StreamingTarget } from "../helpers/streaming-target.js";
-import { SERVER_EXT, createTestCa, type TestCa } from "../helpers/test-ca.js";
+import { createServerTestCa, type TestCa } from "../helpers/test-ca.js";
 
 let seen: StreamingTarget;
 let targetUrl: string;
@@ -278,9 +278,7 @@ describe("the relay's chunked pass-through rules", () => {
 describe("chunked OHTTP through the relay over HTTP/2", () => {
   let ca: TestCa;
   beforeAll(() => {
-    ca = createTestCa("veil-relay-chunked-h2-");
-    ca.makeCa("ca");
-    ca.makeCert("relay", "ca", SERVER_EXT);
+    ca = createServerTestCa("veil-relay-chunked-h2-");
   });
   afterAll(() => ca.close());
 

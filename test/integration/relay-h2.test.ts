@@ -15,15 +15,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { FRAME, connectRawH2, errorCode, frame, requestHeaders, rstStream, type RawH2 } from "../helpers/raw-h2.js";
 import { echoBehaviour, startStandIn, type RecordedRequest, type StandIn } from "../helpers/relay-gateway-stand-in.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
-import { SERVER_EXT, createTestCa, type TestCa } from "../helpers/test-ca.js";
+import { createServerTestCa, type TestCa } from "../helpers/test-ca.js";
 
 const OHTTP_REQ = "message/ohttp-req";
 let ca: TestCa;
 
 beforeAll(() => {
-  ca = createTestCa("veil-relay-h2-");
-  ca.makeCa("ca");
-  ca.makeCert("relay", "ca", SERVER_EXT);
+  ca = createServerTestCa("veil-relay-h2-");
 });
 
 afterAll(() => ca.close());

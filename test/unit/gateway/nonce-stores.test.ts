@@ -245,14 +245,23 @@ describe("sqlite store", () => {
     await b.close();
   });
 
-  it("keeps a token bound to its request even when its commit was never written (a crash right after)", async () => {
-    const path = join(dir, "pending.db");
+  /**
+   * Two stores on one file; `a` reserved and committed one token, and its commit is batched: not
+   * written before the next event-loop turn.
+   */
+  async function twoStoresWithPendingCommit(file: string) {
+    const path = join(dir, file);
     const a = new SqliteNonceStore(path);
     const b = new SqliteNonceStore(path);
     const n = nonce();
     const d = digest();
     expect(await a.reserve(n, d, Date.now() + HOUR)).toBe("new");
-    await a.commit(n, d); // batched: not written before the next event-loop turn
+    await a.commit(n, d);
+    return { a, b, n, d };
+  }
+
+  it("keeps a token bound to its request even when its commit was never written (a crash right after)", async () => {
+    const { a, b, n, d } = await twoStoresWithPendingCommit("pending.db"); // commit not written yet
     expect(await b.reserve(n, digest(), Date.now() + HOUR)).toBe("spent");
     expect(await b.reserve(n, d, Date.now() + HOUR)).toBe("retry");
     await b.release(n, d); // the retry could not connect: the first holder still holds it
@@ -262,13 +271,8 @@ describe("sqlite store", () => {
   });
 
   it("gives reserves that join a pending group write the answers they get alone, written once the group is", async () => {
-    const path = join(dir, "group.db");
-    const a = new SqliteNonceStore(path);
-    const b = new SqliteNonceStore(path);
-    const committed = nonce();
-    const cd = digest();
-    expect(await a.reserve(committed, cd, Date.now() + HOUR)).toBe("new");
-    await a.commit(committed, cd); // a group write is now due on `a`: the reserves below join it
+    // A group write is now due on `a`: the reserves below join it.
+    const { a, b, n: committed, d: cd } = await twoStoresWithPendingCommit("group.db");
     const n = nonce();
     const d = digest();
     const outcomes = await Promise.all([

@@ -7,7 +7,16 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { writeFileSync } from "node:fs";
-import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
+import {
+  connect as h2connect,
+  constants as h2c,
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type Http2SecureServer,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+  type ServerHttp2Stream,
+} from "node:http2";
 import { connect as tlsConnect } from "node:tls";
 import type { ServerResponse } from "node:http";
 import { Agent, request } from "undici";
@@ -16,6 +25,7 @@ import { FRAME, connectRawH2, errorCode, frame, requestHeaders, rstStream, type 
 import { echoBehaviour, startStandIn, type RecordedRequest, type StandIn } from "../helpers/relay-gateway-stand-in.js";
 import { startTestRelay, type TestRelay } from "../helpers/relay-harness.js";
 import { createServerTestCa, type TestCa } from "../helpers/test-ca.js";
+import { until } from "../helpers/wait.js";
 
 const OHTTP_REQ = "message/ohttp-req";
 let ca: TestCa;
@@ -268,6 +278,35 @@ describe("routes over h2", () => {
     expect(gw.requests).toHaveLength(0);
     // The connection serves on.
     expect((await post(s, "after")).status).toBe(200);
+  });
+});
+
+describe("how served streams end", () => {
+  it("marks a stream that closed after its answer with one shared error, and leaves a client's reset to node", async () => {
+    // Node 20 builds a new ERR_STREAM_DESTROYED for every answered stream unless the stream has an
+    // error already (relay/h2.ts destroyClosedStream): the answered streams must carry the shared one.
+    const gw = await standIn();
+    const r = await relay(gw);
+    const served: ServerHttp2Stream[] = [];
+    (r.app.server as unknown as Http2SecureServer).on("stream", (st: ServerHttp2Stream) => served.push(st));
+    const s = session(r);
+    const answers = await Promise.all(["a", "b", "c"].map((x) => post(s, x)));
+    expect(answers.map((a) => a.body.toString())).toEqual(["res:a", "res:b", "res:c"]);
+    const reset = s.request({ ":method": "POST", ":path": "/gw", "content-type": OHTTP_REQ, "content-length": "10" });
+    reset.on("error", () => {});
+    reset.write("12345");
+    await until(() => served.length === 4, "the relay has the fourth stream");
+    reset.close(h2c.NGHTTP2_CANCEL);
+    await until(() => served.every((st) => st.destroyed), "the four streams destroyed");
+    // (The writable side's error, where node's Writable reads it.)
+    const errorOf = (st: ServerHttp2Stream): unknown => (st as unknown as { _writableState: { errored: unknown } })._writableState.errored;
+    const answered = served.slice(0, 3).map(errorOf);
+    expect(answered[0]).toBeInstanceOf(Error);
+    expect(answered.every((e) => e === answered[0])).toBe(true);
+    expect((answered[0] as NodeJS.ErrnoException).code).toBeUndefined();
+    // The reset stream: node's own outcome, not the shared error.
+    expect(errorOf(served[3]!)).not.toBe(answered[0]);
+    expect(served[3]!.rstCode).not.toBe(h2c.NGHTTP2_NO_ERROR);
   });
 });
 

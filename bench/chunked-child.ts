@@ -5,15 +5,21 @@
 //                    {"bytes", "sha256"} once it has ended; /early answers before reading anything.
 //   proxy URL        the bare streaming peer of the relay and the gateway: a node:http server that
 //                    pipes each request to URL + path and the answer back (no OHTTP, no checks).
-//   client           runs uploads on request: {run: Upload} -> Result.
+//   client [SENDER]  runs uploads on request: {run: Upload} -> Result. SENDER "hpke-js" seals chunked
+//                    requests with hpke-js's sender context instead of the synchronous node:crypto
+//                    one (what a Node client did before it had one), for before/after comparisons.
+//   seal             measures sealing in this process (bench/chunked-seal.ts), sends {seal: rows}.
 //
-// Every role sends {ready, port} once listening (client: at once).
+// Every role but seal sends {ready, port} once listening (client: at once).
 
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, request as httpRequest } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createObliviousFetch } from "../client/oblivious-fetch.js";
 import { fromHex } from "../core/bytes.js";
+import { setHpkeBackend } from "../core/ohttp/index.js";
+import { nodeHpkeBackend } from "../core/ohttp/fast-node.js";
+import { hpkeJsSender, measureSealing } from "./chunked-seal.js";
 
 export interface Upload {
   /** The relay route (OHTTP) or the peer proxy (plain). */
@@ -120,7 +126,9 @@ async function upload(u: Upload): Promise<Result> {
   }
 }
 
-function client(): void {
+function client(sender: string | undefined): void {
+  if (sender === "hpke-js") setHpkeBackend(hpkeJsSender(nodeHpkeBackend));
+  else if (sender !== undefined) throw new Error(`unknown sender ${sender}`);
   process.on("message", (m: { run?: Upload }) => {
     if (m.run === undefined) return;
     upload(m.run).then(
@@ -135,5 +143,11 @@ const [role, arg] = process.argv.slice(2);
 process.on("disconnect", () => process.exit(0));
 if (role === "target") target();
 else if (role === "proxy") proxy(arg!);
-else if (role === "client") client();
+else if (role === "client") client(arg);
+else if (role === "seal") {
+  measureSealing().then(
+    (rows) => send({ seal: rows }),
+    (e: unknown) => send({ error: String(e) }),
+  );
+}
 else throw new Error(`unknown role ${role}`);

@@ -1,5 +1,9 @@
-// `npm run bench -- chunked-memory [--sizes 16,64,256] [--warm-mib 8]`: which part of a chunked
-// upload's memory is a fixed cost and which would follow the body's size. For each size and each
+// `npm run bench -- chunked-memory [--sizes 16,64,256] [--warm-mib 8] [--senders sync,hpke-js]`:
+// which part of a chunked upload's memory is a fixed cost and which would follow the body's size.
+// `--senders` lists how the client seals its chunks, one chunked stack each (default: sync, the
+// synchronous node:crypto sender a Node client uses; hpke-js: hpke-js's sender context, what it
+// used before). `npm run bench -- chunked-memory --seal` measures the sealing alone instead: ArrayBuffer
+// bytes allocated and CPU per byte sealed, against node:crypto AES-GCM alone (bench/chunked-seal.ts). For each size and each
 // set of V8 flags (the defaults, and --no-liftoff as in the chunked memory test), a fresh stack of
 // processes (client -> `veil relay` -> `veil gateway` -> target, bench/chunked.ts) takes a warm-up
 // upload and then one chunked upload of that size; the peer is the same topology with two bare
@@ -11,12 +15,14 @@
 // and of ArrayBuffers. Growth that stays the same from 16 to 256 MiB is a fixed cost; growth that
 // follows the size would be bytes held.
 
+import { fork } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { intArg } from "./args.js";
-import { forkChunkedRole, startChunkedStack, type RoleChild } from "./chunked.js";
+import { CHILD, forkChunkedRole, startChunkedStack, type RoleChild } from "./chunked.js";
+import { printSealing, type SealRow } from "./chunked-seal.js";
 import type { Result } from "./chunked-child.js";
 import type { MemorySample } from "./chunked-memory-sampler.js";
 
@@ -58,14 +64,17 @@ function checked(r: Result, bytes: number): Result {
   return r;
 }
 
-type Mode = "chunked" | "plain";
+/** A plain upload through bare proxies, or a chunked one whose client seals with the named sender. */
+type Mode = "plain" | Sender;
+const SENDERS = ["sync", "hpke-js"] as const;
+type Sender = (typeof SENDERS)[number];
 
 /** The processes of one fresh stack in `mode`, and how to upload through it. */
 async function startStack(mode: Mode, dir: string, nodeArgs: readonly string[], children: { stop(): unknown }[]): Promise<{ pids: Record<Process, number>; upload: (n: number, path: string) => Promise<Result> }> {
   const target: RoleChild = await forkChunkedRole("target");
   children.push(target);
   const targetUrl = `http://127.0.0.1:${target.port}`;
-  const client = await forkChunkedRole("client", undefined, [...nodeArgs]);
+  const client = await forkChunkedRole("client", mode === "hpke-js" ? mode : undefined, [...nodeArgs]);
   children.push(client);
   if (mode === "plain") {
     const second = await forkChunkedRole("proxy", targetUrl, [...nodeArgs]);
@@ -74,14 +83,14 @@ async function startStack(mode: Mode, dir: string, nodeArgs: readonly string[], 
     children.push(first);
     return {
       pids: { relay: first.pid, gateway: second.pid, client: client.pid },
-      upload: async (n, path) => checked(await client.upload({ url: `http://127.0.0.1:${first.port}`, mode, bytes: n, target: path }), n),
+      upload: async (n, path) => checked(await client.upload({ url: `http://127.0.0.1:${first.port}`, mode: "plain", bytes: n, target: path }), n),
     };
   }
   const { gateway, relay, keyConfigs } = await startChunkedStack(dir, targetUrl, nodeArgs);
   children.push({ stop: () => gateway.kill() }, { stop: () => relay.kill() });
   return {
     pids: { relay: relay.child.pid!, gateway: gateway.child.pid!, client: client.pid },
-    upload: async (n, path) => checked(await client.upload({ url: `${relay.url}/gw`, mode, bytes: n, keys: keyConfigs, target: `https://t.example${path}` }), n),
+    upload: async (n, path) => checked(await client.upload({ url: `${relay.url}/gw`, mode: "chunked", bytes: n, keys: keyConfigs, target: `https://t.example${path}` }), n),
   };
 }
 
@@ -106,23 +115,51 @@ async function measure(mode: Mode, bytes: number, warmBytes: number, flags: read
   }
 }
 
+/** Runs the sealing measurement in a child process of its own (bench/chunked-seal.ts). */
+async function sealing(): Promise<SealRow[]> {
+  const child = fork(CHILD, ["seal"], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: ["--expose-gc", "--max-semi-space-size=64"] });
+  try {
+    return await new Promise<SealRow[]>((resolve, reject) => {
+      child.once("exit", (code) => reject(new Error(`the seal measurement exited with ${code}`)));
+      child.once("message", (m: { seal?: SealRow[]; error?: string }) => (m.seal !== undefined ? resolve(m.seal) : reject(new Error(m.error))));
+    });
+  } finally {
+    if (child.connected) child.disconnect();
+  }
+}
+
+/** `--name a,b`: a comma-separated list, or `dflt` when absent. */
+function listArg(args: string[], name: string, dflt: string[]): string[] {
+  const i = args.indexOf(`--${name}`);
+  const v = i >= 0 ? args[i + 1] : undefined;
+  return v === undefined ? dflt : v.split(",");
+}
+
 export async function run(args: string[]): Promise<void> {
-  const sizesArg = args[args.indexOf("--sizes") + 1];
-  const sizes = args.includes("--sizes") && sizesArg !== undefined ? sizesArg.split(",").map(Number) : [16, 64, 256];
+  if (args.includes("--seal")) {
+    console.log(`load average before: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+    printSealing(await sealing());
+    console.log(`load average after: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+    return;
+  }
+  const sizes = listArg(args, "sizes", ["16", "64", "256"]).map(Number);
   if (sizes.some((s) => !Number.isInteger(s) || s <= 0)) throw new Error("--sizes: expected positive integers (MiB), comma-separated");
+  const senders = listArg(args, "senders", ["sync"]);
+  if (!senders.every((s): s is Sender => (SENDERS as readonly string[]).includes(s))) throw new Error(`--senders: expected some of ${SENDERS.join(",")}`);
   const warm = intArg(args, "warm-mib", 8) * MIB;
   console.log(`load average before: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
   console.log("MiB growth over the upload: RSS (V8 heap used +, external peak, ArrayBuffers peak); peer: relay = first proxy, gateway = second");
-  console.log("size    | V8 flags     | stack         | MB/s   | relay                       | gateway                     | client                      | gateway/peer RSS");
+  console.log("size    | V8 flags     | stack           | MB/s   | relay                       | gateway                     | client                      | gateway/peer RSS");
   for (const flags of [[], ["--no-liftoff"]]) {
     for (const mib of sizes) {
       const cell = (g: Growth): string => `${g.rss.toFixed(1).padStart(5)} (${g.heapUsed.toFixed(1)}, ${g.externalPeak.toFixed(1)}, ${g.arrayBuffersPeak.toFixed(1)})`.padEnd(27);
       const peer = await measure("plain", mib * MIB, warm, flags);
-      const veil = await measure("chunked", mib * MIB, warm, flags);
-      for (const [name, m] of [["bare proxies", peer], ["chunked OHTTP", veil]] as const) {
-        const ratio = m === veil ? `${(veil.growth.gateway.rss / Math.max(peer.growth.gateway.rss, 0.1)).toFixed(1)}x` : "";
+      const stacks: [string, Awaited<ReturnType<typeof measure>>][] = [["bare proxies", peer]];
+      for (const sender of senders) stacks.push([senders.length > 1 ? `chunked ${sender}` : "chunked OHTTP", await measure(sender, mib * MIB, warm, flags)]);
+      for (const [name, m] of stacks) {
+        const ratio = m === peer ? "" : `${(m.growth.gateway.rss / Math.max(peer.growth.gateway.rss, 0.1)).toFixed(1)}x`;
         console.log(
-          `${`${mib} MiB`.padEnd(7)} | ${(flags.join(" ") || "defaults").padEnd(12)} | ${name.padEnd(13)} | ${m.mbPerSec.toFixed(1).padStart(6)} | ${PROCESSES.map((p) => cell(m.growth[p])).join(" | ")} | ${ratio}`,
+          `${`${mib} MiB`.padEnd(7)} | ${(flags.join(" ") || "defaults").padEnd(12)} | ${name.padEnd(15)} | ${m.mbPerSec.toFixed(1).padStart(6)} | ${PROCESSES.map((p) => cell(m.growth[p])).join(" | ")} | ${ratio}`,
         );
       }
     }

@@ -18,7 +18,7 @@ import type { Result, Upload } from "./chunked-child.js";
 import { freePort, rssOf, startVeilChild, writeGatewayKeyFile, type VeilChild } from "./stack.js";
 
 /** The compiled child script (also when this module runs from its TypeScript source, in tests). */
-const CHILD = fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "../dist/bench/chunked-child.js" : "./chunked-child.js", import.meta.url));
+export const CHILD = fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "../dist/bench/chunked-child.js" : "./chunked-child.js", import.meta.url));
 
 export interface RoleChild {
   child: ChildProcess;

@@ -65,12 +65,39 @@ export interface HpkeBackend {
    * (the caller then uses the suite's hpke-js context); throws if enc is invalid.
    */
   readonly setupRecipientSync?: (kemId: KemId, kdfId: KdfId, aeadId: AeadId, recipientKey: CryptoKeyPair, enc: Uint8Array, info: Uint8Array) => RecipientContextSync | undefined;
+  /**
+   * Optional synchronous RFC 9180 SetupBaseS(pkR, info): a context that seals one message after
+   * another (a client's chunked request chunks). `recipientPublicKey` comes from this backend's
+   * importPublicKey; `ekm` is the ephemeral key for test vectors (a pair from this backend's
+   * importPrivateKey, or RFC 9180 DeriveKeyPair input), undefined for a fresh one. Returns
+   * undefined for a suite it does not do (the caller then uses the suite's hpke-js context).
+   */
+  readonly setupSenderSync?: (
+    kemId: KemId,
+    kdfId: KdfId,
+    aeadId: AeadId,
+    recipientPublicKey: CryptoKey,
+    info: Uint8Array,
+    ekm: CryptoKeyPair | Uint8Array | undefined,
+  ) => SenderContextSync | undefined;
 }
 
 /** A synchronous HPKE recipient context (RFC 9180 §5.2 Open, §5.3 Export). */
 export interface RecipientContextSync {
   /** Opens the next message (sequence numbers 0, 1, ...); throws if it does not authenticate. */
   open(ct: Uint8Array, aad: Uint8Array): Uint8Array;
+  export(exporterContext: Uint8Array, length: number): Uint8Array;
+}
+
+/** A synchronous HPKE sender context (RFC 9180 §5.2 Seal, §5.3 Export). */
+export interface SenderContextSync {
+  /** The encapsulated KEM shared secret (Nenc bytes). */
+  readonly enc: Uint8Array;
+  /**
+   * Seals the next message (sequence numbers 0, 1, ...) into out[offset, offset + pt.length + Nt):
+   * the ciphertext then the tag, written where the caller frames it. Returns the end offset.
+   */
+  sealInto(pt: Uint8Array, aad: Uint8Array, out: Uint8Array, offset: number): number;
   export(exporterContext: Uint8Array, length: number): Uint8Array;
 }
 

@@ -32,7 +32,7 @@ import { ByteQueue, ByteWriter, exactCopy } from "../bytes.js";
 import { ProtocolError, wrapError } from "../errors.js";
 import { varintSize } from "../bhttp/sections.js";
 import { AEAD_INFO, type AeadId } from "./constants.js";
-import type { HpkeBackend } from "./backend.js";
+import type { HpkeBackend, SenderContextSync } from "./backend.js";
 import {
   HEADER_BYTES,
   readRequestHeader,
@@ -40,7 +40,7 @@ import {
   responseNonceBytes,
   setupRecipient,
   setupRecipientSync,
-  setupSender,
+  setupSenderPreferSync,
   u8,
   type EncapsulateRequestOptions,
   type RequestHeader,
@@ -82,18 +82,25 @@ type Seal = (pt: Uint8Array, aad: Uint8Array) => Promise<Uint8Array>;
 type Open = (ct: Uint8Array, aad: Uint8Array) => Promise<Uint8Array>;
 
 /**
+ * How a writer seals a chunk: through a promise that gives the sealed chunk (hpke-js's contexts, the
+ * response AEAD), or synchronously straight into the framed output (`sealInto` writes pt.length +
+ * tagBytes bytes at the offset and returns the end), which leaves no sealed copy to frame.
+ */
+export type ChunkSealer = { readonly seal: Seal } | { readonly sealInto: SenderContextSync["sealInto"]; readonly tagBytes: number };
+
+/**
  * The sending half of one chunked message body: seals plaintext into framed chunks. `seal` splits
  * its input into chunks of at most CHUNK_BYTES and skips empty input (a non-final chunk is never
  * empty); `sealFinal` writes the final chunk (possibly empty) and closes the writer.
  */
 export class ChunkWriter {
-  readonly #seal: Seal;
+  readonly #sealer: ChunkSealer;
   readonly #chunkBytes: number;
   #closed = false;
 
   /** @internal built by the encapsulation functions below */
-  constructor(seal: Seal, chunkBytes = CHUNK_BYTES) {
-    this.#seal = seal;
+  constructor(sealer: ChunkSealer, chunkBytes = CHUNK_BYTES) {
+    this.#sealer = sealer;
     this.#chunkBytes = chunkBytes;
   }
 
@@ -105,10 +112,12 @@ export class ChunkWriter {
   async seal(pt: Uint8Array): Promise<Uint8Array> {
     this.#open();
     if (pt.length === 0) return EMPTY;
+    const s = this.#sealer;
+    if ("sealInto" in s) return this.#sealFramed(s, pt);
     const sealed: Uint8Array[] = [];
     let total = 0;
     for (let o = 0; o < pt.length; o += this.#chunkBytes) {
-      const one = await this.#sealOne(pt.subarray(o, o + this.#chunkBytes), EMPTY);
+      const one = await this.#sealOne(s, pt.subarray(o, o + this.#chunkBytes), EMPTY);
       sealed.push(one);
       total += varintSize(one.length) + one.length;
     }
@@ -128,10 +137,17 @@ export class ChunkWriter {
       out.set(tail, head.length);
       return out;
     }
-    const sealed = await this.#sealOne(pt, FINAL_AAD);
+    const s = this.#sealer;
+    let out: Uint8Array; // out[0] = 0: the final chunk indicator
+    if ("sealInto" in s) {
+      out = new Uint8Array(1 + pt.length + s.tagBytes);
+      this.#sealInto(s, pt, FINAL_AAD, out, 1);
+    } else {
+      const sealed = await this.#sealOne(s, pt, FINAL_AAD);
+      out = new Uint8Array(1 + sealed.length);
+      out.set(sealed, 1);
+    }
     this.#closed = true;
-    const out = new Uint8Array(1 + sealed.length);
-    out.set(sealed, 1); // out[0] = 0: the final chunk indicator
     return out;
   }
 
@@ -139,13 +155,47 @@ export class ChunkWriter {
     if (this.#closed) throw new ProtocolError("OHTTP_ERR_CONTEXT_USED", "the final chunk was already sealed");
   }
 
-  async #sealOne(pt: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
-    try {
-      return await this.#seal(pt, aad);
-    } catch (e) {
-      this.#closed = true;
-      throw wrapError(e, "INTERNAL_ERR", "chunk encapsulation failed");
+  /** The framing laid out first (each length prefix, room for its chunk), then each chunk sealed into its room. */
+  #sealFramed(s: Extract<ChunkSealer, { sealInto: unknown }>, pt: Uint8Array): Uint8Array {
+    const n = this.#chunkBytes;
+    let total = 0;
+    for (let o = 0; o < pt.length; o += n) {
+      const sealed = Math.min(n, pt.length - o) + s.tagBytes;
+      total += varintSize(sealed) + sealed;
     }
+    const w = new ByteWriter(total);
+    const at: number[] = [];
+    for (let o = 0; o < pt.length; o += n) {
+      const sealed = Math.min(n, pt.length - o) + s.tagBytes;
+      w.varint(sealed);
+      at.push(w.length);
+      w.zeros(sealed);
+    }
+    const out = w.finish();
+    for (let o = 0, i = 0; o < pt.length; o += n, i++) this.#sealInto(s, pt.subarray(o, o + n), EMPTY, out, at[i]!);
+    return out;
+  }
+
+  #sealInto(s: Extract<ChunkSealer, { sealInto: unknown }>, pt: Uint8Array, aad: Uint8Array, out: Uint8Array, offset: number): void {
+    try {
+      s.sealInto(pt, aad, out, offset);
+    } catch (e) {
+      this.#failed(e);
+    }
+  }
+
+  async #sealOne(s: Extract<ChunkSealer, { seal: unknown }>, pt: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
+    try {
+      return await s.seal(pt, aad);
+    } catch (e) {
+      this.#failed(e);
+    }
+  }
+
+  /** A chunk that could not be sealed ends the message: nothing after it could be opened. */
+  #failed(e: unknown): never {
+    this.#closed = true;
+    throw wrapError(e, "INTERNAL_ERR", "chunk encapsulation failed");
   }
 }
 
@@ -351,7 +401,7 @@ export class ChunkedRequestDecapsulator {
     salt.set(this.#enc);
     salt.set(nonce, this.#enc.length);
     const aead = await ResponseChunkAead.create(h.backend, h, secret, salt);
-    return { nonce: exactCopy(nonce), writer: new ChunkWriter(aead.seal) };
+    return { nonce: exactCopy(nonce), writer: new ChunkWriter({ seal: aead.seal }) };
   }
 
   /** Reads the header once it is all in (key problems as soon as 7 bytes are); false while more are needed. */
@@ -406,17 +456,25 @@ export interface ChunkedRequestOptions extends EncapsulateRequestOptions, ChunkL
 export async function encapsulateChunkedRequest(config: KeyConfig, opts: ChunkedRequestOptions = {}): Promise<ChunkedRequest> {
   const chunkBytes = opts.chunkBytes ?? CHUNK_BYTES;
   if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`chunkBytes must be a positive integer, got ${chunkBytes}`);
-  const s = await setupSender(config, opts, CHUNKED_REQUEST_LABEL);
+  // On Node with a DHKEM, a synchronous node:crypto sender: each chunk sealed straight into the
+  // framed output, without hpke-js's promise, nonce ArrayBuffer and ciphertext copies per chunk
+  // (what a client does most while a large body streams). Elsewhere (browsers, X-Wing) hpke-js's.
+  const s = await setupSenderPreferSync(config, opts, CHUNKED_REQUEST_LABEL);
   let secret: Uint8Array;
   try {
-    secret = u8(await s.ctx.export(CHUNKED_RESPONSE_LABEL, responseNonceBytes(s.aeadId)));
+    const n = responseNonceBytes(s.aeadId);
+    secret = "sync" in s ? s.sync.export(CHUNKED_RESPONSE_LABEL, n) : u8(await s.ctx.export(CHUNKED_RESPONSE_LABEL, n));
   } catch (e) {
     throw wrapError(e, "INTERNAL_ERR", "request encapsulation failed");
   }
   const header = new Uint8Array(s.hdr.length + s.enc.length);
   header.set(s.hdr);
   header.set(s.enc, s.hdr.length);
-  const writer = new ChunkWriter(async (pt, aad) => u8(await s.ctx.seal(pt, aad)), chunkBytes);
+  const sealer: ChunkSealer =
+    "sync" in s
+      ? { sealInto: (pt, aad, out, offset) => s.sync.sealInto(pt, aad, out, offset), tagBytes: AEAD_INFO[s.aeadId].Nt }
+      : { seal: async (pt, aad) => u8(await s.ctx.seal(pt, aad)) };
+  const writer = new ChunkWriter(sealer, chunkBytes);
   return { header, writer, response: new ChunkedResponseDecapsulator(s, secret, maxChunkBytes(opts)) };
 }
 

@@ -5,7 +5,7 @@ import { ByteWriter, concatBytes, exactCopy } from "../bytes.js";
 import { ProtocolError, wrapError } from "../errors.js";
 import { AEAD_INFO, KEM_INFO, isAeadId, isKdfId, isKemId, type AeadId, type KdfId, type KemId } from "./constants.js";
 import { checkPublicKey, type KeyConfig } from "./key-config.js";
-import { hpkeBackend, type HpkeBackend, type RecipientContextSync } from "./backend.js";
+import { hpkeBackend, type HpkeBackend, type RecipientContextSync, type SenderContextSync } from "./backend.js";
 import { gatewayKeyMaterial, type Keyring } from "./gateway-key.js";
 
 const encoder = new TextEncoder();
@@ -299,24 +299,34 @@ export async function encapsulateRequest(
   return { encapsulated, response: new ClientResponseContextImpl(s.backend, s.kemId, s.kdfId, s.aeadId, s.enc, secret) };
 }
 
-/** A client's HPKE sender context with the request header it belongs to. */
-export interface SenderSetup {
+/** What a client's sender context is set up from: the suite, the gateway's key, the request header. */
+interface SenderKeys {
   readonly kemId: KemId;
   readonly kdfId: KdfId;
   readonly aeadId: AeadId;
   readonly backend: HpkeBackend;
   /** key_id(8) kem_id(16) kdf_id(16) aead_id(16) */
   readonly hdr: Uint8Array;
+  readonly recipientPublicKey: CryptoKey;
+  /** The ephemeral key given for test vectors, in the backend's form (undefined: a fresh one). */
+  readonly ekm: CryptoKeyPair | Uint8Array | undefined;
+}
+
+/** A client's HPKE sender context with the request header it belongs to. */
+export interface SenderSetup extends Omit<SenderKeys, "recipientPublicKey" | "ekm"> {
   /** The encapsulated KEM shared secret (Nenc bytes). */
   readonly enc: Uint8Array;
   readonly ctx: SenderContext;
 }
 
-/**
- * Picks the suite, imports the gateway's public key and runs SetupBaseS(pkR, info) with
- * info = label || 0x00 || hdr (RFC 9458 §4.3; the chunked variant only changes the label).
- */
-export async function setupSender(config: KeyConfig, opts: EncapsulateRequestOptions, label: Uint8Array): Promise<SenderSetup> {
+/** The same with the backend's synchronous sender context (backend.ts). */
+export interface SyncSenderSetup extends Omit<SenderKeys, "recipientPublicKey" | "ekm"> {
+  readonly enc: Uint8Array;
+  readonly sync: SenderContextSync;
+}
+
+/** Picks the suite, imports the gateway's public key and the test vectors' ephemeral key, if any. */
+async function senderKeys(config: KeyConfig, opts: EncapsulateRequestOptions): Promise<SenderKeys> {
   const { keyId, kemId } = config;
   if (!isKemId(kemId)) throw new ProtocolError("OHTTP_ERR_SUITE_UNSUPPORTED", `unsupported KEM 0x${kemId.toString(16)}`);
   if (!Number.isInteger(keyId) || keyId < 0 || keyId > 0xff) throw new ProtocolError("OHTTP_ERR_KEY_CONFIG", "key id must be 0..255");
@@ -340,11 +350,41 @@ export async function setupSender(config: KeyConfig, opts: EncapsulateRequestOpt
   if (ephemeral !== undefined) {
     ekm = "ikm" in ephemeral ? ephemeral.ikm : (await backend.importPrivateKey(kemId, ephemeral.privateKey)).pair;
   }
+  return { kemId, kdfId, aeadId, backend, hdr, recipientPublicKey, ekm };
+}
+
+/**
+ * SetupBaseS(pkR, info) with info = label || 0x00 || hdr (RFC 9458 §4.3; the chunked variant only
+ * changes the label), on hpke-js's sender context.
+ */
+export async function setupSender(config: KeyConfig, opts: EncapsulateRequestOptions, label: Uint8Array): Promise<SenderSetup> {
+  return hpkeSender(await senderKeys(config, opts), label);
+}
+
+/**
+ * The same on the backend's synchronous sender context where it has one for the suite (node:crypto
+ * with a DHKEM), else on hpke-js's (browsers, X-Wing): a sender that seals message after message
+ * without a promise or an ArrayBuffer of its own per message.
+ */
+export async function setupSenderPreferSync(config: KeyConfig, opts: EncapsulateRequestOptions, label: Uint8Array): Promise<SenderSetup | SyncSenderSetup> {
+  const k = await senderKeys(config, opts);
+  let sync: SenderContextSync | undefined;
   try {
-    const hpke = backend.suite(kemId, kdfId, aeadId);
-    const info = requestInfo(label, hdr);
+    sync = k.backend.setupSenderSync?.(k.kemId, k.kdfId, k.aeadId, k.recipientPublicKey, requestInfo(label, k.hdr), k.ekm);
+  } catch (e) {
+    throw wrapError(e, "INTERNAL_ERR", "request encapsulation failed");
+  }
+  if (sync === undefined) return hpkeSender(k, label);
+  return { kemId: k.kemId, kdfId: k.kdfId, aeadId: k.aeadId, backend: k.backend, hdr: k.hdr, enc: sync.enc, sync };
+}
+
+async function hpkeSender(k: SenderKeys, label: Uint8Array): Promise<SenderSetup> {
+  const { recipientPublicKey, ekm } = k;
+  try {
+    const hpke = k.backend.suite(k.kemId, k.kdfId, k.aeadId);
+    const info = requestInfo(label, k.hdr);
     const ctx = await hpke.createSenderContext(ekm === undefined ? { recipientPublicKey, info } : { recipientPublicKey, info, ekm });
-    return { kemId, kdfId, aeadId, backend, hdr, enc: u8(ctx.enc), ctx };
+    return { kemId: k.kemId, kdfId: k.kdfId, aeadId: k.aeadId, backend: k.backend, hdr: k.hdr, enc: u8(ctx.enc), ctx };
   } catch (e) {
     throw wrapError(e, "INTERNAL_ERR", "request encapsulation failed");
   }

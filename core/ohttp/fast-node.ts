@@ -40,7 +40,7 @@ import {
 } from "@hpke/core";
 import { equalBytes } from "../bytes.js";
 import { AEAD, AEAD_INFO, KDF, KDF_INFO, KEM, type AeadId, type KdfId, type KemId } from "./constants.js";
-import type { HpkeBackend, KemKeyPair, OpenedRequest, OpenRequestArgs, RecipientContextSync, ResponseCrypto } from "./backend.js";
+import type { HpkeBackend, KemKeyPair, OpenedRequest, OpenRequestArgs, RecipientContextSync, ResponseCrypto, SenderContextSync } from "./backend.js";
 import { stockHpkeBackend, stockKem } from "./stock.js";
 
 type Bytes = ArrayBufferLike | ArrayBufferView;
@@ -225,15 +225,24 @@ const CIPHERS: Record<AeadId, CipherName> = {
 const TAG = 16;
 
 export function aeadSeal(aeadId: AeadId, key: Uint8Array, nonce: Uint8Array, pt: Uint8Array, aad: Uint8Array): Uint8Array {
+  const out = new Uint8Array(pt.length + TAG);
+  aeadSealInto(aeadId, key, nonce, pt, aad, out, 0);
+  return out;
+}
+
+/**
+ * Seals `pt` into out[offset, offset + pt.length + 16) (ciphertext then tag; the three AEADs are
+ * stream ciphers, so the ciphertext is as long as the plaintext). Returns the end offset.
+ */
+export function aeadSealInto(aeadId: AeadId, key: Uint8Array, nonce: Uint8Array, pt: Uint8Array, aad: Uint8Array, out: Uint8Array, offset: number): number {
   // The union overloads of createCipheriv need a literal mode; all three take authTagLength.
   const c = createCipheriv(CIPHERS[aeadId] as "aes-128-gcm", key, nonce, { authTagLength: TAG });
   if (aad.length > 0) c.setAAD(aad);
   const body = c.update(pt);
   c.final();
-  const out = new Uint8Array(body.length + TAG);
-  out.set(body);
-  out.set(c.getAuthTag(), body.length);
-  return out;
+  out.set(body, offset);
+  out.set(c.getAuthTag(), offset + body.length);
+  return offset + body.length + TAG;
 }
 
 /** Throws if `ct` is shorter than the tag or does not authenticate. */
@@ -388,11 +397,15 @@ abstract class NodeDhkem implements KemInterface {
     return this.sharedSecretSync(this.dhSync(skR, pkE), enc, skR.publicKey);
   }
 
+  /** The sender's ephemeral private key: fresh, or (test vectors) a given pair or DeriveKeyPair input. */
+  ephemeralSync(ekm: SenderContextParams["ekm"]): NodeKemKey {
+    if (ekm === undefined) return this.generateSync().privateKey;
+    if (isPair(ekm)) return asNodeKey(ekm.privateKey, "private");
+    return this.deriveSync(view(ekm)).privateKey;
+  }
+
   encapSync(pkR: NodeKemKey, ekm: SenderContextParams["ekm"]): { sharedSecret: Uint8Array; enc: Uint8Array } {
-    let skE: NodeKemKey;
-    if (ekm === undefined) skE = this.generateSync().privateKey;
-    else if (isPair(ekm)) skE = asNodeKey(ekm.privateKey, "private");
-    else skE = this.deriveSync(view(ekm)).privateKey;
+    const skE = this.ephemeralSync(ekm);
     const enc = skE.publicKey;
     return { sharedSecret: this.sharedSecretSync(this.dhSync(skE, pkR), enc, pkR.publicKey), enc };
   }
@@ -594,6 +607,10 @@ const nodeResponseCrypto: ResponseCrypto = {
 // Every expansion here is at most Nh bytes, so HKDF-Expand is one HMAC over info || 0x01; those
 // inputs are the precomputed constants. Proven equal to hpke-js by the RFC 9180 / RFC 9458 vectors
 // and the interop tests, which go through this path.
+//
+// The sender's SetupBaseS (RFC 9180 §5.1.1) is the same schedule from the other end of the DH:
+// dh = DH(skE, pkR) with a fresh ephemeral key, enc = pkE, and pkRm the gateway's public key. A
+// client's chunked request seals its chunks with it (Seal with base_nonce XOR I2OSP(seq, Nn)).
 
 /** The labeled inputs of one (suite, info, exporter context, L), built once. */
 interface ScheduleConstants {
@@ -613,7 +630,7 @@ interface ScheduleConstants {
 const SCHEDULE_MEMO_MAX = 64;
 const LABEL_SECRET = ascii("secret");
 
-class NodeOneShotRecipient {
+class NodeBaseSchedule {
   readonly #kem: NodeDhkem;
   readonly #kdf: NodeHkdf;
   readonly #hash: string;
@@ -673,7 +690,7 @@ class NodeOneShotRecipient {
   readonly open: (...args: OpenRequestArgs) => OpenedRequest = (recipientKey, enc, info, aad, ct, exporterContext, length) => {
     if (length > this.#Nh) throw new RangeError("export length exceeds Nh");
     const c = this.#schedule(info, exporterContext, length);
-    const { key, nonce, exporterSecret } = this.#keySchedule(c, recipientKey, enc);
+    const { key, nonce, exporterSecret } = this.#recipientSchedule(c, recipientKey, enc);
     const plaintext = aeadOpen(this.#aeadId, key, nonce, ct, aad);
     key.fill(0);
     const exported = createHmac(this.#hash, exporterSecret).update(c.exportInfo).digest();
@@ -686,19 +703,36 @@ class NodeOneShotRecipient {
    * chunked OHTTP. Throws (a node:crypto error or a RangeError) on a bad enc.
    */
   context(recipientKey: CryptoKeyPair, enc: Uint8Array, info: Uint8Array): RecipientContextSync {
-    const { key, nonce, exporterSecret } = this.#keySchedule(this.#schedule(info, EMPTY, 0), recipientKey, enc);
+    const { key, nonce, exporterSecret } = this.#recipientSchedule(this.#schedule(info, EMPTY, 0), recipientKey, enc);
     return new NodeRecipientContext(this.#aeadId, this.#kdf, this.#hash, this.#Nh, key, nonce, exporterSecret);
   }
 
-  /** DHKEM Decap and the mode_base key schedule (the steps above, up to Open). */
-  #keySchedule(c: ScheduleConstants, recipientKey: CryptoKeyPair, enc: Uint8Array): { key: Buffer; nonce: Buffer; exporterSecret: Buffer } {
-    const hash = this.#hash;
+  /**
+   * SetupBaseS(pkR, info): a context that seals message after message (sequence numbers 0, 1, ...),
+   * for a client's chunked request. `ekm` as in hpke-js: undefined for a fresh ephemeral key.
+   */
+  senderContext(recipientPublicKey: CryptoKey, info: Uint8Array, ekm: CryptoKeyPair | Uint8Array | undefined): SenderContextSync {
+    const pkR = asNodeKey(recipientPublicKey, "public");
+    const skE = this.#kem.ephemeralSync(ekm);
+    const enc = new Uint8Array(skE.publicKey);
+    const dh = this.#kem.dhSync(skE, pkR);
+    const { key, nonce, exporterSecret } = this.#keySchedule(this.#schedule(info, EMPTY, 0), dh, enc, pkR.publicKey);
+    return new NodeSenderContext(this.#aeadId, this.#kdf, this.#hash, this.#Nh, key, nonce, exporterSecret, enc);
+  }
+
+  /** DHKEM Decap, then the key schedule. */
+  #recipientSchedule(c: ScheduleConstants, recipientKey: CryptoKeyPair, enc: Uint8Array): { key: Buffer; nonce: Buffer; exporterSecret: Buffer } {
     const skR = asNodeKey(recipientKey.privateKey, "private");
-    const dh = this.#kem.dhSync(skR, this.#kem.importPublicSync(enc));
-    // DHKEM ExtractAndExpand (the KEM's KDF is HKDF-SHA256 for both DHKEMs here)
+    return this.#keySchedule(c, this.#kem.dhSync(skR, this.#kem.importPublicSync(enc)), enc, skR.publicKey);
+  }
+
+  /** DHKEM ExtractAndExpand(dh, enc || pkRm) and the mode_base key schedule (the steps above, up to Open or Seal). */
+  #keySchedule(c: ScheduleConstants, dh: Uint8Array, enc: Uint8Array, pkRm: Uint8Array): { key: Buffer; nonce: Buffer; exporterSecret: Buffer } {
+    const hash = this.#hash;
+    // The KEM's KDF is HKDF-SHA256 for both DHKEMs here.
     const eaePrk = createHmac("sha256", EMPTY).update(c.eaePrkIkm).update(dh).digest();
     dh.fill(0);
-    const sharedSecret = createHmac("sha256", eaePrk).update(c.sharedSecretInfo).update(enc).update(skR.publicKey).update(ONE).digest();
+    const sharedSecret = createHmac("sha256", eaePrk).update(c.sharedSecretInfo).update(enc).update(pkRm).update(ONE).digest();
     const secret = createHmac(hash, sharedSecret).update(c.secretIkm).digest();
     sharedSecret.fill(0);
     const key = createHmac(hash, secret).update(c.keyInfo).digest().subarray(0, this.#Nk);
@@ -710,39 +744,44 @@ class NodeOneShotRecipient {
 }
 
 /**
- * An HPKE recipient context on node:crypto (RFC 9180 §5.2, §5.3): Open with the nonce
- * base_nonce XOR I2OSP(seq, Nn), seq counting the messages opened; Export from the exporter secret.
+ * What both synchronous HPKE contexts share (RFC 9180 §5.2, §5.3): the nonce base_nonce XOR
+ * I2OSP(seq, Nn) of the next message, seq counting the messages sealed or opened, and Export from
+ * the exporter secret.
  */
-class NodeRecipientContext implements RecipientContextSync {
-  readonly #aeadId: AeadId;
+abstract class NodeContext {
+  protected readonly aeadId: AeadId;
+  protected readonly key: Buffer;
   readonly #kdf: NodeHkdf;
   readonly #hash: string;
   readonly #Nh: number;
-  readonly #key: Buffer;
   readonly #baseNonce: Buffer;
+  /** Rewritten for each message (no allocation per message). */
   readonly #nonce: Buffer;
   readonly #exporterSecret: Buffer;
   #seq = 0;
 
   constructor(aeadId: AeadId, kdf: NodeHkdf, hash: string, Nh: number, key: Buffer, baseNonce: Buffer, exporterSecret: Buffer) {
-    this.#aeadId = aeadId;
+    this.aeadId = aeadId;
     this.#kdf = kdf;
     this.#hash = hash;
     this.#Nh = Nh;
-    this.#key = key;
+    this.key = key;
     this.#baseNonce = baseNonce;
     this.#nonce = Buffer.from(baseNonce);
     this.#exporterSecret = exporterSecret;
   }
 
-  open(ct: Uint8Array, aad: Uint8Array): Uint8Array {
+  /** The next message's nonce; `done()` moves to the message after it once that one succeeded. */
+  protected nonce(): Buffer {
     if (this.#seq >= Number.MAX_SAFE_INTEGER) throw new RangeError("message limit reached");
     const n = this.#nonce;
     n.set(this.#baseNonce);
     for (let i = n.length - 1, c = this.#seq; c > 0 && i >= 0; i--, c = Math.floor(c / 256)) n[i]! ^= c % 256;
-    const pt = aeadOpen(this.#aeadId, this.#key, n, ct, aad);
+    return n;
+  }
+
+  protected done(): void {
     this.#seq++;
-    return pt;
   }
 
   export(exporterContext: Uint8Array, length: number): Uint8Array {
@@ -750,6 +789,34 @@ class NodeRecipientContext implements RecipientContextSync {
     const info = Buffer.concat([this.#kdf.buildLabeledInfo(ascii("sec"), exporterContext, length), ONE]);
     const out = createHmac(this.#hash, this.#exporterSecret).update(info).digest();
     return new Uint8Array(out.buffer, out.byteOffset, length);
+  }
+}
+
+/** An HPKE recipient context on node:crypto: Open message after message (a failed Open does not move seq). */
+class NodeRecipientContext extends NodeContext implements RecipientContextSync {
+  open(ct: Uint8Array, aad: Uint8Array): Uint8Array {
+    const pt = aeadOpen(this.aeadId, this.key, this.nonce(), ct, aad);
+    this.done();
+    return pt;
+  }
+}
+
+/**
+ * An HPKE sender context on node:crypto: Seal message after message, each straight into the
+ * caller's buffer (no promise, no nonce or ciphertext ArrayBuffer of its own per message).
+ */
+class NodeSenderContext extends NodeContext implements SenderContextSync {
+  readonly enc: Uint8Array;
+
+  constructor(aeadId: AeadId, kdf: NodeHkdf, hash: string, Nh: number, key: Buffer, baseNonce: Buffer, exporterSecret: Buffer, enc: Uint8Array) {
+    super(aeadId, kdf, hash, Nh, key, baseNonce, exporterSecret);
+    this.enc = enc;
+  }
+
+  sealInto(pt: Uint8Array, aad: Uint8Array, out: Uint8Array, offset: number): number {
+    const end = aeadSealInto(this.aeadId, this.key, this.nonce(), pt, aad, out, offset);
+    this.done();
+    return end;
   }
 }
 
@@ -762,30 +829,33 @@ const nodeKems = new Map<KemId, KemInterface>([
   [KEM.XWING, stockKem(KEM.XWING)],
 ]);
 const suites = new Map<number, CipherSuite>();
-const recipients = new Map<number, NodeOneShotRecipient | null>();
+const schedules = new Map<number, NodeBaseSchedule | null>();
 
 function nodeDhkem(kemId: KemId): NodeDhkem | undefined {
   const k = nodeKems.get(kemId);
   return k instanceof NodeDhkem ? k : undefined;
 }
 
-/** The node:crypto recipient of a suite, or undefined for a KEM it does not do (X-Wing). */
-function oneShotRecipient(kemId: KemId, kdfId: KdfId, aeadId: AeadId): NodeOneShotRecipient | undefined {
+/** The node:crypto key schedule of a suite, or undefined for a KEM it does not do (X-Wing). */
+function baseSchedule(kemId: KemId, kdfId: KdfId, aeadId: AeadId): NodeBaseSchedule | undefined {
   const id = kemId * 0x100000000 + kdfId * 0x10000 + aeadId;
-  let r = recipients.get(id);
+  let r = schedules.get(id);
   if (r === undefined) {
     const kem = nodeDhkem(kemId);
-    r = kem === undefined ? null : new NodeOneShotRecipient(kem, kemId, kdfId, aeadId);
-    recipients.set(id, r);
+    r = kem === undefined ? null : new NodeBaseSchedule(kem, kemId, kdfId, aeadId);
+    schedules.set(id, r);
   }
   return r ?? undefined;
 }
 
 const openRequest: NonNullable<HpkeBackend["openRequest"]> = (kemId, kdfId, aeadId, recipientKey, enc, info, aad, ct, exporterContext, length) =>
-  oneShotRecipient(kemId, kdfId, aeadId)?.open(recipientKey, enc, info, aad, ct, exporterContext, length);
+  baseSchedule(kemId, kdfId, aeadId)?.open(recipientKey, enc, info, aad, ct, exporterContext, length);
 
 const setupRecipientSync: NonNullable<HpkeBackend["setupRecipientSync"]> = (kemId, kdfId, aeadId, recipientKey, enc, info) =>
-  oneShotRecipient(kemId, kdfId, aeadId)?.context(recipientKey, enc, info);
+  baseSchedule(kemId, kdfId, aeadId)?.context(recipientKey, enc, info);
+
+const setupSenderSync: NonNullable<HpkeBackend["setupSenderSync"]> = (kemId, kdfId, aeadId, recipientPublicKey, info, ekm) =>
+  baseSchedule(kemId, kdfId, aeadId)?.senderContext(recipientPublicKey, info, ekm);
 
 export const nodeHpkeBackend: HpkeBackend = Object.freeze({
   name: "node:crypto",
@@ -816,4 +886,5 @@ export const nodeHpkeBackend: HpkeBackend = Object.freeze({
   responseCrypto: nodeResponseCrypto,
   openRequest,
   setupRecipientSync,
+  setupSenderSync,
 });

@@ -5,9 +5,30 @@ import { expect } from "vitest";
 import { fromHex } from "../../core/bytes.js";
 import { ProtocolError, type ErrorCode } from "../../core/errors.js";
 import { nodeHpkeBackend } from "../../core/ohttp/fast-node.js";
-import { stockHpkeBackend, type HpkeBackend } from "../../core/ohttp/index.js";
+import { ALL_AEADS, ALL_KDFS, ALL_KEMS, AEAD_INFO, KDF_INFO, KEM_INFO } from "../../core/ohttp/constants.js";
+import { stockHpkeBackend, type AeadId, type HpkeBackend, type KdfId, type KemId } from "../../core/ohttp/index.js";
 
 export const BACKENDS: readonly HpkeBackend[] = [nodeHpkeBackend, stockHpkeBackend];
+
+/** `b`, counting the synchronous HPKE senders it sets up (chunked requests sealed on that path). */
+export function countingSyncSenders(b: HpkeBackend): { backend: HpkeBackend; syncSenders: () => number } {
+  let n = 0;
+  const backend: HpkeBackend = {
+    ...b,
+    setupSenderSync: (...args) => {
+      const s = b.setupSenderSync?.(...args);
+      if (s !== undefined) n++;
+      return s;
+    },
+  };
+  return { backend, syncSenders: () => n };
+}
+
+/** Every KEM / KDF / AEAD combination Veil implements: [name, kem, kdf, aead]. */
+export const COMBOS: [string, KemId, KdfId, AeadId][] = [];
+for (const kem of ALL_KEMS)
+  for (const kdf of ALL_KDFS)
+    for (const aead of ALL_AEADS) COMBOS.push([`${KEM_INFO[kem].name} / ${KDF_INFO[kdf].name} / ${AEAD_INFO[aead].name}`, kem, kdf, aead]);
 
 interface Rfc9458Vector {
   rfc9458_appendix_a: {

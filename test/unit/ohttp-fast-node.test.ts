@@ -6,25 +6,18 @@ import { spawn } from "node:child_process";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { toHex } from "../../core/bytes.js";
-import { ALL_AEADS, ALL_KDFS, ALL_KEMS, AEAD_INFO, KDF_INFO, KEM_INFO } from "../../core/ohttp/constants.js";
+import { ALL_AEADS, ALL_KDFS, AEAD_INFO, KDF_INFO, KEM_INFO } from "../../core/ohttp/constants.js";
 import {
   decapsulateRequest,
   encapsulateRequest,
   importGatewayKey,
   stockHpkeBackend,
-  type AeadId,
   KEM,
   type HpkeBackend,
-  type KdfId,
-  type KemId,
 } from "../../core/ohttp/index.js";
 import { NodeAead, NodeHkdf, nodeHpkeBackend } from "../../core/ohttp/fast-node.js";
 import { stockAead, stockKdf } from "../../core/ohttp/stock.js";
-
-const COMBOS: [string, KemId, KdfId, AeadId][] = [];
-for (const kem of ALL_KEMS)
-  for (const kdf of ALL_KDFS)
-    for (const aead of ALL_AEADS) COMBOS.push([`${KEM_INFO[kem].name} / ${KDF_INFO[kdf].name} / ${AEAD_INFO[aead].name}`, kem, kdf, aead]);
+import { COMBOS } from "../helpers/ohttp.js";
 
 /** Deterministic "random" messages (fixed seed per test). */
 function messages(seed: number, n = 3): { pt: Uint8Array; aad: Uint8Array; exporterContext: Uint8Array }[] {

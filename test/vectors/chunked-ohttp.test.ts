@@ -1,6 +1,7 @@
 // draft-ietf-ohai-chunked-ohttp-08 Appendix A, byte for byte in both directions and on both HPKE
-// backends: the client seals the printed request chunks from the printed ephemeral key, the gateway
-// opens them and seals the printed response chunks from the printed nonce, the client opens those.
+// backends: the client seals the printed request chunks from the printed ephemeral key (on Node
+// with the synchronous node:crypto sender, and with hpke-js's sender context), the gateway opens
+// them and seals the printed response chunks from the printed nonce, the client opens those.
 
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
@@ -14,9 +15,11 @@ import {
   encapsulateChunkedRequest,
   encodeKeyConfig,
   importGatewayKey,
+  type HpkeBackend,
 } from "../../core/ohttp/index.js";
-import { NodeHkdf, aeadSeal } from "../../core/ohttp/fast-node.js";
-import { BACKENDS, inSubarray } from "../helpers/ohttp.js";
+import { NodeHkdf, aeadSeal, nodeHpkeBackend } from "../../core/ohttp/fast-node.js";
+import { hpkeJsSender } from "../../bench/chunked-seal.js";
+import { BACKENDS, countingSyncSenders, inSubarray } from "../helpers/ohttp.js";
 
 interface ChunkedVector {
   appendix_a: {
@@ -59,6 +62,35 @@ function split(whole: Uint8Array, lengths: readonly number[]): Uint8Array[] {
   return out;
 }
 
+/** The client's request from the printed ephemeral key: header (as the draft's first two lines), then each sealed piece. */
+async function sealPrinted(backend: HpkeBackend): Promise<string[]> {
+  const config = decodeKeyConfig(fromHex(V.key_config));
+  const req = await encapsulateChunkedRequest(config, {
+    kdfId: KDF.SHA256,
+    aeadId: AEAD.AES128GCM,
+    ephemeral: { privateKey: fromHex(V.client_ephemeral_private_key) },
+    backend,
+  });
+  const [a, b] = split(fromHex(V.request), V.request_plaintext_chunk_lengths);
+  const lines = [toHex(req.header.subarray(0, 7)), toHex(req.header.subarray(7)), toHex(await req.writer.seal(a!)), toHex(await req.writer.seal(b!)), toHex(await req.writer.sealFinal())];
+  expect(req.writer.closed).toBe(true);
+  return lines;
+}
+
+describe("chunked OHTTP -08 Appendix A: the client's two ways of sealing on Node", () => {
+  it("the synchronous node:crypto sender (what a Node client uses) seals the printed request byte for byte", async () => {
+    const counted = countingSyncSenders(nodeHpkeBackend);
+    expect(await sealPrinted(counted.backend)).toEqual(V.request_chunks);
+    expect(counted.syncSenders()).toBe(1);
+  });
+
+  it("hpke-js's sender context over the same node:crypto primitives seals it byte for byte too", async () => {
+    const counted = countingSyncSenders(hpkeJsSender(nodeHpkeBackend));
+    expect(await sealPrinted(counted.backend)).toEqual(V.request_chunks);
+    expect(counted.syncSenders()).toBe(0);
+  });
+});
+
 describe.each(BACKENDS.map((b) => [b.name, b] as const))("chunked OHTTP -08 Appendix A (%s)", (_name, backend) => {
   const gatewayKey = () => importGatewayKey(1, KEM.X25519, fromHex(V.gateway_private_key), SYMMETRIC, { backend });
 
@@ -68,19 +100,7 @@ describe.each(BACKENDS.map((b) => [b.name, b] as const))("chunked OHTTP -08 Appe
   });
 
   it("client: seals the request chunk by chunk byte for byte", async () => {
-    const config = decodeKeyConfig(fromHex(V.key_config));
-    const req = await encapsulateChunkedRequest(config, {
-      kdfId: KDF.SHA256,
-      aeadId: AEAD.AES128GCM,
-      ephemeral: { privateKey: fromHex(V.client_ephemeral_private_key) },
-      backend,
-    });
-    expect(toHex(req.header)).toBe(V.request_chunks[0]! + V.request_chunks[1]!);
-    const [a, b] = split(fromHex(V.request), V.request_plaintext_chunk_lengths);
-    expect(toHex(await req.writer.seal(a!))).toBe(V.request_chunks[2]);
-    expect(toHex(await req.writer.seal(b!))).toBe(V.request_chunks[3]);
-    expect(toHex(await req.writer.sealFinal())).toBe(V.request_chunks[4]);
-    expect(req.writer.closed).toBe(true);
+    expect(await sealPrinted(backend)).toEqual(V.request_chunks);
   });
 
   it("gateway: opens the request chunk by chunk and seals the response byte for byte", async () => {

@@ -317,7 +317,8 @@ export class IssuerKeyStore {
     const keys = live;
     for (const type of this.#tokenTypes) {
       const ofType = (): IssuerKey[] => keys.filter((k) => k.tokenType === type);
-      if (!ofType().some((k) => k.notBefore <= now)) {
+      // A key valid now, or the one `rotateNow` published for the next whole second, covers now.
+      if (!ofType().some((k) => k.notBefore <= now + 1)) {
         keys.push(await this.#generate(type, now, keys));
         changed = true;
       }
@@ -368,17 +369,25 @@ export class IssuerKeyStore {
   }
 
   /**
-   * Emergency rotation (`veil issuer rotate --now`): for each token type, a new key valid from
-   * now replaces every other key of the file, so the directory offers only it (and, once the
-   * schedule runs, its successor). Tokens of the old keys stop being accepted as soon as
-   * gateways see the new directory. Returns the new keys.
+   * Emergency rotation (`veil issuer rotate --now`): for each token type, a new key replaces every
+   * other key of the file, so the directory offers only it (and, once the schedule runs, its
+   * successor). Tokens of the old keys stop being accepted as soon as gateways see the new
+   * directory. Returns the new keys.
+   *
+   * The new key's not-before is the next whole second after now (not-before is whole seconds),
+   * never the current second: a gateway whose nonce store lost data refuses every key whose
+   * not-before is at or before the moment it noticed the loss (gateway/store-loss.ts), and that
+   * moment may lie in the very second of the rotation (an automated responder is that quick). A
+   * not-before strictly after the rotation means no token of the new key can be valid at or before
+   * any moment up to the rotation, so such a gateway accepts it. The key is published at once,
+   * ahead of its not-before like every successor; gateways and clients use it from that second on.
    */
   async rotateNow(): Promise<IssuerKey[]> {
     if (this.#follower) throw new ProtocolError("CFG_ERR_INVALID", "a follower key store cannot rotate");
     await this.#refreshing;
-    const now = this.nowSec();
+    const notBefore = Math.floor(this.#now() / 1000) + 1;
     const fresh: IssuerKey[] = [];
-    for (const type of this.#tokenTypes) fresh.push(await this.#generate(type, now, this.#keys));
+    for (const type of this.#tokenTypes) fresh.push(await this.#generate(type, notBefore, this.#keys));
     this.#keys = fresh;
     this.#nextChangeSec = 0;
     await this.refresh({ persist: true });

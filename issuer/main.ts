@@ -14,7 +14,7 @@ import { createLogger, safeError, type Logger } from "../server/logging.js";
 import { createMetrics } from "../server/metrics.js";
 import { buildIssuer } from "./app.js";
 import { ISSUER_SCHEMA, loadIssuerConfig, type IssuerConfig } from "./config.js";
-import { IssuerKeyStore } from "./key-store.js";
+import { IssuerKeyStore, type IssuerKey } from "./key-store.js";
 import type { QuotaAttester } from "./attester.js";
 import { RemoteAttester, startIssuerPrimary } from "./cluster.js";
 
@@ -73,11 +73,30 @@ export async function startIssuer(
 }
 
 /**
- * `veil issuer rotate --now --config FILE`: the emergency rotation. Replaces every key of the key
- * file by a new one valid from now (per token type); the running issuer (every worker) picks the
- * file up within a second, and gateways that refetch its directory accept only tokens of the new
- * key. For when old tokens must stop working at once: a gateway whose nonce store lost its data
- * refuses tokens of keys published before the loss until they leave the directory.
+ * The emergency rotation of `veil issuer rotate --now`: replaces every key of the key file by a new
+ * one (per token type) valid from the next whole second (issuer/key-store.ts rotateNow says why not
+ * this one). Returns the new keys.
+ */
+export async function rotateIssuerKeysNow(
+  config: Pick<IssuerConfig, "keys" | "tokenTypes" | "keyLifetimeSec">,
+  options: { now?: () => number; generateRsaKey?: () => Promise<KeyObject> } = {},
+): Promise<IssuerKey[]> {
+  const keys = await IssuerKeyStore.open({
+    file: config.keys,
+    tokenTypes: config.tokenTypes,
+    keyLifetimeSec: config.keyLifetimeSec,
+    ...(options.now === undefined ? {} : { now: options.now }),
+    ...(options.generateRsaKey === undefined ? {} : { generateRsaKey: options.generateRsaKey }),
+  });
+  return await keys.rotateNow();
+}
+
+/**
+ * `veil issuer rotate --now --config FILE`: the emergency rotation (rotateIssuerKeysNow); the
+ * running issuer (every worker) picks the file up within a second, and gateways that refetch its
+ * directory accept only tokens of the new key. For when old tokens must stop working at once: a
+ * gateway whose nonce store lost its data refuses tokens of keys published before the loss until
+ * they leave the directory, and accepts the new key's.
  */
 function rotateCommand(): Command {
   return new Command("rotate")
@@ -90,8 +109,7 @@ function rotateCommand(): Command {
       try {
         if (o.now !== true) throw new ProtocolError("CFG_ERR_INVALID", "rotate: pass --now (an emergency rotation invalidates every token issued so far)");
         const config = loadIssuerConfig(o.config);
-        const keys = await IssuerKeyStore.open({ file: config.keys, tokenTypes: config.tokenTypes, keyLifetimeSec: config.keyLifetimeSec });
-        const fresh = await keys.rotateNow();
+        const fresh = await rotateIssuerKeysNow(config);
         for (const k of fresh) {
           process.stdout.write(`token type ${k.tokenType}: new key ${toHex(k.tokenKeyId).slice(0, 16)}… valid from ${new Date(k.notBefore * 1000).toISOString()}\n`);
         }

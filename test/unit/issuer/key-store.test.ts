@@ -151,6 +151,33 @@ describe("IssuerKeyStore", () => {
     expect(store.find(k.tokenType, k.tokenKeyId[31]!)?.tokenKeyId).not.toEqual(k.tokenKeyId);
   });
 
+  it("rotate --now: a key valid from the next whole second replaces every other, nothing is valid in between, the schedule resumes from it", async () => {
+    for (const intoSecondMs of [0, 1, 999]) {
+      const clock = new TestClock();
+      const store = await open(clock, [2, 1]);
+      const old = store.published().map((k) => k.tokenKeyId);
+      clock.ms += 123_000 + intoSecondMs;
+      const t = clock.sec;
+      const fresh = await store.rotateNow();
+      // Strictly after the moment of the rotation, even one that falls on a whole second.
+      expect(fresh.map((k) => k.notBefore)).toEqual([t + 1, t + 1]);
+      expect(fresh.every((k) => k.notBefore * 1000 > clock.ms)).toBe(true);
+      // Published at once (ahead of its not-before, like a successor), alone: no key valid now is added.
+      expect(store.published().map((k) => [k.tokenType, k.notBefore])).toEqual([[2, t + 1], [1, t + 1]]);
+      expect(store.published().some((k) => old.some((id) => id.every((b, i) => b === k.tokenKeyId[i])))).toBe(false);
+      expect(store.secondsUntilChange()).toBe(1);
+      await store.refresh();
+      expect(store.published().length).toBe(2);
+      // The file says the same (what the running issuer and the gateways read).
+      const file = JSON.parse(readFileSync(store.file, "utf8")) as { keys: { notBefore: number }[] };
+      expect(file.keys.map((k) => k.notBefore)).toEqual([t + 1, t + 1]);
+      // From its not-before on, the schedule resumes: its successor a period ahead.
+      clock.ms = (t + 1) * 1000;
+      await store.refresh();
+      expect(store.published().map((k) => [k.tokenType, k.notBefore - t])).toEqual([[2, 1 + L / 2], [2, 1], [1, 1 + L / 2], [1, 1]]);
+    }
+  });
+
   it("never prints private keys", async () => {
     const store = await open(new TestClock());
     const k = store.published()[0]!;

@@ -41,6 +41,7 @@ import {
   type ServerPrivateKey,
   type ServerPublicKey,
 } from "../core/privacypass/arc/index.js";
+import type { SpendKey } from "./store-loss.js";
 
 export type ArcRedemptionContextMode = "task-epoch" | "epoch" | "none";
 export type ArcCredentialContextMode = "epoch" | "none";
@@ -120,7 +121,12 @@ export interface ArcAdmission {
   /** When the spend record may be forgotten (the key's or the redemption context's end). */
   expiresAtMs: number;
   /** The issuer key it was presented under (the rule after a store loss, gateway/store-loss.ts). */
-  issuerKey: { tokenKeyId: Uint8Array; notBeforeMs: number };
+  issuerKey: SpendKey;
+}
+
+/** The key presentations under an ARC key are spent under (the rule of gateway/store-loss.ts). */
+function spendKeyOf(key: ArcKey): SpendKey {
+  return { tokenKeyId: key.keyId, notBeforeMs: key.notBeforeSec * 1000 };
 }
 
 const te = new TextEncoder();
@@ -203,6 +209,16 @@ export class ArcVerifier {
       .sort((a, b) => b.notBeforeSec - a.notBeforeSec);
   }
 
+  /** Every ARC key held, valid or not yet, as the key its presentations are spent under. */
+  heldKeys(): SpendKey[] {
+    return this.issuers.flatMap((i) => i.keys().map(spendKeyOf));
+  }
+
+  /** ARC keys accepted at `now`, as spend keys. */
+  validSpendKeys(now: number): SpendKey[] {
+    return this.issuers.flatMap((i) => this.#validKeys(i, now).map(spendKeyOf));
+  }
+
   hasValidKeys(now: number): boolean {
     return this.issuers.some((i) => this.#validKeys(i, now).length > 0);
   }
@@ -211,11 +227,15 @@ export class ArcVerifier {
     return { tokenType: ARC_TOKEN_TYPE, issuerName: issuer.name, redemptionContext: redemption, originInfo: origin, credentialContext: credential };
   }
 
-  /** One challenge per ARC issuer with a valid key: its newest key, the current contexts. */
-  challenges(origin: string[], taskId: string | undefined, now: number): WwwAuthenticateChallenge[] {
+  /**
+   * One challenge per ARC issuer with a usable key: its newest valid key that `usable` accepts
+   * (after a nonce store loss, the gate leaves out keys whose presentations it refuses), the
+   * current contexts.
+   */
+  challenges(origin: string[], taskId: string | undefined, now: number, usable: (key: SpendKey) => boolean = () => true): WwwAuthenticateChallenge[] {
     const out: WwwAuthenticateChallenge[] = [];
     for (const issuer of this.issuers) {
-      const key = this.#validKeys(issuer, now)[0];
+      const key = this.#validKeys(issuer, now).find((k) => usable(spendKeyOf(k)));
       if (key === undefined) continue;
       const r = this.redemptionContexts(issuer, taskId, now)[0]!;
       const c = this.credentialContexts(issuer, now)[0]!;
@@ -279,7 +299,7 @@ export class ArcVerifier {
         return {
           spendKey: sha256(SPEND_LABEL, presentation, serializeElement(token.presentation.tag)),
           expiresAtMs: Math.min((key.notBeforeSec + issuer.keyLifetimeSec) * 1000, r.untilMs, c.untilMs),
-          issuerKey: { tokenKeyId: key.keyId, notBeforeMs: key.notBeforeSec * 1000 },
+          issuerKey: spendKeyOf(key),
         };
       }
     }

@@ -324,11 +324,12 @@ export class TokenGate implements Gate {
     throw new ProtocolError("PP_ERR_TOKEN_KEY", "token key was published before the token store lost its data: get a new token");
   }
 
+  /** Whether a key may be named in a challenge: after a store loss, not one whose tokens are refused. */
+  readonly #untainted = (key: SpendKey): boolean => this.#loss?.isTainted(key) !== true;
+
   /** Keys to name in challenges: the directories' (tainted ones left out after a store loss). */
   #challengeKeys(now: number): DirectoryKey[] {
-    const keys = this.#dir.challengeKeys(now);
-    const loss = this.#loss;
-    return loss === undefined ? keys : keys.filter((k) => !loss.isTainted(k));
+    return this.#dir.challengeKeys(now).filter(this.#untainted);
   }
 
   #ticket(nonce: Uint8Array, digest: Uint8Array): GateTicket {
@@ -396,7 +397,7 @@ export class TokenGate implements Gate {
   challenges(origin: string[], taskId?: string): WwwAuthenticateChallenge[] {
     const now = this.#now();
     const current = this.#contexts(now)[0]!;
-    const out: WwwAuthenticateChallenge[] = this.#arc?.challenges(origin, taskId, now) ?? [];
+    const out: WwwAuthenticateChallenge[] = this.#arc?.challenges(origin, taskId, now, this.#untainted) ?? [];
     const keys = this.#challengeKeys(now);
     // Type 2 first (publicly verifiable: the default), then type 1; issuers in configured order.
     keys.sort((a, b) => (b.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? 1 : 0) - (a.tokenType === TOKEN_TYPE.BLIND_RSA_2048 ? 1 : 0));

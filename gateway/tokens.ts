@@ -152,7 +152,7 @@ export async function createTokenGate(tokens: TokensConfig, deps: CreateTokenGat
       }),
     { prf: (data) => contextPrf(epochSecret, data), epochSec: tokens.epochSec },
   );
-  const lossGuard = new StoreLossGuard({ directory, log: deps.log, now, ...(deps.registry === undefined ? {} : { registry: deps.registry }) });
+  const lossGuard = new StoreLossGuard({ directory, arc, log: deps.log, now, ...(deps.registry === undefined ? {} : { registry: deps.registry }) });
   const store = openNonceStore(tokens.store, { now, durability: tokens.storeDurability, onLoss: (loss) => lossGuard.noteLoss(loss) });
   try {
     // Redis: refuse settings that would let it forget spent tokens, and read its loss marker.

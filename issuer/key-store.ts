@@ -34,6 +34,7 @@ import { ARC_TOKEN_TYPE, TOKEN_TYPE, type TokenType } from "../core/privacypass/
 import { deriveKeyPair } from "../core/privacypass/voprf-batch.js";
 import { withOprfSuite } from "../core/privacypass/oprf-suite.js";
 import { encodeServerPrivateKey, setupServer } from "../core/privacypass/arc/index.js";
+import { lockKeyFile } from "../gateway/key-file.js";
 import { createArcSigner, type ArcSigner } from "./arc-signer.js";
 import { createBlindRsaSigner, createVoprfSigner, type Signer } from "./signer.js";
 
@@ -333,14 +334,45 @@ export class IssuerKeyStore {
       }
     }
     keys.sort((a, b) => a.tokenType - b.tokenType || a.notBefore - b.notBefore);
-    if (changed) this.#write(keys);
+    if (changed && !this.#write(keys, "unless-rewritten")) return;
     this.#keys = keys;
     this.#nextChangeSec = this.#computeNextChange(now);
   }
 
-  #write(keys: readonly IssuerKey[]): void {
-    writeKeyFileAtomic(this.file, serialize(keys));
-    this.#fileMtimeMs = statSync(this.file).mtimeMs;
+  /**
+   * Writes `keys` holding the key file's lock (`<file>.lock`, as `veil keys` does for the
+   * gateway's). "unless-rewritten": a scheduled step computed from the keys this store last read
+   * or wrote; if another process (`veil issuer rotate --now`) rewrote the file since, its keys are
+   * taken instead and nothing is written (the step runs again on them when due). Without this, a
+   * step due within the second after a rotation (external changes are looked for at most once a
+   * second) would put the old keys back. "always": the rotation itself. Returns whether it wrote.
+   */
+  #write(keys: readonly IssuerKey[], mode: "always" | "unless-rewritten"): boolean {
+    mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
+    const release = lockKeyFile(this.file);
+    try {
+      if (mode === "unless-rewritten" && this.#fileMtimeMs >= 0 && this.#rewrittenSinceSeen()) {
+        checkKeyFileMode(this.file);
+        const text = readFileSync(this.file, "utf8");
+        this.#fileMtimeMs = statSync(this.file).mtimeMs;
+        this.#keys = this.#parse(text);
+        this.#nextChangeSec = this.#computeNextChange(this.nowSec());
+        return false;
+      }
+      writeKeyFileAtomic(this.file, serialize(keys));
+      this.#fileMtimeMs = statSync(this.file).mtimeMs;
+      return true;
+    } finally {
+      release();
+    }
+  }
+
+  #rewrittenSinceSeen(): boolean {
+    try {
+      return statSync(this.file).mtimeMs !== this.#fileMtimeMs;
+    } catch {
+      return false; // gone: written afresh
+    }
   }
 
   /**
@@ -388,9 +420,10 @@ export class IssuerKeyStore {
     const notBefore = Math.floor(this.#now() / 1000) + 1;
     const fresh: IssuerKey[] = [];
     for (const type of this.#tokenTypes) fresh.push(await this.#generate(type, notBefore, this.#keys));
+    this.#write(fresh, "always");
     this.#keys = fresh;
-    this.#nextChangeSec = 0;
-    await this.refresh({ persist: true });
+    // Its successor is due at its not-before (the running issuer publishes it then).
+    this.#nextChangeSec = this.#computeNextChange(this.nowSec());
     return fresh;
   }
 
@@ -416,6 +449,11 @@ export class IssuerKeyStore {
   }
 
   #computeNextChange(now: number): number {
+    // Keys taken from the file (another process rotated) may lack a successor: a step is due now.
+    for (const type of this.#tokenTypes) {
+      const ofType = this.#keys.filter((k) => k.tokenType === type);
+      if (ofType.length === 0 || ofType.every((k) => k.notBefore <= now)) return now;
+    }
     let next = Infinity;
     for (const k of this.#keys) {
       if (k.notBefore > now) next = Math.min(next, k.notBefore);

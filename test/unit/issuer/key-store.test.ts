@@ -178,6 +178,27 @@ describe("IssuerKeyStore", () => {
     }
   });
 
+  it("a scheduled step due right after `rotate --now` in another process takes the rotation instead of writing the old keys back", async () => {
+    const clock = new TestClock();
+    const t0 = clock.sec;
+    const running = await open(clock, [2]);
+    clock.ms = (t0 + 299) * 1000 + 500;
+    await running.refresh(); // looks for external changes (at most once a second): none
+    const cli = await open(clock, [2]);
+    const fresh = await cli.rotateNow();
+    clock.ms = (t0 + 300) * 1000; // the successor's not-before: a step is due, within the second
+    await running.refresh();
+    const ids = (keys: { tokenKeyId: Uint8Array }[]): string[] => keys.map((k) => Buffer.from(k.tokenKeyId).toString("hex"));
+    const file = JSON.parse(readFileSync(running.file, "utf8")) as { keys: { tokenKey: string }[] };
+    expect(file.keys.length).toBe(1);
+    expect(ids(running.published())).toEqual(ids(fresh));
+    // The rotated key (valid from t0 + 300) gets its successor on schedule, a period ahead.
+    expect(fresh[0]!.notBefore - t0).toBe(300);
+    clock.ms = (t0 + 301) * 1000;
+    await running.refresh();
+    expect(running.published().map((k) => k.notBefore - t0)).toEqual([300 + L / 2, 300]);
+  });
+
   it("never prints private keys", async () => {
     const store = await open(new TestClock());
     const k = store.published()[0]!;

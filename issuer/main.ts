@@ -37,14 +37,7 @@ export async function startIssuer(
   } = {},
 ): Promise<StartedIssuer> {
   const log = options.log ?? createLogger("issuer", { level: config.logLevel });
-  const keys = await IssuerKeyStore.open({
-    file: config.keys,
-    tokenTypes: config.tokenTypes,
-    keyLifetimeSec: config.keyLifetimeSec,
-    ...(options.now === undefined ? {} : { now: options.now }),
-    ...(options.generateRsaKey === undefined ? {} : { generateRsaKey: options.generateRsaKey }),
-    ...(options.followKeyFile === true ? { follower: true } : {}),
-  });
+  const keys = await openKeyStore(config, options);
   const app = buildIssuer(config, {
     keys,
     log,
@@ -81,14 +74,22 @@ export async function rotateIssuerKeysNow(
   config: Pick<IssuerConfig, "keys" | "tokenTypes" | "keyLifetimeSec">,
   options: { now?: () => number; generateRsaKey?: () => Promise<KeyObject> } = {},
 ): Promise<IssuerKey[]> {
-  const keys = await IssuerKeyStore.open({
+  return await (await openKeyStore(config, options)).rotateNow();
+}
+
+/** The issuer's key store for `config`, with the clock and key generation of tests when given. */
+function openKeyStore(
+  config: Pick<IssuerConfig, "keys" | "tokenTypes" | "keyLifetimeSec">,
+  options: { now?: () => number; generateRsaKey?: () => Promise<KeyObject>; followKeyFile?: boolean },
+): Promise<IssuerKeyStore> {
+  return IssuerKeyStore.open({
     file: config.keys,
     tokenTypes: config.tokenTypes,
     keyLifetimeSec: config.keyLifetimeSec,
     ...(options.now === undefined ? {} : { now: options.now }),
     ...(options.generateRsaKey === undefined ? {} : { generateRsaKey: options.generateRsaKey }),
+    ...(options.followKeyFile === true ? { follower: true } : {}),
   });
-  return await keys.rotateNow();
 }
 
 /**

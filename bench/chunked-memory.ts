@@ -36,6 +36,8 @@ interface Growth {
   heapUsed: number;
   externalPeak: number;
   arrayBuffersPeak: number;
+  /** The ArrayBuffers peak minus their level when the upload began (the peak includes buffers held all along). */
+  arrayBuffers: number;
 }
 
 const PROCESSES = ["relay", "gateway", "client"] as const;
@@ -55,6 +57,7 @@ function growthOf(file: string, t0: number, t1: number): Growth {
     heapUsed: (peak("heapUsed") - before.heapUsed) / MIB,
     externalPeak: peak("external") / MIB,
     arrayBuffersPeak: peak("arrayBuffers") / MIB,
+    arrayBuffers: (peak("arrayBuffers") - before.arrayBuffers) / MIB,
   };
 }
 
@@ -148,11 +151,11 @@ export async function run(args: string[]): Promise<void> {
   if (!senders.every((s): s is Sender => (SENDERS as readonly string[]).includes(s))) throw new Error(`--senders: expected some of ${SENDERS.join(",")}`);
   const warm = intArg(args, "warm-mib", 8) * MIB;
   console.log(`load average before: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
-  console.log("MiB growth over the upload: RSS (V8 heap used +, external peak, ArrayBuffers peak); peer: relay = first proxy, gateway = second");
-  console.log("size    | V8 flags     | stack           | MB/s   | relay                       | gateway                     | client                      | gateway/peer RSS");
+  console.log("MiB growth over the upload: RSS (V8 heap used +, external peak, ArrayBuffers peak +their growth); peer: relay = first proxy, gateway = second");
+  console.log(`size    | V8 flags     | stack           | MB/s   | ${PROCESSES.map((p) => p.padEnd(32)).join(" | ")} | gateway/peer RSS`);
   for (const flags of [[], ["--no-liftoff"]]) {
     for (const mib of sizes) {
-      const cell = (g: Growth): string => `${g.rss.toFixed(1).padStart(5)} (${g.heapUsed.toFixed(1)}, ${g.externalPeak.toFixed(1)}, ${g.arrayBuffersPeak.toFixed(1)})`.padEnd(27);
+      const cell = (g: Growth): string => `${g.rss.toFixed(1).padStart(5)} (${g.heapUsed.toFixed(1)}, ${g.externalPeak.toFixed(1)}, ${g.arrayBuffersPeak.toFixed(1)} +${g.arrayBuffers.toFixed(1)})`.padEnd(32);
       const peer = await measure("plain", mib * MIB, warm, flags);
       const stacks: [string, Awaited<ReturnType<typeof measure>>][] = [["bare proxies", peer]];
       for (const sender of senders) stacks.push([senders.length > 1 ? `chunked ${sender}` : "chunked OHTTP", await measure(sender, mib * MIB, warm, flags)]);

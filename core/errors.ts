@@ -119,7 +119,7 @@ const CATALOGUE = {
   // Configuration (server start-up and the command line).
   CFG_ERR_INVALID: spec(500, "Configuration is invalid"),
   CFG_ERR_KEY_FILE: spec(500, "Key file is invalid or unsafe"),
-  CFG_ERR_KEY_FILE_LOCKED: spec(409, "Key file is locked by another veil keys command"),
+  CFG_ERR_KEY_FILE_LOCKED: spec(409, "Key file is locked by another veil command (veil keys, or the issuer changing its key file)"),
 
   // Anything unexpected: details go to the log, never to the client.
   INTERNAL_ERR: spec(500, "Internal server error"),

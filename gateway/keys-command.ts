@@ -30,13 +30,13 @@ import {
   readKeyFile,
   setKeyState,
   summarizeKeys,
-  withKeyFileLock,
   writeKeyFile,
   type KemName,
   type KeyFileData,
   type KeyRecord,
   type KeyState,
 } from "./key-file.js";
+import { withFileLock } from "../server/file-lock.js";
 import { DEFAULTS as GATEWAY_DEFAULTS } from "./config.js";
 
 export interface KeysCommandDeps {
@@ -111,7 +111,7 @@ export function keysCommand(deps: KeysCommandDeps = {}): Command {
 
   /** Runs a read-modify-write of `file` under its lock; tells the operator when it has to wait. */
   const locked = <T>(file: string, fn: () => T | Promise<T>): Promise<T> =>
-    withKeyFileLock(file, fn, { onWait: (why) => printError(`veil keys: ${why}`) });
+    withFileLock(file, fn, { onWait: (why) => printError(`veil keys: ${why}`) });
 
   const store = (file: string, data: KeyFileData, record: KeyRecord, keepActive: boolean): void => {
     const { data: next, retired } = addKey(data, record, { now: now(), keepActive });

@@ -34,7 +34,7 @@ import { ARC_TOKEN_TYPE, TOKEN_TYPE, type TokenType } from "../core/privacypass/
 import { deriveKeyPair } from "../core/privacypass/voprf-batch.js";
 import { withOprfSuite } from "../core/privacypass/oprf-suite.js";
 import { encodeServerPrivateKey, setupServer } from "../core/privacypass/arc/index.js";
-import { lockKeyFile } from "../gateway/key-file.js";
+import { lockFile } from "../server/file-lock.js";
 import { createArcSigner, type ArcSigner } from "./arc-signer.js";
 import { createBlindRsaSigner, createVoprfSigner, type Signer } from "./signer.js";
 
@@ -349,7 +349,7 @@ export class IssuerKeyStore {
    */
   #write(keys: readonly IssuerKey[], mode: "always" | "unless-rewritten"): boolean {
     mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
-    const release = lockKeyFile(this.file);
+    const release = lockFile(this.file);
     try {
       if (mode === "unless-rewritten" && this.#fileMtimeMs >= 0 && this.#rewrittenSinceSeen()) {
         checkKeyFileMode(this.file);

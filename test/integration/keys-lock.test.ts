@@ -7,7 +7,8 @@ import { existsSync, mkdtempSync, readFileSync, unlinkSync, writeFileSync } from
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { KEY_FILE_LOCK_WAIT_MS, readKeyFile } from "../../gateway/key-file.js";
+import { readKeyFile } from "../../gateway/key-file.js";
+import { FILE_LOCK_WAIT_MS } from "../../server/file-lock.js";
 import { until } from "../helpers/wait.js";
 
 const VEIL = new URL("../../bin/veil.js", import.meta.url).pathname;
@@ -88,7 +89,7 @@ describe("veil keys on one key file from several processes", () => {
     const lines = r.stderr.trim().split("\n");
     expect(lines).toEqual([
       expect.stringMatching(new RegExp(`^veil keys: ${file}: locked by pid ${process.pid} \\(since .+\\); waiting up to 5 s$`)),
-      `veil keys: ${file}: locked by pid ${process.pid} (since ${startedAt}); gave up after ${KEY_FILE_LOCK_WAIT_MS / 1000} s (if no veil keys command is running, remove ${file}.lock)`,
+      `veil keys: ${file}: locked by pid ${process.pid} (since ${startedAt}); gave up after ${FILE_LOCK_WAIT_MS / 1000} s (if no veil command is changing this file, remove ${file}.lock)`,
     ]);
     expect(readFileSync(file, "utf8")).toBe(before);
     expect(existsSync(`${file}.lock`)).toBe(true); // a live holder's lock is never taken

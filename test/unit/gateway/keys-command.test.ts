@@ -7,17 +7,16 @@ import { toHex } from "../../../core/bytes.js";
 import { encodeKeyConfig } from "../../../core/ohttp/index.js";
 import {
   addKey,
-  lockKeyFile,
   nextKeyId,
   parseKeyFile,
   pruneKeys,
   readKeyFile,
   serializeKeyFile,
   setKeyState,
-  withKeyFileLock,
   type KeyFileData,
 } from "../../../gateway/key-file.js";
 import { keysCommand } from "../../../gateway/keys-command.js";
+import { lockFile, withFileLock } from "../../../server/file-lock.js";
 import { makeKeyData } from "../../helpers/gateway-fixture.js";
 
 const RFC9458 = JSON.parse(readFileSync(new URL("../../vectors/ohttp-rfc9458.json", import.meta.url), "utf8")) as {
@@ -192,24 +191,24 @@ describe("veil keys", () => {
 describe("key file lock", () => {
   it("is exclusive: a second taker waits for a live holder, then fails with CFG_ERR_KEY_FILE_LOCKED", () => {
     const file = join(tmp(), "keys.json");
-    const release = lockKeyFile(file);
+    const release = lockFile(file);
     const holder = JSON.parse(readFileSync(`${file}.lock`, "utf8")) as { pid: number; startedAt: string };
     expect(holder.pid).toBe(process.pid);
     expect(statSync(`${file}.lock`).mode & 0o777).toBe(0o600);
     const waits: string[] = [];
-    expect(() => lockKeyFile(file, { waitMs: 30, onWait: (w) => waits.push(w) })).toThrow(
+    expect(() => lockFile(file, { waitMs: 30, onWait: (w) => waits.push(w) })).toThrow(
       expect.objectContaining({ code: "CFG_ERR_KEY_FILE_LOCKED", message: expect.stringContaining(`locked by pid ${process.pid}`) as string }) as Error,
     );
     expect(waits).toHaveLength(1);
     release();
     expect(existsSync(`${file}.lock`)).toBe(false);
-    lockKeyFile(file, { waitMs: 0 })();
+    lockFile(file, { waitMs: 0 })();
   });
 
-  it("withKeyFileLock holds the lock while an async body runs and releases it when the body throws", async () => {
+  it("withFileLock holds the lock while an async body runs and releases it when the body throws", async () => {
     const file = join(tmp(), "keys.json");
     await expect(
-      withKeyFileLock(file, async () => {
+      withFileLock(file, async () => {
         await Promise.resolve();
         expect(existsSync(`${file}.lock`)).toBe(true);
         throw new Error("body failed");
@@ -221,7 +220,7 @@ describe("key file lock", () => {
   it("treats an unreadable (half-written) lock as held: it is never taken, only waited for", () => {
     const file = join(tmp(), "keys.json");
     writeFileSync(`${file}.lock`, "");
-    expect(() => lockKeyFile(file, { waitMs: 20 })).toThrow(
+    expect(() => lockFile(file, { waitMs: 20 })).toThrow(
       expect.objectContaining({ code: "CFG_ERR_KEY_FILE_LOCKED", message: expect.stringContaining("locked by an unknown process") as string }) as Error,
     );
     expect(readFileSync(`${file}.lock`, "utf8")).toBe("");

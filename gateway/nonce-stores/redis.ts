@@ -9,7 +9,8 @@
 // - A marker key (`<prefix>marker`, no expiry) holds "<random id>:<lostAtMs>". The first gateway on
 //   an empty store writes it with lostAtMs 0. Every reserve checks, inside its script, that the
 //   marker is the one this process knows before it touches the nonce: a missing or different
-//   marker answers "lost" and writes nothing. So a loss is noticed by the first reserve after it.
+//   marker answers "lost" and writes nothing. So a loss is noticed by the first reserve after it,
+//   or by the first readiness check (ping), which reads the marker too.
 // - On "lost", the gateway re-creates the marker with lostAtMs = now (or adopts the one another
 //   gateway already re-created, with that gateway's lostAtMs), tells `onLoss`, and retries the
 //   reserve. Every gateway sharing the store thus learns of the loss, with the same lostAtMs, and
@@ -284,11 +285,17 @@ export class RedisNonceStore implements NonceStore {
     await this.#run("release", () => this.#scripts.veilRelease(this.#key(nonce), toHex(digest)));
   }
 
-  /** Readiness: reachable, settings still safe (verify mode), no eviction since the last check. */
+  /**
+   * Readiness: reachable, settings still safe (verify mode), no eviction since the last check, and
+   * the marker still the one this process knows: a gateway that serves no token for a while learns
+   * of a loss (or of another gateway's renewal of the marker) at its next readiness check, not only
+   * at its next token, so its snapshot of the keys held at the loss is taken closer to the loss.
+   */
   async ping(): Promise<void> {
     await this.#run("ping", async () => {
       await this.#redis.ping();
       await this.#healthCheck(true);
+      if ((await this.#redis.get(this.#markerKey)) !== this.#marker) await this.#renewMarker("marker_missing");
     });
     if (this.#unsafe !== undefined) throw new ProtocolError("PP_ERR_STORE_UNAVAILABLE", this.#unsafe);
   }

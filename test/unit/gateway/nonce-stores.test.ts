@@ -13,6 +13,7 @@ import {
   describeNonceStore,
   type NonceStore,
 } from "../../../gateway/nonce-stores/index.js";
+import type { StoreLoss } from "../../../gateway/nonce-stores/types.js";
 import { startRedis, type TestRedis } from "../../helpers/redis.js";
 
 const dir = mkdtempSync(join(tmpdir(), "veil-nonce-"));
@@ -397,6 +398,33 @@ describe("redis store", () => {
       expect(await s.reserve(nonce(), digest(), Date.now() + HOUR)).toBe("new");
     } finally {
       await s.close();
+      await own.stop();
+    }
+  });
+
+  it("notices a loss at a readiness check, without a token, and learns another gateway's renewal the same way", async () => {
+    const own = await startRedis();
+    const losses: StoreLoss[][] = [[], []];
+    const [a, b] = [0, 1].map((i) => new RedisNonceStore(own.url, { keyPrefix: "ping-loss:", onLoss: (l) => losses[i]!.push(l) })) as [RedisNonceStore, RedisNonceStore];
+    try {
+      await a.ping();
+      await b.ping();
+      expect(a.loss).toBeUndefined();
+      await own.command("FLUSHALL");
+      const before = Date.now();
+      await a.ping();
+      expect(losses[0]).toHaveLength(1);
+      expect(losses[0]![0]!.reason).toBe("marker_missing");
+      expect(losses[0]![0]!.lostAtMs).toBeGreaterThanOrEqual(before);
+      // b finds the marker a re-created: the same loss, with a's time.
+      await b.ping();
+      expect(losses[1]!.map((l) => l.lostAtMs)).toEqual([losses[0]![0]!.lostAtMs]);
+      // Nothing changed since: no further loss.
+      await a.ping();
+      expect(losses[0]).toHaveLength(1);
+    } finally {
+      await a.close();
+      await b.close();
       await own.stop();
     }
   });

@@ -178,7 +178,8 @@ export class ChunkWriter {
 
   #sealInto(s: Extract<ChunkSealer, { sealInto: unknown }>, pt: Uint8Array, aad: Uint8Array, out: Uint8Array, offset: number): void {
     try {
-      s.sealInto(pt, aad, out, offset);
+      // The framing was laid out for exactly this length: anything else would corrupt the message.
+      if (s.sealInto(pt, aad, out, offset) !== offset + pt.length + s.tagBytes) throw new RangeError("a sealed chunk has the wrong length");
     } catch (e) {
       this.#failed(e);
     }

@@ -146,6 +146,12 @@ describe("chunk writer on a synchronous sealer", () => {
     expect(calls).toBe(2);
   });
 
+  it("refuses a sealer that writes another length than the framing laid out (INTERNAL_ERR, the message closed)", async () => {
+    const w = new ChunkWriter({ sealInto: (pt, _aad, _out, offset) => offset + pt.length + 15, tagBytes: 16 });
+    await rejectsWith(w.seal(new Uint8Array(3)), "INTERNAL_ERR");
+    expect(w.closed).toBe(true);
+  });
+
   it("frames each chunk with its sealed length (one-, two- and four-byte varints) and the final chunk with 0", async () => {
     for (const chunkBytes of [40, 16000, 20000]) {
       const w = new ChunkWriter({ sealInto: (pt, _aad, out, offset) => (out.set(pt, offset), offset + pt.length + 16), tagBytes: 16 }, chunkBytes);

@@ -3,7 +3,9 @@
 // The relay over HTTP/2 (`veil relay` with listen.tls, ALPN h2) against Debian's nginx 1.22 as an h2
 // reverse proxy (`listen ... ssl http2;`, proxy_pass with keep-alive to the same upstream), loaded
 // by h2load (Debian's nghttp2-client) with the same POST: C connections with M concurrent streams
-// each, in the same run. Runs alternate (relay, nginx, nginx, relay, ...) so that drift from other
+// each, in the same run, and a third target, the floor (bench/relay-h2-floor.ts: node:http2 and the
+// relay's upstream client, nothing else): what a relay on node:http2 could reach with its own front
+// code at zero. Runs alternate (relay, nginx, floor, floor, nginx, relay, ...) so that drift from other
 // load on the shared machine hits both alike. The upstream, the peer and /proc readings are
 // bench/nginx.ts's, shared with bench/relay.ts. p99 comes from h2load's per-request log.
 // Prints the throughput ratio (median of the per-run ratios), the p99 ratio and CPU time per
@@ -11,10 +13,11 @@
 // `--perf`: one more run per target under Linux perf, CPU per request by part (bench/relay.ts's).
 // Targets: throughput >= 0.7x nginx's, p99 <= 2x nginx's.
 
-import { execFileSync, spawnSync, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { intArg, median } from "./args.js";
 import { PERF_NODE_FLAGS } from "./cpu-breakdown.js";
 import { perfRound } from "./relay-breakdown.js";
@@ -83,14 +86,21 @@ export async function run(args: string[]): Promise<void> {
       server: `ssl_certificate ${cert}; ssl_certificate_key ${key}; http2_max_concurrent_streams 100;`,
     });
     const relay = startBenchRelay(dir, "relay", relayPort, peer.upPort, children, { listen: { host: "127.0.0.1", port: relayPort, tls: { cert, key } } }, o.perf ? PERF_NODE_FLAGS : []);
+    const floorPort = await freePort();
+    const floorScript = fileURLToPath(new URL("./relay-h2-floor.js", import.meta.url));
+    const floorFlags = o.perf ? PERF_NODE_FLAGS : [];
+    const floor = spawn(process.execPath, [...floorFlags, floorScript, String(floorPort), cert, key, `http://127.0.0.1:${peer.upPort}/gateway`], { stdio: "ignore" });
+    children.push(floor);
     await waitForPort(relayPort, 20_000);
+    await waitForPort(floorPort, 20_000);
     const body = join(dir, "body");
     writeFileSync(body, "e".repeat(o.bodyBytes));
     const targets: Record<string, string> = {
       relay: `https://127.0.0.1:${relayPort}/leader-gateway`,
       nginx: `https://127.0.0.1:${nginxPort}/leader-gateway`,
+      floor: `https://127.0.0.1:${floorPort}/leader-gateway`,
     };
-    const pids: Record<string, number> = { relay: relay.pid!, nginx: nginxWorker(peer.proxy.pid!) };
+    const pids: Record<string, number> = { relay: relay.pid!, nginx: nginxWorker(peer.proxy.pid!), floor: floor.pid! };
     console.log(`relay vs nginx over h2: ${o.runs} x ${o.durationSec} s per target, h2load -c${o.clients} -m${o.streams}, ${o.bodyBytes}-byte POST`);
     console.log(`  ${COMPARISON}`);
     for (const url of Object.values(targets)) h2load(url, dir, body, { ...o, durationSec: 3 }); // warm-up (JIT, pools)
@@ -101,14 +111,18 @@ export async function run(args: string[]): Promise<void> {
     );
     const rl = summary("relay");
     const ng = summary("nginx");
-    const ratios = results.relay!.map((x, i) => x.rps / results.nginx![i]!.rps);
-    const p99Ratios = results.relay!.map((x, i) => x.p99Ms / results.nginx![i]!.p99Ms);
+    const fl = summary("floor");
+    const perRun = (name: string, of: (r: Result) => number) => results[name]!.map((x, i) => of(x) / of(results.nginx![i]!));
+    const show = (xs: number[]) => `median of ${xs.length} per-run ratios ${fmt(median(xs), 2)}x (per run ${xs.map((x) => fmt(x, 2)).join(", ")})`;
     console.log("");
     console.log(`  relay: median ${fmt(rl.rps)} req/s, p99 ${fmt(rl.p99, 2)} ms, ${fmt(rl.cpu, 1)} µs CPU/req`);
     console.log(`  nginx: median ${fmt(ng.rps)} req/s, p99 ${fmt(ng.p99, 2)} ms, ${fmt(ng.cpu, 1)} µs CPU/req`);
-    console.log(`  throughput ratio relay/nginx: median of ${ratios.length} per-run ratios ${fmt(median(ratios), 2)}x (per run ${ratios.map((x) => fmt(x, 2)).join(", ")})   (target >= 0.70x)`);
-    console.log(`  p99 ratio relay/nginx:        median ${fmt(median(p99Ratios), 2)}x (per run ${p99Ratios.map((x) => fmt(x, 2)).join(", ")})   (target <= 2.00x)`);
-    console.log(`  CPU per request relay/nginx:  ${fmt(rl.cpu / ng.cpu, 2)}x`);
+    console.log(`  floor: median ${fmt(fl.rps)} req/s, p99 ${fmt(fl.p99, 2)} ms, ${fmt(fl.cpu, 1)} µs CPU/req   (node:http2 + the relay's upstream client, nothing else)`);
+    console.log(`  throughput ratio relay/nginx: ${show(perRun("relay", (r) => r.rps))}   (target >= 0.70x)`);
+    console.log(`  p99 ratio relay/nginx:        ${show(perRun("relay", (r) => r.p99Ms))}   (target <= 2.00x)`);
+    console.log(`  throughput ratio floor/nginx: ${show(perRun("floor", (r) => r.rps))}`);
+    console.log(`  p99 ratio floor/nginx:        ${show(perRun("floor", (r) => r.p99Ms))}`);
+    console.log(`  CPU per request relay/nginx ${fmt(rl.cpu / ng.cpu, 2)}x, floor/nginx ${fmt(fl.cpu / ng.cpu, 2)}x, relay/floor ${fmt(rl.cpu / fl.cpu, 2)}x`);
     if (o.perf) await perfRound(dir, targets, pids, (url) => h2load(url, dir, body, o).succeeded);
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");

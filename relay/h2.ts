@@ -188,7 +188,7 @@ function destroyClosedStream(this: ServerHttp2Stream, err: Error | null, callbac
 }
 
 /** Gives a stream the front serves destroyClosedStream as its `_destroy`. */
-function destroyQuietly(stream: ServerHttp2Stream): void {
+export function destroyQuietly(stream: ServerHttp2Stream): void {
   const hooks = stream as unknown as DestroyHooks;
   http2StreamDestroy ??= hooks._destroy;
   hooks._destroy = destroyClosedStream;

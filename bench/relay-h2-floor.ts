@@ -8,24 +8,16 @@
 
 import { readFileSync } from "node:fs";
 import { createSecureServer, type ServerHttp2Stream } from "node:http2";
+import { upstreamLimits } from "../relay/app.js";
 import { parseRelayConfig } from "../relay/config.js";
 import { destroyQuietly, http2ServerOptions } from "../relay/h2.js";
 import { Upstream } from "../relay/upstream.js";
 
 const [port, cert, key, upstreamUrl] = process.argv.slice(2);
 // The relay's defaults, as `veil relay` would use them for this one route.
-const { limits, timeouts, http2 } = parseRelayConfig({ listen: { host: "127.0.0.1", port: 0 }, routes: [{ path: "/leader-gateway", gateway: upstreamUrl }] });
-const upstream = new Upstream({
-  gateway: new URL(upstreamUrl!),
-  connectMs: timeouts.connectMs,
-  headersMs: timeouts.headersMs,
-  bodyMs: timeouts.bodyMs,
-  keepAliveMs: timeouts.keepAliveMs,
-  maxConnections: limits.upstreamConnections,
-  maxResponseBytes: limits.maxResponseBytes,
-  maxHeaderBytes: limits.maxHeaderBytes,
-});
-const server = createSecureServer({ ...http2ServerOptions(http2, limits.maxHeaderBytes), cert: readFileSync(cert!), key: readFileSync(key!), allowHTTP1: true });
+const config = parseRelayConfig({ listen: { host: "127.0.0.1", port: 0 }, routes: [{ path: "/leader-gateway", gateway: upstreamUrl }] });
+const upstream = new Upstream({ gateway: new URL(upstreamUrl!), ...upstreamLimits(config) });
+const server = createSecureServer({ ...http2ServerOptions(config.http2, config.limits.maxHeaderBytes), cert: readFileSync(cert!), key: readFileSync(key!), allowHTTP1: true });
 server.on("stream", (stream: ServerHttp2Stream) => {
   destroyQuietly(stream);
   const chunks: Buffer[] = [];

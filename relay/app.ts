@@ -33,7 +33,7 @@ import { KeyCache, fetchKeys } from "./key-cache.js";
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit.js";
 import { registerForwardRoute } from "./routes/forward.js";
 import { registerKeysRoute } from "./routes/keys.js";
-import { Upstream } from "./upstream.js";
+import { Upstream, type UpstreamOptions } from "./upstream.js";
 import { requireOptional } from "../server/optional-dependency.js";
 
 export interface RelayDeps {
@@ -101,6 +101,21 @@ function createLimiter(config: RelayConfig, deps: RelayDeps, onStoreError: (e: u
   return new RedisRateLimiter({ ...window, redis, prefix: rl.redisPrefix, keySecret, onError: onStoreError });
 }
 
+/** The timeouts and limits of every route's gateway client (relay/upstream.ts), from the config. */
+export function upstreamLimits(config: RelayConfig): Omit<UpstreamOptions, "gateway" | "tls" | "authHeader"> {
+  const { limits, timeouts } = config;
+  return {
+    connectMs: timeouts.connectMs,
+    headersMs: timeouts.headersMs,
+    bodyMs: timeouts.bodyMs,
+    keepAliveMs: timeouts.keepAliveMs,
+    maxConnections: limits.upstreamConnections,
+    maxResponseBytes: limits.maxResponseBytes,
+    maxStreamedResponseBytes: config.chunked.maxResponseBytes,
+    maxHeaderBytes: limits.maxHeaderBytes,
+  };
+}
+
 /**
  * Puts the lean front before node:http's own connection listener (see relay/front.ts). On an
  * HTTP/2 server that listener is node:http2's, which serves h2 connections itself and gives the
@@ -158,14 +173,7 @@ export function buildRelay(config: RelayConfig, deps: RelayDeps): FastifyInstanc
       gateway: new URL(r.gateway),
       ...(Object.keys(tls).length === 0 ? {} : { tls }),
       ...(authHeader === undefined ? {} : { authHeader }),
-      connectMs: timeouts.connectMs,
-      headersMs: timeouts.headersMs,
-      bodyMs: timeouts.bodyMs,
-      keepAliveMs: timeouts.keepAliveMs,
-      maxConnections: limits.upstreamConnections,
-      maxResponseBytes: limits.maxResponseBytes,
-      maxStreamedResponseBytes: config.chunked.maxResponseBytes,
-      maxHeaderBytes: limits.maxHeaderBytes,
+      ...upstreamLimits(config),
     });
     let keys: KeyCache | undefined;
     if (r.keys !== undefined) {

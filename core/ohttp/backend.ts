@@ -53,6 +53,13 @@ export interface HpkeBackend {
    */
   readonly responseCrypto?: ResponseCrypto;
   /**
+   * Optional synchronous chunked OHTTP response AEAD (draft-ietf-ohai-chunked-ohttp §6.2): the
+   * key and nonce of RFC 9458 §4.4 from `secret` and `salt`, then one chunk after another under
+   * nonce XOR the chunk counter. Returns undefined for an AEAD it does not do (the caller then uses
+   * the suite's hpke-js AEAD).
+   */
+  readonly responseChunkAead?: (kdfId: KdfId, aeadId: AeadId, secret: Uint8Array, salt: Uint8Array) => ChunkAeadSync | undefined;
+  /**
    * Optional synchronous RFC 9180 SetupBaseR(enc, skR, info) + Open(aad, ct) (sequence number 0) +
    * Export(exporterContext, length): the whole of an RFC 9458 §4.3 decapsulation. Returns
    * undefined for a suite it does not do (the caller then uses the suite's hpke-js context);
@@ -80,6 +87,14 @@ export interface HpkeBackend {
     info: Uint8Array,
     ekm: CryptoKeyPair | Uint8Array | undefined,
   ) => SenderContextSync | undefined;
+}
+
+/** Messages sealed or opened one after another under one key, each with the next nonce of the sequence. */
+export interface ChunkAeadSync {
+  /** Seals the next message into out[offset, offset + pt.length + Nt) (ciphertext, then tag); returns the end offset. */
+  sealInto(pt: Uint8Array, aad: Uint8Array, out: Uint8Array, offset: number): number;
+  /** Opens the next message; throws if it does not authenticate (the sequence then stays where it was). */
+  open(ct: Uint8Array, aad: Uint8Array): Uint8Array;
 }
 
 /** A synchronous HPKE recipient context (RFC 9180 §5.2 Open, §5.3 Export). */

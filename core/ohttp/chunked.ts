@@ -82,6 +82,12 @@ type Seal = (pt: Uint8Array, aad: Uint8Array) => Promise<Uint8Array>;
 type Open = (ct: Uint8Array, aad: Uint8Array) => Promise<Uint8Array>;
 
 /**
+ * How a reader opens a chunk: through a promise (hpke-js's contexts), or synchronously (the
+ * backend's node:crypto contexts: no promise per chunk).
+ */
+type ChunkOpener = { readonly open: Open } | { readonly openSync: (ct: Uint8Array, aad: Uint8Array) => Uint8Array };
+
+/**
  * How a writer seals a chunk: through a promise that gives the sealed chunk (hpke-js's contexts, the
  * response AEAD), or synchronously straight into the framed output (`sealInto` writes pt.length +
  * tagBytes bytes at the offset and returns the end), which leaves no sealed copy to frame.
@@ -207,7 +213,7 @@ export class ChunkWriter {
 class ChunkReader {
   readonly #q: ByteQueue;
   readonly #maxSealed: number;
-  #open: Open | undefined;
+  #opener: ChunkOpener | undefined;
   #final = false;
   #done = false;
 
@@ -218,8 +224,8 @@ class ChunkReader {
   }
 
   /** Set once the key is known (after the request header or the response nonce). */
-  start(open: Open): void {
-    this.#open = open;
+  start(opener: ChunkOpener): void {
+    this.#opener = opener;
   }
 
   get final(): boolean {
@@ -264,18 +270,44 @@ class ChunkReader {
     }
   }
 
-  async #openOne(ct: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
-    try {
-      return await this.#open!(ct, aad);
-    } catch (e) {
-      throw wrapError(e, "OHTTP_ERR_DECRYPT");
+  /** A synchronous opener's plaintext as it is (awaiting it costs no promise of its own), else the promise's. */
+  #openOne(ct: Uint8Array, aad: Uint8Array): Uint8Array | Promise<Uint8Array> {
+    const o = this.#opener!;
+    if ("openSync" in o) {
+      try {
+        return o.openSync(ct, aad);
+      } catch (e) {
+        throw wrapError(e, "OHTTP_ERR_DECRYPT");
+      }
     }
+    return o.open(ct, aad).catch((e: unknown) => {
+      throw wrapError(e, "OHTTP_ERR_DECRYPT");
+    });
   }
 }
 
 /**
- * Response chunk AEAD (§6.2): key and base nonce from RFC 9458 §4.4, each chunk's nonce the base
- * nonce XOR the chunk counter (big-endian, Nn bytes).
+ * The response chunks' AEAD (§6.2) for both ends: the backend's synchronous one where it has one
+ * (node:crypto: each chunk sealed straight into the framed output, opened without a promise, a
+ * nonce or a ciphertext copy per chunk, what a gateway does most while a large answer streams),
+ * else hpke-js's (browsers, the stock backend).
+ */
+async function responseChunkAead(backend: HpkeBackend, ids: SuiteIds, secret: Uint8Array, salt: Uint8Array): Promise<{ sealer: ChunkSealer; opener: ChunkOpener }> {
+  const sync = backend.responseChunkAead?.(ids.kdfId, ids.aeadId, secret, salt);
+  if (sync === undefined) {
+    const a = await ResponseChunkAead.create(backend, ids, secret, salt);
+    return { sealer: { seal: a.seal }, opener: { open: a.open } };
+  }
+  secret.fill(0);
+  return {
+    sealer: { sealInto: (pt, aad, out, offset) => sync.sealInto(pt, aad, out, offset), tagBytes: AEAD_INFO[ids.aeadId].Nt },
+    opener: { openSync: (ct, aad) => sync.open(ct, aad) },
+  };
+}
+
+/**
+ * Response chunk AEAD (§6.2) on hpke-js: key and base nonce from RFC 9458 §4.4, each chunk's nonce
+ * the base nonce XOR the chunk counter (big-endian, Nn bytes).
  */
 class ResponseChunkAead {
   readonly #aead: AeadEncryptionContext;
@@ -401,8 +433,8 @@ export class ChunkedRequestDecapsulator {
     const salt = new Uint8Array(this.#enc.length + n);
     salt.set(this.#enc);
     salt.set(nonce, this.#enc.length);
-    const aead = await ResponseChunkAead.create(h.backend, h, secret, salt);
-    return { nonce: exactCopy(nonce), writer: new ChunkWriter({ seal: aead.seal }) };
+    const { sealer } = await responseChunkAead(h.backend, h, secret, salt);
+    return { nonce: exactCopy(nonce), writer: new ChunkWriter(sealer) };
   }
 
   /** Reads the header once it is all in (key problems as soon as 7 bytes are); false while more are needed. */
@@ -423,11 +455,11 @@ export class ChunkedRequestDecapsulator {
       const sync = setupRecipientSync(h, kemEnc, hdr, CHUNKED_REQUEST_LABEL);
       if (sync !== undefined) {
         this.#secret = sync.export(CHUNKED_RESPONSE_LABEL, responseNonceBytes(h.aeadId));
-        this.#reader.start(async (ct, aad) => sync.open(ct, aad));
+        this.#reader.start({ openSync: (ct, aad) => sync.open(ct, aad) });
       } else {
         const ctx = await setupRecipient(h, kemEnc, hdr, CHUNKED_REQUEST_LABEL);
         this.#secret = u8(await ctx.export(CHUNKED_RESPONSE_LABEL, responseNonceBytes(h.aeadId)));
-        this.#reader.start(async (ct, aad) => u8(await ctx.open(ct, aad)));
+        this.#reader.start({ open: async (ct, aad) => u8(await ctx.open(ct, aad)) });
       }
     } catch (e) {
       throw wrapError(e, "OHTTP_ERR_DECRYPT");
@@ -524,8 +556,8 @@ export class ChunkedResponseDecapsulator {
     const salt = new Uint8Array(this.#enc.length + n);
     salt.set(this.#enc);
     salt.set(nonce, this.#enc.length);
-    const aead = await ResponseChunkAead.create(this.#backend, this.#ids, secret, salt);
-    this.#reader.start(aead.open);
+    const { opener } = await responseChunkAead(this.#backend, this.#ids, secret, salt);
+    this.#reader.start(opener);
     return true;
   }
 }

@@ -40,7 +40,7 @@ import {
 } from "@hpke/core";
 import { equalBytes } from "../bytes.js";
 import { AEAD, AEAD_INFO, KDF, KDF_INFO, KEM, type AeadId, type KdfId, type KemId } from "./constants.js";
-import type { HpkeBackend, KemKeyPair, OpenedRequest, OpenRequestArgs, RecipientContextSync, ResponseCrypto, SenderContextSync } from "./backend.js";
+import type { ChunkAeadSync, HpkeBackend, KemKeyPair, OpenedRequest, OpenRequestArgs, RecipientContextSync, ResponseCrypto, SenderContextSync } from "./backend.js";
 import { stockHpkeBackend, stockKem } from "./stock.js";
 
 type Bytes = ArrayBufferLike | ArrayBufferView;
@@ -578,6 +578,12 @@ function responseKeys(kdfId: KdfId, aeadId: AeadId, secret: Uint8Array, salt: Ui
   return [kdf.expandSync(prk, LABEL_KEY, Nk), kdf.expandSync(prk, LABEL_NONCE, Nn)];
 }
 
+/** Chunked OHTTP's response chunks (RFC 9458 §4.4 key and nonce, then one message per chunk). */
+const responseChunkAead: NonNullable<HpkeBackend["responseChunkAead"]> = (kdfId, aeadId, secret, salt) => {
+  const [key, nonce] = responseKeys(kdfId, aeadId, secret, salt);
+  return new NodeAeadSequence(aeadId, key, nonce);
+};
+
 const nodeResponseCrypto: ResponseCrypto = {
   seal(kdfId, aeadId, secret, salt, plaintext) {
     const [key, nonce] = responseKeys(kdfId, aeadId, secret, salt);
@@ -744,35 +750,28 @@ class NodeBaseSchedule {
 }
 
 /**
- * What both synchronous HPKE contexts share (RFC 9180 §5.2, §5.3): the nonce base_nonce XOR
- * I2OSP(seq, Nn) of the next message, seq counting the messages sealed or opened, and Export from
- * the exporter secret.
+ * A key and base nonce that seal or open message after message, each message's nonce
+ * base_nonce XOR I2OSP(seq, Nn), seq counting the messages sealed or opened: RFC 9180 §5.2's
+ * context, and chunked OHTTP's response chunks (the chunk counter in place of seq). A failed Open
+ * does not move seq. No promise, and no nonce or ciphertext ArrayBuffer of its own per message.
  */
-abstract class NodeContext {
-  protected readonly aeadId: AeadId;
-  protected readonly key: Buffer;
-  readonly #kdf: NodeHkdf;
-  readonly #hash: string;
-  readonly #Nh: number;
-  readonly #baseNonce: Buffer;
+class NodeAeadSequence implements ChunkAeadSync {
+  readonly #aeadId: AeadId;
+  readonly #key: Uint8Array;
+  readonly #baseNonce: Uint8Array;
   /** Rewritten for each message (no allocation per message). */
   readonly #nonce: Buffer;
-  readonly #exporterSecret: Buffer;
   #seq = 0;
 
-  constructor(aeadId: AeadId, kdf: NodeHkdf, hash: string, Nh: number, key: Buffer, baseNonce: Buffer, exporterSecret: Buffer) {
-    this.aeadId = aeadId;
-    this.#kdf = kdf;
-    this.#hash = hash;
-    this.#Nh = Nh;
-    this.key = key;
+  constructor(aeadId: AeadId, key: Uint8Array, baseNonce: Uint8Array) {
+    this.#aeadId = aeadId;
+    this.#key = key;
     this.#baseNonce = baseNonce;
     this.#nonce = Buffer.from(baseNonce);
-    this.#exporterSecret = exporterSecret;
   }
 
-  /** The next message's nonce; `done()` moves to the message after it once that one succeeded. */
-  protected nonce(): Buffer {
+  /** The next message's nonce; `seq` moves on only once that message was sealed or opened. */
+  #next(): Buffer {
     if (this.#seq >= Number.MAX_SAFE_INTEGER) throw new RangeError("message limit reached");
     const n = this.#nonce;
     n.set(this.#baseNonce);
@@ -780,8 +779,32 @@ abstract class NodeContext {
     return n;
   }
 
-  protected done(): void {
+  sealInto(pt: Uint8Array, aad: Uint8Array, out: Uint8Array, offset: number): number {
+    const end = aeadSealInto(this.#aeadId, this.#key, this.#next(), pt, aad, out, offset);
     this.#seq++;
+    return end;
+  }
+
+  open(ct: Uint8Array, aad: Uint8Array): Uint8Array {
+    const pt = aeadOpen(this.#aeadId, this.#key, this.#next(), ct, aad);
+    this.#seq++;
+    return pt;
+  }
+}
+
+/** What both synchronous HPKE contexts share (RFC 9180 §5.2, §5.3): the message sequence, and Export from the exporter secret. */
+abstract class NodeContext extends NodeAeadSequence {
+  readonly #kdf: NodeHkdf;
+  readonly #hash: string;
+  readonly #Nh: number;
+  readonly #exporterSecret: Buffer;
+
+  constructor(aeadId: AeadId, kdf: NodeHkdf, hash: string, Nh: number, key: Buffer, baseNonce: Buffer, exporterSecret: Buffer) {
+    super(aeadId, key, baseNonce);
+    this.#kdf = kdf;
+    this.#hash = hash;
+    this.#Nh = Nh;
+    this.#exporterSecret = exporterSecret;
   }
 
   export(exporterContext: Uint8Array, length: number): Uint8Array {
@@ -792,18 +815,12 @@ abstract class NodeContext {
   }
 }
 
-/** An HPKE recipient context on node:crypto: Open message after message (a failed Open does not move seq). */
-class NodeRecipientContext extends NodeContext implements RecipientContextSync {
-  open(ct: Uint8Array, aad: Uint8Array): Uint8Array {
-    const pt = aeadOpen(this.aeadId, this.key, this.nonce(), ct, aad);
-    this.done();
-    return pt;
-  }
-}
+/** An HPKE recipient context on node:crypto: Open message after message. */
+class NodeRecipientContext extends NodeContext implements RecipientContextSync {}
 
 /**
  * An HPKE sender context on node:crypto: Seal message after message, each straight into the
- * caller's buffer (no promise, no nonce or ciphertext ArrayBuffer of its own per message).
+ * caller's buffer.
  */
 class NodeSenderContext extends NodeContext implements SenderContextSync {
   readonly enc: Uint8Array;
@@ -811,12 +828,6 @@ class NodeSenderContext extends NodeContext implements SenderContextSync {
   constructor(aeadId: AeadId, kdf: NodeHkdf, hash: string, Nh: number, key: Buffer, baseNonce: Buffer, exporterSecret: Buffer, enc: Uint8Array) {
     super(aeadId, kdf, hash, Nh, key, baseNonce, exporterSecret);
     this.enc = enc;
-  }
-
-  sealInto(pt: Uint8Array, aad: Uint8Array, out: Uint8Array, offset: number): number {
-    const end = aeadSealInto(this.aeadId, this.key, this.nonce(), pt, aad, out, offset);
-    this.done();
-    return end;
   }
 }
 
@@ -884,6 +895,7 @@ export const nodeHpkeBackend: HpkeBackend = Object.freeze({
     return k.generateRawSync();
   },
   responseCrypto: nodeResponseCrypto,
+  responseChunkAead,
   openRequest,
   setupRecipientSync,
   setupSenderSync,

@@ -34,6 +34,12 @@ export function hpkeJsSender(b: HpkeBackend): HpkeBackend {
   return { ...rest, name: `${b.name} in hpke-js's sender context` };
 }
 
+/** `b` without its synchronous response AEAD: chunked responses then seal and open through hpke-js's AEAD. */
+export function hpkeJsResponder(b: HpkeBackend): HpkeBackend {
+  const { responseChunkAead: _dropped, ...rest } = b;
+  return { ...rest, name: `${b.name} in hpke-js's response AEAD` };
+}
+
 export const SEAL_WAYS = ["floor", "sync", "hpke-js", "stock"] as const;
 export type SealWay = (typeof SEAL_WAYS)[number];
 

@@ -24,6 +24,20 @@ export function countingSyncSenders(b: HpkeBackend): { backend: HpkeBackend; syn
   return { backend, syncSenders: () => n };
 }
 
+/** `b`, counting the synchronous response chunk AEADs it makes (chunked responses sealed or opened on that path). */
+export function countingResponseAeads(b: HpkeBackend): { backend: HpkeBackend; syncAeads: () => number } {
+  let n = 0;
+  const backend: HpkeBackend = {
+    ...b,
+    responseChunkAead: (...args) => {
+      const a = b.responseChunkAead?.(...args);
+      if (a !== undefined) n++;
+      return a;
+    },
+  };
+  return { backend, syncAeads: () => n };
+}
+
 /** Every KEM / KDF / AEAD combination Veil implements: [name, kem, kdf, aead]. */
 export const COMBOS: [string, KemId, KdfId, AeadId][] = [];
 for (const kem of ALL_KEMS)

@@ -18,8 +18,8 @@ import {
   type HpkeBackend,
 } from "../../core/ohttp/index.js";
 import { NodeHkdf, aeadSeal, nodeHpkeBackend } from "../../core/ohttp/fast-node.js";
-import { hpkeJsSender } from "../../bench/chunked-seal.js";
-import { BACKENDS, countingSyncSenders, inSubarray } from "../helpers/ohttp.js";
+import { hpkeJsResponder, hpkeJsSender } from "../../bench/chunked-seal.js";
+import { BACKENDS, countingResponseAeads, countingSyncSenders, inSubarray } from "../helpers/ohttp.js";
 
 interface ChunkedVector {
   appendix_a: {
@@ -88,6 +88,30 @@ describe("chunked OHTTP -08 Appendix A: the client's two ways of sealing on Node
     const counted = countingSyncSenders(hpkeJsSender(nodeHpkeBackend));
     expect(await sealPrinted(counted.backend)).toEqual(V.request_chunks);
     expect(counted.syncSenders()).toBe(0);
+  });
+});
+
+describe("chunked OHTTP -08 Appendix A: the response's two ways of sealing and opening on Node", () => {
+  it.each([
+    ["the synchronous node:crypto response AEAD (what Node does)", nodeHpkeBackend, 1],
+    ["hpke-js's AEAD over the same node:crypto primitives", hpkeJsResponder(nodeHpkeBackend), 0],
+  ] as const)("%s seals the printed response byte for byte and opens it", async (_name, b, syncAeads) => {
+    const counted = countingResponseAeads(b);
+    const backend = counted.backend;
+    const key = await importGatewayKey(1, KEM.X25519, fromHex(V.gateway_private_key), SYMMETRIC, { backend });
+    const d = new ChunkedRequestDecapsulator(new Map([[1, key]]));
+    await d.push(fromHex(encapsulatedRequest));
+    await d.end();
+    const { writer } = await d.respond({ responseNonce: fromHex(V.response_chunks[0]!) });
+    const [a, b2] = split(fromHex(V.response), V.response_plaintext_chunk_lengths);
+    expect([toHex(await writer.seal(a!)), toHex(await writer.seal(b2!)), toHex(await writer.sealFinal())]).toEqual(V.response_chunks.slice(1));
+    expect(counted.syncAeads()).toBe(syncAeads);
+
+    const req = await encapsulateChunkedRequest(decodeKeyConfig(fromHex(V.key_config)), { ephemeral: { privateKey: fromHex(V.client_ephemeral_private_key) }, backend });
+    const out = await req.response.push(fromHex(encapsulatedResponse));
+    out.push(await req.response.end());
+    expect(toHex(concatBytes(...out))).toBe(V.response);
+    expect(counted.syncAeads()).toBe(2 * syncAeads);
   });
 });
 

@@ -10,32 +10,22 @@ import { stockHpkeBackend, type AeadId, type HpkeBackend, type KdfId, type KemId
 
 export const BACKENDS: readonly HpkeBackend[] = [nodeHpkeBackend, stockHpkeBackend];
 
-/** `b`, counting the synchronous HPKE senders it sets up (chunked requests sealed on that path). */
-export function countingSyncSenders(b: HpkeBackend): { backend: HpkeBackend; syncSenders: () => number } {
-  let n = 0;
+/**
+ * `b`, counting the synchronous HPKE senders it sets up (chunked requests sealed on that path) and
+ * the synchronous response chunk AEADs it makes (chunked responses sealed or opened on that path).
+ */
+export function countingSync(b: HpkeBackend): { backend: HpkeBackend; syncSenders: () => number; syncAeads: () => number } {
+  const n = { senders: 0, aeads: 0 };
+  const counted = <T>(made: T | undefined, what: keyof typeof n): T | undefined => {
+    if (made !== undefined) n[what]++;
+    return made;
+  };
   const backend: HpkeBackend = {
     ...b,
-    setupSenderSync: (...args) => {
-      const s = b.setupSenderSync?.(...args);
-      if (s !== undefined) n++;
-      return s;
-    },
+    setupSenderSync: (...args) => counted(b.setupSenderSync?.(...args), "senders"),
+    responseChunkAead: (...args) => counted(b.responseChunkAead?.(...args), "aeads"),
   };
-  return { backend, syncSenders: () => n };
-}
-
-/** `b`, counting the synchronous response chunk AEADs it makes (chunked responses sealed or opened on that path). */
-export function countingResponseAeads(b: HpkeBackend): { backend: HpkeBackend; syncAeads: () => number } {
-  let n = 0;
-  const backend: HpkeBackend = {
-    ...b,
-    responseChunkAead: (...args) => {
-      const a = b.responseChunkAead?.(...args);
-      if (a !== undefined) n++;
-      return a;
-    },
-  };
-  return { backend, syncAeads: () => n };
+  return { backend, syncSenders: () => n.senders, syncAeads: () => n.aeads };
 }
 
 /** Every KEM / KDF / AEAD combination Veil implements: [name, kem, kdf, aead]. */

@@ -12,7 +12,7 @@ import { responseNonceBytes } from "../../core/ohttp/encapsulation.js";
 import { nodeHpkeBackend } from "../../core/ohttp/fast-node.js";
 import { hpkeJsResponder } from "../../bench/chunked-seal.js";
 import { ALL_AEADS, KDF } from "../../core/ohttp/constants.js";
-import { COMBOS, countingResponseAeads, rejectsWith } from "../helpers/ohttp.js";
+import { COMBOS, countingSync, rejectsWith } from "../helpers/ohttp.js";
 
 /** The ways a chunked response is sealed or opened, and whether each runs on the synchronous AEAD. */
 const WAYS: readonly [string, HpkeBackend, boolean][] = [
@@ -53,13 +53,13 @@ describe.each(COMBOS)("chunked responses, synchronous AEAD against hpke-js's: %s
     const { privateKey } = await stockHpkeBackend.generateKeyPair(kemId);
     const sealed: string[] = [];
     for (const [, backend, sync] of WAYS) {
-      const gateway = countingResponseAeads(backend);
+      const gateway = countingSync(backend);
       const r = await respond(privateKey, gateway.backend);
       expect(gateway.syncAeads()).toBe(sync ? 1 : 0);
       const bytes = concatBytes(r.nonce, ...r.chunks, r.final);
       sealed.push(toHex(bytes));
       for (const [, clientBackend, clientSync] of WAYS) {
-        const client = countingResponseAeads(clientBackend);
+        const client = countingSync(clientBackend);
         const req = await request(r.config, client.backend);
         const out = await req.response.push(bytes);
         expect(out.length).toBe(NON_FINAL_CHUNKS);

@@ -18,7 +18,7 @@ import {
 } from "../../core/ohttp/index.js";
 import { nodeHpkeBackend } from "../../core/ohttp/fast-node.js";
 import type { SenderContextSync } from "../../core/ohttp/backend.js";
-import { COMBOS, countingSyncSenders, rejectsWith } from "../helpers/ohttp.js";
+import { COMBOS, countingSync, rejectsWith } from "../helpers/ohttp.js";
 
 const hex = (b: ArrayBuffer | Uint8Array): string => toHex(b instanceof Uint8Array ? b : new Uint8Array(b));
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -99,7 +99,7 @@ describe.each(COMBOS)("synchronous HPKE sender against stock hpke-js: %s", (_nam
     const { privateKey } = await stockHpkeBackend.generateKeyPair(kemId);
     const sealed: string[] = [];
     for (const [client, expectSync] of [
-      [countingSyncSenders(nodeHpkeBackend), kemId !== KEM.XWING],
+      [countingSync(nodeHpkeBackend), kemId !== KEM.XWING],
       [{ backend: stockHpkeBackend, syncSenders: () => 0 }, false],
     ] as const) {
       const gatewayKey = await importGatewayKey(3, kemId, privateKey, [{ kdfId, aeadId }], { backend: client.backend });

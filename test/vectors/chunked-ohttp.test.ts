@@ -19,7 +19,7 @@ import {
 } from "../../core/ohttp/index.js";
 import { NodeHkdf, aeadSeal, nodeHpkeBackend } from "../../core/ohttp/fast-node.js";
 import { hpkeJsResponder, hpkeJsSender } from "../../bench/chunked-seal.js";
-import { BACKENDS, countingResponseAeads, countingSyncSenders, inSubarray } from "../helpers/ohttp.js";
+import { BACKENDS, countingSync, inSubarray } from "../helpers/ohttp.js";
 
 interface ChunkedVector {
   appendix_a: {
@@ -79,13 +79,13 @@ async function sealPrinted(backend: HpkeBackend): Promise<string[]> {
 
 describe("chunked OHTTP -08 Appendix A: the client's two ways of sealing on Node", () => {
   it("the synchronous node:crypto sender (what a Node client uses) seals the printed request byte for byte", async () => {
-    const counted = countingSyncSenders(nodeHpkeBackend);
+    const counted = countingSync(nodeHpkeBackend);
     expect(await sealPrinted(counted.backend)).toEqual(V.request_chunks);
     expect(counted.syncSenders()).toBe(1);
   });
 
   it("hpke-js's sender context over the same node:crypto primitives seals it byte for byte too", async () => {
-    const counted = countingSyncSenders(hpkeJsSender(nodeHpkeBackend));
+    const counted = countingSync(hpkeJsSender(nodeHpkeBackend));
     expect(await sealPrinted(counted.backend)).toEqual(V.request_chunks);
     expect(counted.syncSenders()).toBe(0);
   });
@@ -96,7 +96,7 @@ describe("chunked OHTTP -08 Appendix A: the response's two ways of sealing and o
     ["the synchronous node:crypto response AEAD (what Node does)", nodeHpkeBackend, 1],
     ["hpke-js's AEAD over the same node:crypto primitives", hpkeJsResponder(nodeHpkeBackend), 0],
   ] as const)("%s seals the printed response byte for byte and opens it", async (_name, b, syncAeads) => {
-    const counted = countingResponseAeads(b);
+    const counted = countingSync(b);
     const backend = counted.backend;
     const key = await importGatewayKey(1, KEM.X25519, fromHex(V.gateway_private_key), SYMMETRIC, { backend });
     const d = new ChunkedRequestDecapsulator(new Map([[1, key]]));

@@ -8,7 +8,9 @@
 //   client [SENDER]  runs uploads on request: {run: Upload} -> Result. SENDER "hpke-js" seals chunked
 //                    requests with hpke-js's sender context instead of the synchronous node:crypto
 //                    one (what a Node client did before it had one), for before/after comparisons.
-//   seal             measures sealing in this process (bench/chunked-seal.ts), sends {seal: rows}.
+//   seal [response]  measures sealing in this process (bench/chunked-seal.ts), sends {seal: rows}:
+//                    the client's request chunks, or with "response" the gateway's response chunks
+//                    and the client opening them.
 //
 // Every role but seal sends {ready, port} once listening (client: at once).
 
@@ -148,7 +150,7 @@ if (role === "target") target();
 else if (role === "proxy") proxy(arg!);
 else if (role === "client") client(arg);
 else if (role === "seal") {
-  measureSealing().then(
+  measureSealing(arg === "response" ? "response" : "request").then(
     (rows) => send({ seal: rows }),
     (e: unknown) => send({ error: String(e) }),
   );

@@ -3,7 +3,8 @@
 // `--senders` lists how the client seals its chunks, one chunked stack each (default: sync, the
 // synchronous node:crypto sender a Node client uses; hpke-js: hpke-js's sender context, what it
 // used before). `npm run bench -- chunked-memory --seal` measures the sealing alone instead: ArrayBuffer
-// bytes allocated and CPU per byte sealed, against node:crypto AES-GCM alone (bench/chunked-seal.ts). For each size and each
+// bytes allocated and CPU per byte sealed, against node:crypto AES-GCM alone (bench/chunked-seal.ts); with
+// `--respond` as well, the response's chunks sealed by the gateway and opened by the client. For each size and each
 // set of V8 flags (the defaults, and --no-liftoff as in the chunked memory test), a fresh stack of
 // processes (client -> `veil relay` -> `veil gateway` -> target, bench/chunked.ts) takes a warm-up
 // upload and then one chunked upload of that size; the peer is the same topology with two bare
@@ -22,7 +23,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { intArg } from "./args.js";
 import { CHILD, forkChunkedRole, startChunkedStack, type RoleChild } from "./chunked.js";
-import { printSealing, type SealRow } from "./chunked-seal.js";
+import { printSealing, type SealDirection, type SealRow } from "./chunked-seal.js";
 import type { Result } from "./chunked-child.js";
 import type { MemorySample } from "./chunked-memory-sampler.js";
 
@@ -119,8 +120,8 @@ async function measure(mode: Mode, bytes: number, warmBytes: number, flags: read
 }
 
 /** Runs the sealing measurement in a child process of its own (bench/chunked-seal.ts). */
-async function sealing(): Promise<SealRow[]> {
-  const child = fork(CHILD, ["seal"], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: ["--expose-gc", "--max-semi-space-size=64"] });
+async function sealing(direction: SealDirection): Promise<SealRow[]> {
+  const child = fork(CHILD, ["seal", direction], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: ["--expose-gc", "--max-semi-space-size=64"] });
   try {
     return await new Promise<SealRow[]>((resolve, reject) => {
       child.once("exit", (code) => reject(new Error(`the seal measurement exited with ${code}`)));
@@ -141,7 +142,7 @@ function listArg(args: string[], name: string, dflt: string[]): string[] {
 export async function run(args: string[]): Promise<void> {
   if (args.includes("--seal")) {
     console.log(`load average before: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
-    printSealing(await sealing());
+    printSealing(await sealing(args.includes("--respond") ? "response" : "request"));
     console.log(`load average after: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
     return;
   }
